@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# README command 2: every test, unit and integration, against a real PostgreSQL.
+#
+# Without DATABASE_URL it starts (or reuses) this checkout's private cluster
+# (scripts/pg.sh). It also checks formatting, that the committed sqlx offline
+# data (.sqlx/) is complete and current, and, with SESAME_LINT=1 (CI), clippy.
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh health).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "sesame: cargo not found; install Rust from rustup.rs" >&2; exit 1; }
+if [ -z "${DATABASE_URL:-}" ]; then
+  base=$(scripts/pg.sh start)
+  export DATABASE_URL=$base/postgres
+fi
+step() { printf '\n== %s\n' "$*"; }
+
+step "formatting"
+cargo fmt --check
+
+step "build with the committed offline query data only (no database)"
+touch src/lib.rs tests/api/main.rs
+SQLX_OFFLINE=true cargo test --locked --no-run
+
+step "the offline query data is current"
+scripts/sqlx-prepare.sh --check
+
+if [ "${SESAME_LINT:-0}" = 1 ]; then
+  step "clippy"
+  cargo clippy --locked --all-targets -- -D warnings
+fi
+
+step "tests"
+cargo test --locked "$@"

@@ -1,0 +1,77 @@
+//! The HTTP operations, one module per OpenAPI tag, and the middleware around them.
+
+pub mod auth;
+pub mod health;
+pub mod middleware;
+pub mod types;
+
+use poem::Request;
+use poem_openapi::{Object, OpenApiService, Tags};
+
+use crate::{app::AppState, audit::RequestContext};
+
+/// The groups operations are listed under in the OpenAPI document.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Signing in with an email code or a magic link, refreshing and ending sessions.
+    Auth,
+    /// Liveness of the server and its database.
+    Health,
+}
+
+/// Every API of sesame, as one OpenAPI service.
+pub type Apis = (auth::AuthApi, health::HealthApi);
+
+/// The OpenAPI service: routes and the generated document.
+pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            auth::AuthApi { state: state.clone() },
+            health::HealthApi { state: state.clone() },
+        ),
+        "sesame",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Passwordless authentication: a person proves they own an email address with a \
+         one-time code or a magic link and receives a short-lived JWT access token and a \
+         rotating, single-use refresh token. Every error answers \
+         `{\"success\": false, \"error\": \"…\", \"code\": \"…\"}` with a stable `code`.",
+    )
+}
+
+/// A body that says only "it worked".
+#[derive(Object, Debug, Clone)]
+pub struct SuccessResponse {
+    /// Always `true`.
+    pub success: bool,
+}
+
+impl SuccessResponse {
+    pub fn ok() -> Self {
+        Self { success: true }
+    }
+}
+
+/// Longest `User-Agent` kept with sessions and events.
+const MAX_USER_AGENT_CHARS: usize = 512;
+
+/// Who sent a request: client IP (the socket peer, or the first
+/// `X-Forwarded-For` hop when `TRUST_PROXY_HEADERS=true`), user agent and request id.
+pub fn request_context(req: &Request, state: &AppState) -> RequestContext {
+    let forwarded = state
+        .config
+        .trust_proxy_headers
+        .then(|| req.header("x-forwarded-for"))
+        .flatten()
+        .and_then(|v| v.split(',').next())
+        .and_then(|hop| hop.trim().parse().ok());
+    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    RequestContext {
+        ip: forwarded.or(peer),
+        user_agent: req
+            .header("user-agent")
+            .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+        request_id: req.data::<middleware::RequestId>().map(|id| id.0.clone()),
+    }
+}

@@ -1,0 +1,152 @@
+//! The application: its shared state, its routes, and how it binds, serves and stops.
+//!
+//! Production and tests boot the same code: [`Application::build`] binds (port 0
+//! in tests), [`Application::port`] tells where, and
+//! [`Application::run_until_stopped`] serves until the shutdown future resolves.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, listener::TcpAcceptor};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+use crate::{
+    api::{self, middleware},
+    clock::Clock,
+    config::Config,
+    error,
+};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything a request handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The connection pool; connects lazily, so the server starts and
+    /// answers (503) while the database is down.
+    pub db: PgPool,
+    pub config: Arc<Config>,
+    pub clock: Clock,
+}
+
+impl AppState {
+    /// State for `config`, with a lazily connecting pool to its database.
+    pub fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let options = config.database()?.clone();
+        let db = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(config.database_acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self {
+            db,
+            config: Arc::new(config),
+            clock,
+        })
+    }
+
+    /// State that never touches a database: for printing the OpenAPI document.
+    pub fn offline() -> Self {
+        let config = Config::from_lookup(|_| None).unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"));
+        let db = PgPoolOptions::new().connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
+        Self {
+            db,
+            config: Arc::new(config),
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// Every route of sesame with its middleware.
+pub fn routes(state: &AppState) -> impl Endpoint + 'static {
+    let service = api::service(state);
+    let spec_yaml = service.spec_yaml();
+    let route = Route::new()
+        .nest("/docs", service.swagger_ui())
+        .at("/openapi.json", service.spec_endpoint())
+        .at(
+            "/openapi.yaml",
+            poem::endpoint::make_sync(move |_| {
+                spec_yaml
+                    .clone()
+                    .with_content_type("application/yaml; charset=utf-8")
+                    .into_response()
+            }),
+        )
+        .nest("/", service);
+    let cors = middleware::Cors::new(&state.config.cors_allowed_origins);
+    route
+        .around(middleware::check_body)
+        .catch_all_error(|err| async move { error::render(err) })
+        .around(move |ep, req| {
+            let cors = cors.clone();
+            async move { cors.handle(ep, req).await }
+        })
+        .around(middleware::trace)
+}
+
+/// A bound, ready-to-serve sesame.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `HOST:PORT` (port 0 picks a free port) and prepares the state.
+    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let bind = SocketAddr::new(config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("binding {bind} (set HOST and PORT)"))?;
+        let addr = listener.local_addr()?;
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let state = AppState::new(config, clock)?;
+        Ok(Self { acceptor, addr, state })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = routes(&self.state);
+        tracing::info!(addr = %self.addr, "sesame listening");
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
+            .await
+            .context("serving HTTP")?;
+        self.state.db.close().await;
+        tracing::info!("sesame stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

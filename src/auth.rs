@@ -1,0 +1,3 @@
+//! Domain logic of authentication: no HTTP, no SQL.
+
+pub mod refresh;

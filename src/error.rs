@@ -1,0 +1,252 @@
+//! The one error envelope: `{"success": false, "error": "<message>", "code": "<code>"}`.
+//!
+//! Handlers return [`ApiError`], an `ApiResponse` enum, so every error status is
+//! in the OpenAPI document with the [`ErrorBody`] schema. Errors poem and
+//! poem-openapi raise before a handler runs (bad JSON, missing fields, unknown
+//! routes, wrong methods, wrong content types) are rewritten into the same body
+//! by [`render`]. Clients get a stable `code`; the cause chain of a 500 or 503
+//! goes to the log once, never to the client.
+
+use poem::{
+    Response,
+    error::{MethodNotAllowedError, NotFoundError},
+    http::{StatusCode, header},
+};
+use poem_openapi::{
+    ApiResponse, Object,
+    error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
+    payload::Json,
+};
+
+/// The body of every error response.
+#[derive(Object, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    /// A human-readable message; wording may change.
+    pub error: String,
+    /// A stable machine-readable code, e.g. `invalid_request`, `rate_limited`.
+    pub code: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, error: impl Into<String>) -> Self {
+        Self {
+            success: false,
+            error: error.into(),
+            code: code.to_owned(),
+        }
+    }
+}
+
+/// Every error an operation can answer with.
+#[derive(ApiResponse, Debug)]
+pub enum ApiError {
+    /// The request is malformed: not JSON, a missing or mistyped field, or an invalid value.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, invalid or expired credentials.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// Always `Bearer`.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The resource does not exist (or is not the caller's).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The body is larger than 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// A rate limit was hit; retry after the given number of seconds.
+    #[oai(status = 429)]
+    RateLimited(
+        Json<ErrorBody>,
+        /// Seconds until the limit allows the request again.
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
+    /// An unexpected server error; details are in the server log.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The database is unreachable; retry shortly.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::BadRequest(Json(ErrorBody::new(code, message)))
+    }
+
+    pub fn unauthorized(code: &str, message: impl Into<String>) -> Self {
+        Self::Unauthorized(Json(ErrorBody::new(code, message)), "Bearer".to_owned())
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(Json(ErrorBody::new("not_found", message)))
+    }
+
+    /// A failure the client cannot fix; logged here, once, with its cause chain.
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        let err = err.into();
+        tracing::error!(error = format!("{err:#}"), "internal error");
+        Self::Internal(Json(ErrorBody::new("internal_error", "internal server error")))
+    }
+
+    /// The database could not be reached; logged here with its cause.
+    pub fn database_unavailable(err: &sqlx::Error) -> Self {
+        tracing::warn!(error = %err, "database unavailable");
+        Self::Unavailable(Json(ErrorBody::new(
+            "database_unavailable",
+            "the database is unavailable; retry shortly",
+        )))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_connection_error(&err) {
+            Self::database_unavailable(&err)
+        } else {
+            Self::internal(err)
+        }
+    }
+}
+
+/// Whether a database error means "unreachable" (503) rather than a bug (500).
+pub fn is_connection_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: admin shutdown, crash
+            // shutdown, cannot connect now; 53300: too many connections;
+            // 55000: database does not allow connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "55000"
+        }),
+        _ => false,
+    }
+}
+
+/// Rewrites any error that reached the edge of the app into the SPEC body.
+pub fn render(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        // Already an ApiError (or another typed response): keep it as it is.
+        return err.into_response();
+    }
+    let (status, code, message) = classify(&err);
+    if status.is_server_error() {
+        tracing::error!(error = %err, "unhandled error");
+    }
+    error_response(status, code, &message)
+}
+
+/// A response with the SPEC error body, for the places outside typed handlers.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "success": false, "error": message, "code": code });
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(body.to_string())
+}
+
+fn classify(err: &poem::Error) -> (StatusCode, &'static str, String) {
+    if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            describe_payload_error(&e.reason),
+        );
+    }
+    if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("invalid parameter `{}`: {}", e.name, e.reason),
+        );
+    }
+    if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        return (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("invalid path segment `{}`", e.name),
+        );
+    }
+    if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        let message = match e {
+            ContentTypeError::NotSupported { .. } => "the body must be sent as `Content-Type: application/json`",
+            ContentTypeError::ExpectContentType => "the `Content-Type: application/json` header is required",
+        };
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message.to_owned(),
+        );
+    }
+    if err.is::<NotFoundError>() {
+        return (StatusCode::NOT_FOUND, "not_found", "no such route".to_owned());
+    }
+    if err.is::<MethodNotAllowedError>() {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route".to_owned(),
+        );
+    }
+    let status = err.status();
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            status,
+            "payload_too_large",
+            "the request body is larger than 64 KiB".to_owned(),
+        ),
+        StatusCode::NOT_FOUND => (status, "not_found", "not found".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            status,
+            "method_not_allowed",
+            "method not allowed on this route".to_owned(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, "unsupported_media_type", "unsupported content type".to_owned()),
+        StatusCode::UNAUTHORIZED => (status, "invalid_token", "a valid bearer token is required".to_owned()),
+        s if s.is_client_error() => (s, "bad_request", "the request is invalid".to_owned()),
+        s if s == StatusCode::SERVICE_UNAVAILABLE => {
+            (s, "unavailable", "the service is unavailable; retry shortly".to_owned())
+        }
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal server error".to_owned(),
+        ),
+    }
+}
+
+/// Turns poem-openapi's parse messages into one a client developer can act on,
+/// without echoing the submitted values back.
+fn describe_payload_error(reason: &str) -> String {
+    // The messages look like `Type "string" expects an input value. (occurred
+    // while parsing "LogoutRequest")` or `Expected input type "string", found 5.`.
+    let quoted: Vec<&str> = reason.split('"').skip(1).step_by(2).collect();
+    let within = match quoted.last() {
+        Some(outer) if quoted.len() > 1 => format!(" in {outer}"),
+        _ => String::new(),
+    };
+    if reason.contains("expects an input value") {
+        return format!("a required field{within} is missing or null");
+    }
+    if reason.starts_with("Expected input type") {
+        let ty = quoted.first().copied().unwrap_or("object");
+        if quoted.len() > 1 {
+            return format!("a field{within} has the wrong type: expected {ty}");
+        }
+        return format!("expected a JSON {ty}");
+    }
+    if let Some(field) = reason.split("unknown field `").nth(1).and_then(|s| s.split('`').next()) {
+        let field: String = field.chars().take(64).collect();
+        return format!("unknown field `{field}`{within}");
+    }
+    format!("a field{within} has an invalid value")
+}

@@ -1,0 +1,30 @@
+//! sesame: a passwordless authentication server.
+//!
+//! A person proves they own an email address (a one-time code or a magic link)
+//! and receives a short-lived JWT access token and a rotating, single-use
+//! refresh token. Every step is an audit event in PostgreSQL.
+//!
+//! Map of the crate, in the direction data flows:
+//! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`).
+//! - [`config`]: every setting, typed and validated at start-up.
+//! - [`app`]: [`app::AppState`], [`app::Application`] (bind, serve, shut down) and the routes.
+//! - [`api`]: the HTTP operations, one module per OpenAPI tag, and the middleware.
+//! - [`auth`]: pure domain logic (tokens, hashing); no HTTP, no SQL.
+//! - [`store`]: all SQL, as small functions that compose inside one transaction.
+//! - [`audit`]: the audit event type and how it is recorded.
+//! - [`error`]: the one error envelope every response uses.
+//! - [`telemetry`]: the tracing subscriber.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod store;
+pub mod telemetry;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -1,0 +1,9 @@
+//! All SQL of sesame, as compile-time checked queries in small named functions.
+//!
+//! Functions take `&mut PgConnection` (or an executor) so that a flow can
+//! compose several of them inside one transaction; times come from the
+//! injected clock, never from SQL `now()`, so expiry can be tested.
+
+pub mod audit;
+pub mod health;
+pub mod sessions;

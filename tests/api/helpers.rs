@@ -1,0 +1,153 @@
+//! `TestApp`: the real application, bound to a random port, on its own database.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sesame::{app::Application, clock::Clock, config::Config};
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A development config pointed at `db`, on a random port, quiet.
+pub fn test_config(db: PgConnectOptions) -> Config {
+    let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
+    config.database = Some(db);
+    config.port = 0;
+    config.database_acquire_timeout = Duration::from_secs(1);
+    config
+}
+
+/// A parsed response: status, headers and JSON body (Null when not JSON).
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl TestResponse {
+    pub async fn from(resp: reqwest::Response) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the SPEC error body with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "status; body: {}", self.text);
+        assert_eq!(self.json["success"], Value::Bool(false), "body: {}", self.text);
+        assert_eq!(self.json["code"], Value::String(code.to_owned()), "body: {}", self.text);
+        assert!(
+            self.json["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "error message; body: {}",
+            self.text
+        );
+        assert!(
+            self.header("content-type")
+                .is_some_and(|ct| ct.starts_with("application/json")),
+            "content type of {}",
+            self.text
+        );
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(db: PgConnectOptions) -> Self {
+        Self::spawn_with(test_config(db)).await
+    }
+
+    pub async fn spawn_with(config: Config) -> Self {
+        let app = Application::build(config, Clock::system()).await.expect("app builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        TestResponse::from(self.client.get(self.url(path)).send().await.expect("request")).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> TestResponse {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        TestResponse::from(resp).await
+    }
+
+    /// POSTs raw bytes with the given content type (or none).
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> TestResponse {
+        let mut req = self.client.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        TestResponse::from(req.send().await.expect("request")).await
+    }
+
+    pub async fn health(&self) -> TestResponse {
+        self.get("/health").await
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> TestResponse {
+        self.post_json("/auth/logout", &serde_json::json!({ "refreshToken": refresh_token }))
+            .await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A connection to the server's maintenance database (`DATABASE_URL`), for
+/// doing things to a test database from outside, as an operator would.
+pub async fn admin_connection() -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
+    sqlx::PgConnection::connect(&url).await.expect("admin connection")
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real app on a random port against a fresh database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod errors;
+mod health;
+mod helpers;
+mod logout;
+mod openapi;

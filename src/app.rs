@@ -12,9 +12,11 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 use crate::{
     api::{self, middleware},
+    audit::AuditSink,
     clock::Clock,
     config::Config,
     error,
+    metrics::Metrics,
 };
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -28,6 +30,10 @@ pub struct AppState {
     pub db: PgPool,
     pub config: Arc<Config>,
     pub clock: Clock,
+    /// Counters and histograms served on `/metrics`.
+    pub metrics: Metrics,
+    /// Where committed audit events fan out to.
+    pub audit: AuditSink,
 }
 
 impl AppState {
@@ -38,21 +44,30 @@ impl AppState {
             .max_connections(config.database_max_connections)
             .acquire_timeout(config.database_acquire_timeout)
             .connect_lazy_with(options);
+        let metrics = Metrics::default();
+        let audit = AuditSink::new(&config, metrics.clone()).context("starting the audit file writer")?;
         Ok(Self {
             db,
             config: Arc::new(config),
             clock,
+            metrics,
+            audit,
         })
     }
 
     /// State that never touches a database: for printing the OpenAPI document.
     pub fn offline() -> Self {
-        let config = Config::from_lookup(|_| None).unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"));
+        let mut config = Config::from_lookup(|_| None).unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"));
+        config.metrics_enabled = false;
         let db = PgPoolOptions::new().connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
+        let metrics = Metrics::default();
+        let audit = AuditSink::new(&config, metrics.clone()).unwrap_or_else(|e| unreachable!("no file to open: {e}"));
         Self {
             db,
             config: Arc::new(config),
             clock: Clock::system(),
+            metrics,
+            audit,
         }
     }
 }
@@ -61,17 +76,27 @@ impl AppState {
 pub fn routes(state: &AppState) -> impl Endpoint + 'static {
     let service = api::service(state);
     let spec_yaml = service.spec_yaml();
+    let metrics = state.metrics.clone();
     let route = Route::new()
+        .at(
+            "/metrics",
+            poem::get(poem::endpoint::make_sync(move |_| {
+                metrics
+                    .render()
+                    .with_content_type("text/plain; version=0.0.4; charset=utf-8")
+                    .into_response()
+            })),
+        )
         .nest("/docs", service.swagger_ui())
         .at("/openapi.json", service.spec_endpoint())
         .at(
             "/openapi.yaml",
-            poem::endpoint::make_sync(move |_| {
+            poem::get(poem::endpoint::make_sync(move |_| {
                 spec_yaml
                     .clone()
                     .with_content_type("application/yaml; charset=utf-8")
                     .into_response()
-            }),
+            })),
         )
         .nest("/", service);
     let cors = middleware::Cors::new(&state.config.cors_allowed_origins);
@@ -83,6 +108,7 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
             async move { cors.handle(ep, req).await }
         })
         .around(middleware::trace)
+        .data(state.metrics.clone())
 }
 
 /// A bound, ready-to-serve sesame.
@@ -117,11 +143,14 @@ impl Application {
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let app = routes(&self.state);
+        let cleanup = crate::cleanup::spawn(self.state.clone());
         tracing::info!(addr = %self.addr, "sesame listening");
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
             .await
             .context("serving HTTP")?;
+        cleanup.abort();
+        self.state.audit.close().await;
         self.state.db.close().await;
         tracing::info!("sesame stopped");
         Ok(())

@@ -1,20 +1,37 @@
 //! Audit events: what happened, to whom, and how it ended.
 //!
-//! An event is recorded with [`record`] inside the transaction of the state
-//! change it describes, so the row commits or rolls back with that change.
-//! Events with no state change of their own are written in a short
-//! transaction of their own. The table is the source of truth that teams
-//! query with SQL.
+//! A flow records its events through an [`AuditTx`], the database transaction
+//! of the state change they describe: each event is inserted into
+//! `audit_events` inside that transaction, so the row commits or rolls back
+//! with the change. Only after the commit does the [`AuditSink`] fan the events
+//! out, in order: Prometheus counters, the console, the JSON Lines file. An
+//! event with no state change of its own goes through [`record_alone`]. The
+//! table is always written; `METRICS_ENABLED` and `METRICS_FORMAT` only govern
+//! the console and the file.
 
-use std::net::IpAddr;
+pub mod file;
+pub mod report;
 
+use std::{
+    borrow::Cow,
+    fmt::Write as _,
+    io::{IsTerminal as _, Write as _},
+    net::IpAddr,
+    ops::{Deref, DerefMut},
+    sync::Arc,
+};
+
+use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store;
-
+use crate::{
+    config::{Config, MetricsFormat},
+    metrics::Metrics,
+    store,
+};
 /// Where a request came from, as recorded with its events.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
@@ -27,7 +44,7 @@ pub struct RequestContext {
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
     /// Dotted name from SPEC, e.g. `auth.login`.
-    pub event: &'static str,
+    pub event: Cow<'static, str>,
     pub success: bool,
     pub user_id: Option<Uuid>,
     pub email: Option<String>,
@@ -38,11 +55,18 @@ pub struct AuditEvent {
     pub timestamp: OffsetDateTime,
 }
 
+impl RequestContext {
+    /// No request: events of background jobs and commands.
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
 impl AuditEvent {
     /// A successful event at `now`.
     pub fn success(event: &'static str, context: &RequestContext, now: OffsetDateTime) -> Self {
         Self {
-            event,
+            event: Cow::Borrowed(event),
             success: true,
             user_id: None,
             email: None,
@@ -86,7 +110,195 @@ impl AuditEvent {
     }
 }
 
-/// Writes `event` on `conn`, normally inside the transaction of its change.
-pub async fn record(conn: &mut PgConnection, event: &AuditEvent) -> Result<(), sqlx::Error> {
-    store::audit::insert(conn, event).await
+/// A database transaction that records audit events and publishes them once it commits.
+///
+/// Derefs to the connection, so `store` functions run inside it.
+pub struct AuditTx {
+    tx: Transaction<'static, Postgres>,
+    pending: Vec<AuditEvent>,
+    sink: AuditSink,
+}
+
+impl AuditTx {
+    pub async fn begin(db: &PgPool, sink: &AuditSink) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            tx: db.begin().await?,
+            pending: Vec::new(),
+            sink: sink.clone(),
+        })
+    }
+
+    /// Inserts `event` in this transaction; it is published only if the transaction commits.
+    pub async fn record(&mut self, event: AuditEvent) -> Result<(), sqlx::Error> {
+        store::audit::insert(&mut self.tx, &event).await?;
+        self.pending.push(event);
+        Ok(())
+    }
+
+    /// Commits, then fans the recorded events out. Dropping an `AuditTx`
+    /// without committing rolls back and publishes nothing.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        self.sink.publish(&self.pending);
+        Ok(())
+    }
+}
+
+impl Deref for AuditTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for AuditTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// Records an event that has no state change of its own (a failed
+/// verification, a rate-limit hit) in its own short transaction.
+pub async fn record_alone(db: &PgPool, sink: &AuditSink, event: AuditEvent) -> Result<(), sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    store::audit::insert(&mut conn, &event).await?;
+    sink.publish(std::slice::from_ref(&event));
+    Ok(())
+}
+
+/// Where committed events go besides the table; cheap to clone.
+#[derive(Clone)]
+pub struct AuditSink {
+    inner: Arc<SinkInner>,
+}
+
+struct SinkInner {
+    metrics: Metrics,
+    console: Option<Console>,
+    file: Option<file::FileWriter>,
+}
+
+#[derive(Clone, Copy)]
+struct Console {
+    color: bool,
+}
+
+impl AuditSink {
+    /// The outputs `config` asks for. The file is opened lazily by its writer thread.
+    pub fn new(config: &Config, metrics: Metrics) -> std::io::Result<Self> {
+        let (console, file) = match (config.metrics_enabled, config.metrics_format) {
+            (false, _) | (_, MetricsFormat::None) => (false, false),
+            (true, MetricsFormat::Console) => (true, false),
+            (true, MetricsFormat::File) => (false, true),
+            (true, MetricsFormat::Both) => (true, true),
+        };
+        let file = if file {
+            Some(file::FileWriter::start(
+                config.metrics_file_path.clone(),
+                metrics.clone(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            inner: Arc::new(SinkInner {
+                metrics,
+                console: console.then(|| Console {
+                    color: std::io::stdout().is_terminal(),
+                }),
+                file,
+            }),
+        })
+    }
+
+    /// Fans committed events out, in order. Never blocks on the disk.
+    pub fn publish(&self, events: &[AuditEvent]) {
+        for e in events {
+            self.inner.metrics.event(&e.event, e.success);
+            if let Some(console) = self.inner.console {
+                let line = console_line(e, console.color);
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }
+            if let Some(file) = &self.inner.file {
+                file.write(json_line(e));
+            }
+        }
+    }
+
+    /// Drains pending lines to the file and stops its writer (at shutdown).
+    pub async fn close(&self) {
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(file) = &inner.file {
+                file.close();
+            }
+        })
+        .await;
+    }
+}
+
+/// The JSON Lines record of SPEC:
+/// `{"event","timestamp","email"?,"userId"?,"success","error"?,"metadata"?}`.
+pub fn json_line(e: &AuditEvent) -> String {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Line<'a> {
+        event: &'a str,
+        timestamp: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        email: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<Uuid>,
+        success: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metadata: Option<&'a Map<String, Value>>,
+    }
+    let line = Line {
+        event: &e.event,
+        timestamp: timestamp(e.timestamp),
+        email: e.email.as_deref(),
+        user_id: e.user_id,
+        success: e.success,
+        error: e.error.as_deref(),
+        metadata: e.metadata.as_ref(),
+    };
+    serde_json::to_string(&line).unwrap_or_else(|_| format!(r#"{{"event":"{}","success":{}}}"#, e.event, e.success))
+}
+
+/// `2025-01-15T10:30:00.000Z`: UTC, milliseconds, as the original design wrote.
+pub fn timestamp(t: OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_default()
+}
+
+/// `[METRIC] ✅ auth.login                   | userId=…, email=…, method=otp`.
+pub fn console_line(e: &AuditEvent, color: bool) -> String {
+    let mark = if e.success { "✅" } else { "❌" };
+    let mut fields = Vec::new();
+    if let Some(id) = e.user_id {
+        fields.push(format!("userId={id}"));
+    }
+    if let Some(email) = &e.email {
+        fields.push(format!("email={email}"));
+    }
+    if let Some(error) = &e.error {
+        fields.push(format!("error={error}"));
+    }
+    for (k, v) in e.metadata.iter().flatten() {
+        match v {
+            Value::String(s) => fields.push(format!("{k}={s}")),
+            other => fields.push(format!("{k}={other}")),
+        }
+    }
+    let mut line = String::new();
+    let _ = write!(line, "[METRIC] {mark} {:<28} | {}", e.event, fields.join(", "));
+    if color {
+        let code = if e.success { "32" } else { "31" };
+        line = format!("\x1b[{code}m{line}\x1b[0m");
+    }
+    line
 }

@@ -1,13 +1,19 @@
 //! The `sesame` command line.
 
+use std::{io::Write as _, time::Duration};
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use uuid::Uuid;
 
 use crate::{
     MIGRATOR,
     app::{self, AppState, Application},
+    audit::{self, report},
+    cleanup,
     clock::Clock,
     config::Config,
-    telemetry,
+    store, telemetry,
 };
 
 #[derive(Parser, Debug)]
@@ -32,6 +38,50 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the audit trail (the audit_events table) questions.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Run the cleanup job once (expired codes, links, rate-limit windows, old audit rows).
+    Cleanup,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Events by outcome, login success rate, OTP failures by reason, refresh rate, reuse detections.
+    Summary {
+        /// The window to summarise, ending now (e.g. 1h, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = parse_window)]
+        since: Duration,
+    },
+    /// The latest events, oldest first; filters combine.
+    Tail {
+        /// Only this event, e.g. auth.login.
+        #[arg(long)]
+        event: Option<String>,
+        /// Only events of this user id.
+        #[arg(long, conflicts_with = "email")]
+        user: Option<Uuid>,
+        /// Only events of this email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// How many of the latest events to show first.
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+        /// Print JSON Lines records (as in METRICS_FILE_PATH) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events as they are recorded, until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+fn parse_window(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("expected a duration such as 1h, 24h or 7d, got {s:?}"))
 }
 
 /// Runs a parsed command line.
@@ -50,6 +100,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config()?;
             migrate(&config).await
         }
+        Command::Audit { command } => {
+            let config = load_config()?;
+            let state = AppState::new(quiet(config), Clock::system())?;
+            match command {
+                AuditCommand::Summary { since } => summary(&state, since).await,
+                AuditCommand::Tail {
+                    event,
+                    user,
+                    email,
+                    limit,
+                    json,
+                    follow,
+                } => {
+                    let filter = store::audit::Filter {
+                        event,
+                        user_id: user,
+                        email,
+                    };
+                    tail(&state, &filter, limit, json, follow).await
+                }
+            }
+        }
+        Command::Cleanup => {
+            let config = load_config()?;
+            let state = AppState::new(quiet(config), Clock::system())?;
+            match cleanup::run_once(&state).await.context("running the cleanup job")? {
+                Some(report) => println!("{report:?}"),
+                None => println!("skipped: another instance is running the cleanup job"),
+            }
+            Ok(())
+        }
         Command::Serve => {
             let config = load_config()?;
             migrate(&config).await?;
@@ -65,8 +146,65 @@ fn load_config() -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Commands that only read the trail write no console or file output of their own.
+fn quiet(mut config: Config) -> Config {
+    config.metrics_enabled = false;
+    config
+}
+
+async fn summary(state: &AppState, since: Duration) -> anyhow::Result<()> {
+    let mut conn = state.db.acquire().await.context("connecting to the database")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "sesame audit summary, last {}", humantime::format_duration(since))?;
+    for q in report::queries() {
+        let table = report::run(&mut conn, &q, since)
+            .await
+            .with_context(|| format!("running query {}", q.name))?;
+        writeln!(out, "\n{} — {}", q.name, q.description)?;
+        write!(out, "{table}")?;
+    }
+    Ok(())
+}
+
+async fn tail(
+    state: &AppState,
+    filter: &store::audit::Filter,
+    limit: i64,
+    json: bool,
+    follow: bool,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let color = !json && std::io::stdout().is_terminal();
+    let mut conn = state.db.acquire().await.context("connecting to the database")?;
+    let (mut after, mut page) = (0, limit);
+    loop {
+        let events = store::audit::list(&mut conn, filter, after, page).await?;
+        // After the first page, follow everything new, not only the latest few.
+        page = 10_000;
+        let mut out = std::io::stdout().lock();
+        for e in &events {
+            if json {
+                writeln!(out, "{}", audit::json_line(&e.event))?;
+            } else {
+                writeln!(
+                    out,
+                    "{} {}",
+                    audit::timestamp(e.event.timestamp),
+                    audit::console_line(&e.event, color)
+                )?;
+            }
+            after = e.id;
+        }
+        out.flush()?;
+        drop(out);
+        if !follow {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     use sqlx::{ConnectOptions as _, Connection as _};
     let options = config.database()?;
     let mut conn = options

@@ -119,6 +119,8 @@ pub struct Config {
     pub metrics_format: MetricsFormat,
     pub metrics_file_path: PathBuf,
     pub cleanup_interval: Duration,
+    /// Audit rows older than this are deleted by the cleanup job; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
     pub rate_limits: RateLimits,
     pub trust_proxy_headers: bool,
 }
@@ -326,6 +328,11 @@ impl Config {
                 .unwrap_or_else(|| "./logs/metrics.jsonl".to_owned()),
         );
         let cleanup_interval = r.duration("CLEANUP_INTERVAL", "1h", Duration::from_secs(1));
+        let audit_retention = match r.raw("AUDIT_RETENTION") {
+            None => None,
+            Some(v) if v.eq_ignore_ascii_case("forever") => None,
+            Some(_) => Some(r.duration("AUDIT_RETENTION", "1d", Duration::from_secs(3600))),
+        };
 
         let rate_limits = RateLimits {
             enabled: r.bool("RATE_LIMIT_ENABLED", true),
@@ -369,6 +376,7 @@ impl Config {
             metrics_format,
             metrics_file_path,
             cleanup_interval,
+            audit_retention,
             rate_limits,
             trust_proxy_headers,
         })
@@ -614,6 +622,9 @@ mod tests {
         assert_eq!(c.metrics_format, MetricsFormat::Console);
         assert_eq!(c.metrics_file_path, PathBuf::from("./logs/metrics.jsonl"));
         assert_eq!(c.cleanup_interval, Duration::from_secs(3600));
+        assert_eq!(c.audit_retention, None);
+        let c = load(&[("AUDIT_RETENTION", "90d")]).expect("valid");
+        assert_eq!(c.audit_retention, Some(Duration::from_secs(90 * 86_400)));
         assert!(c.rate_limits.enabled);
         assert_eq!(c.rate_limits.send_interval, Duration::from_secs(60));
         assert_eq!(c.rate_limits.send_per_address_per_hour, 10);
@@ -673,6 +684,8 @@ mod tests {
             ("METRICS_ENABLED", "maybe", "`true` or `false`"),
             ("METRICS_FORMAT", "syslog", "one of `console`, `file`, `both`, `none`"),
             ("CLEANUP_INTERVAL", "0", "at least 1s"),
+            ("AUDIT_RETENTION", "10m", "at least 1h"),
+            ("AUDIT_RETENTION", "always", "a duration"),
             ("RATE_LIMIT_ENABLED", "2", "`true` or `false`"),
             ("RATE_LIMIT_SEND_INTERVAL", "later", "a duration"),
             ("RATE_LIMIT_SEND_PER_ADDRESS_PER_HOUR", "0", "a whole number"),

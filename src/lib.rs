@@ -11,7 +11,8 @@
 //! - [`api`]: the HTTP operations, one module per OpenAPI tag, and the middleware.
 //! - [`auth`]: pure domain logic (tokens, hashing); no HTTP, no SQL.
 //! - [`store`]: all SQL, as small functions that compose inside one transaction.
-//! - [`audit`]: the audit event type and how it is recorded.
+//! - [`audit`]: audit events: recorded in the transaction of their change, then fanned out.
+//! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
 //! - [`error`]: the one error envelope every response uses.
 //! - [`telemetry`]: the tracing subscriber.
 
@@ -19,10 +20,12 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cleanup;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;
 

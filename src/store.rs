@@ -5,5 +5,6 @@
 //! injected clock, never from SQL `now()`, so expiry can be tested.
 
 pub mod audit;
+pub mod cleanup;
 pub mod health;
 pub mod sessions;

@@ -6,7 +6,7 @@ use poem_openapi::{Object, OpenApi, payload::Json};
 use super::{ApiTags, SuccessResponse, request_context, types::Text};
 use crate::{
     app::AppState,
-    audit::{self, AuditEvent},
+    audit::{AuditEvent, AuditTx},
     auth::refresh::RefreshToken,
     error::ApiError,
     store::{self, sessions::RevokeReason},
@@ -43,7 +43,7 @@ impl AuthApi {
     async fn logout(&self, req: &Request, body: Json<LogoutRequest>) -> Result<Json<SuccessResponse>, ApiError> {
         let ctx = request_context(req, &self.state);
         let now = self.state.clock.now();
-        let mut tx = self.state.db.begin().await?;
+        let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
         let owner = match RefreshToken::parse(body.refresh_token.as_str()) {
             Some(token) => store::sessions::find_by_token_hash_for_update(&mut tx, &token.hash()).await?,
             None => None,
@@ -60,7 +60,7 @@ impl AuthApi {
                 .meta("sessionId", owner.session_id.to_string()),
             None => AuditEvent::failure("auth.logout", "Unknown refresh token", &ctx, now),
         };
-        audit::record(&mut tx, &event).await?;
+        tx.record(event).await?;
         tx.commit().await?;
         Ok(Json(SuccessResponse::ok()))
     }

@@ -7,9 +7,10 @@ use poem::{
     Endpoint, IntoResponse, Request, Response,
     http::{HeaderValue, Method, StatusCode, header},
 };
+use poem_openapi::OperationId;
 use tracing::Instrument;
 
-use crate::{config::MAX_BODY_BYTES, error::error_response as error};
+use crate::{config::MAX_BODY_BYTES, error::error_response as error, metrics::Metrics};
 
 /// The id of a request: the client's `X-Request-Id` when well-formed, else a new UUID.
 #[derive(Debug, Clone)]
@@ -36,9 +37,15 @@ pub async fn trace<E: Endpoint<Output = Response>>(ep: Arc<E>, mut req: Request)
     let span = tracing::info_span!("request", request_id = %id.0, method = %req.method(), path = %req.uri().path());
     async move {
         let started = Instant::now();
+        let metrics = req.data::<Metrics>().cloned();
         let mut resp = ep.call(req).await?;
         let status = resp.status().as_u16();
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if let Some(metrics) = metrics {
+            let operation = resp.data::<OperationId>().map_or("unmatched", |op| op.0);
+            metrics.request(operation, status, elapsed);
+        }
         if status >= 500 {
             tracing::warn!(status, ms, "request failed");
         } else {

@@ -3,7 +3,11 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sesame::{app::Application, clock::Clock, config::Config};
+use sesame::{
+    app::Application,
+    clock::Clock,
+    config::{Config, MetricsFormat},
+};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::oneshot;
 
@@ -20,7 +24,33 @@ pub fn test_config(db: PgConnectOptions) -> Config {
     config.database = Some(db);
     config.port = 0;
     config.database_acquire_timeout = Duration::from_secs(1);
+    // Tests that look at the console or the file turn them on themselves.
+    config.metrics_format = MetricsFormat::None;
     config
+}
+
+/// `test_config` writing audit lines to `path`.
+pub fn file_config(db: PgConnectOptions, path: &std::path::Path) -> Config {
+    let mut config = test_config(db);
+    config.metrics_format = MetricsFormat::File;
+    config.metrics_file_path = path.to_owned();
+    config
+}
+
+/// A fresh empty folder under the system temp dir.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sesame-test-{name}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The lines of a JSON Lines file, each parsed (panics on a torn line).
+pub fn read_json_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn or invalid line {l:?}: {e}")))
+        .collect()
 }
 
 /// A parsed response: status, headers and JSON body (Null when not JSON).
@@ -116,6 +146,14 @@ impl TestApp {
         TestResponse::from(req.send().await.expect("request")).await
     }
 
+    /// The value of one Prometheus series on `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
     pub async fn health(&self) -> TestResponse {
         self.get("/health").await
     }
@@ -150,4 +188,78 @@ pub async fn admin_connection() -> sqlx::PgConnection {
     use sqlx::Connection as _;
     let url = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
     sqlx::PgConnection::connect(&url).await.expect("admin connection")
+}
+
+/// The URL of test database `db`, on the server of `DATABASE_URL`.
+pub fn database_url(db: &PgConnectOptions) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
+    let server = base.rsplit_once('/').expect("DATABASE_URL names a database").0;
+    format!("{server}/{}", db.get_database().expect("test database name"))
+}
+
+/// The real `sesame serve` binary, on a free port, in `dir`, with exactly `vars`
+/// (plus `DATABASE_URL` and `PORT`) in its environment.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl ServerProcess {
+    pub fn start(db: &PgConnectOptions, dir: &std::path::Path, vars: &[(&str, &str)]) -> Self {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_sesame"))
+            .arg("serve")
+            .current_dir(dir)
+            .env_clear()
+            .env("DATABASE_URL", database_url(db))
+            .env("PORT", port.to_string())
+            .envs(vars.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self { child, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Waits (up to 30 s) until `/health` answers, and returns that answer.
+    pub async fn wait_ready(&self) -> reqwest::Response {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(resp) = reqwest::get(self.url("/health")).await {
+                return resp;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits (up to 15 s) for the process to exit.
+    pub async fn terminate(mut self) -> std::process::Output {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sesame did not stop within 15 s of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.child.wait_with_output().unwrap()
+    }
 }

@@ -1,0 +1,181 @@
+//! Prometheus counters and histograms, served as text on `GET /metrics`.
+//!
+//! A small registry of our own rather than a global recorder: each app owns
+//! one (tests run many apps in one process), and the handful of series we
+//! keep does not need more.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+/// Upper bounds of the request-latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default)]
+struct Histogram {
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`].
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// (event, success) → count.
+    events: BTreeMap<(String, bool), u64>,
+    /// (operation, status) → count.
+    requests: BTreeMap<(String, u16), u64>,
+    /// operation → latency.
+    latency: BTreeMap<String, Histogram>,
+}
+
+/// The metrics of one app; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    audit_file_errors: Arc<AtomicU64>,
+}
+
+impl Metrics {
+    /// Counts one audit event.
+    pub fn event(&self, event: &str, success: bool) {
+        let mut r = self.lock();
+        *r.events.entry((event.to_owned(), success)).or_default() += 1;
+    }
+
+    /// Counts one failed write to the JSON Lines file.
+    pub fn audit_file_error(&self) {
+        self.audit_file_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audit_file_errors(&self) -> u64 {
+        self.audit_file_errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts one HTTP request of `operation` and its latency.
+    pub fn request(&self, operation: &str, status: u16, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let mut r = self.lock();
+        *r.requests.entry((operation.to_owned(), status)).or_default() += 1;
+        let h = r.latency.entry(operation.to_owned()).or_default();
+        h.count += 1;
+        h.sum += secs;
+        for (bucket, le) in h.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if secs <= le {
+                *bucket += 1;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while holding this lock cannot leave the counters inconsistent
+        // in a way that matters; keep serving them.
+        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let r = self.lock();
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP sesame_events_total Audit events recorded, by event and outcome."
+        );
+        let _ = writeln!(out, "# TYPE sesame_events_total counter");
+        for ((event, success), n) in &r.events {
+            let _ = writeln!(
+                out,
+                "sesame_events_total{{event=\"{}\",success=\"{success}\"}} {n}",
+                escape(event)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sesame_audit_file_errors_total Audit events that could not be written to the JSON Lines file."
+        );
+        let _ = writeln!(out, "# TYPE sesame_audit_file_errors_total counter");
+        let _ = writeln!(out, "sesame_audit_file_errors_total {}", self.audit_file_errors());
+        let _ = writeln!(
+            out,
+            "# HELP sesame_http_requests_total HTTP requests, by operation and status."
+        );
+        let _ = writeln!(out, "# TYPE sesame_http_requests_total counter");
+        for ((op, status), n) in &r.requests {
+            let _ = writeln!(
+                out,
+                "sesame_http_requests_total{{operation=\"{}\",status=\"{status}\"}} {n}",
+                escape(op)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sesame_http_request_duration_seconds HTTP request latency, by operation."
+        );
+        let _ = writeln!(out, "# TYPE sesame_http_request_duration_seconds histogram");
+        for (op, h) in &r.latency {
+            let op = escape(op);
+            for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
+                let _ = writeln!(
+                    out,
+                    "sesame_http_request_duration_seconds_bucket{{operation=\"{op}\",le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "sesame_http_request_duration_seconds_bucket{{operation=\"{op}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "sesame_http_request_duration_seconds_sum{{operation=\"{op}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "sesame_http_request_duration_seconds_count{{operation=\"{op}\"}} {}",
+                h.count
+            );
+        }
+        out
+    }
+}
+
+/// Escapes a label value per the exposition format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histograms_render_in_the_exposition_format() {
+        let m = Metrics::default();
+        m.event("auth.login", true);
+        m.event("auth.login", true);
+        m.event("otp.verification", false);
+        m.audit_file_error();
+        m.request("logout", 200, Duration::from_millis(3));
+        m.request("logout", 400, Duration::from_secs(20));
+        let text = m.render();
+        assert!(
+            text.contains("sesame_events_total{event=\"auth.login\",success=\"true\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("sesame_events_total{event=\"otp.verification\",success=\"false\"} 1\n"));
+        assert!(text.contains("sesame_audit_file_errors_total 1\n"));
+        assert!(text.contains("sesame_http_requests_total{operation=\"logout\",status=\"400\"} 1\n"));
+        assert!(text.contains("sesame_http_request_duration_seconds_bucket{operation=\"logout\",le=\"0.0025\"} 0\n"));
+        assert!(text.contains("sesame_http_request_duration_seconds_bucket{operation=\"logout\",le=\"0.005\"} 1\n"));
+        assert!(text.contains("sesame_http_request_duration_seconds_bucket{operation=\"logout\",le=\"10\"} 1\n"));
+        assert!(text.contains("sesame_http_request_duration_seconds_bucket{operation=\"logout\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("sesame_http_request_duration_seconds_count{operation=\"logout\"} 2\n"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Deleting what has expired, in batches, under an advisory lock.
+
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+/// The advisory lock that lets one instance at a time run the cleanup job.
+const LOCK_KEY: i64 = 0x5e5a_3e00_c1ea;
+
+/// Takes the cleanup lock for this connection's session, if no one else holds it.
+pub async fn try_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, LOCK_KEY)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn unlock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1) AS "unlocked!""#, LOCK_KEY)
+        .fetch_one(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Deletes up to `batch` audit events created before `cutoff`; returns how many.
+pub async fn delete_audit_events_before(
+    conn: &mut PgConnection,
+    cutoff: OffsetDateTime,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"
+        DELETE FROM audit_events
+        WHERE id IN (SELECT id FROM audit_events WHERE created_at < $1 ORDER BY id LIMIT $2)
+        "#,
+        cutoff,
+        batch,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `batch` one-time codes that expired before `now`.
+pub async fn delete_expired_otp_codes(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM otp_codes WHERE id IN (SELECT id FROM otp_codes WHERE expires_at < $1 LIMIT $2)",
+        now,
+        batch,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `batch` magic links that expired before `now`.
+pub async fn delete_expired_magic_links(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM magic_links WHERE id IN (SELECT id FROM magic_links WHERE expires_at < $1 LIMIT $2)",
+        now,
+        batch,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `batch` rate-limit windows that ended before `now`.
+pub async fn delete_expired_rate_limits(
+    conn: &mut PgConnection,
+    now: OffsetDateTime,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"
+        DELETE FROM rate_limits
+        WHERE (bucket, subject, window_start) IN (
+            SELECT bucket, subject, window_start FROM rate_limits WHERE expires_at < $1 LIMIT $2
+        )
+        "#,
+        now,
+        batch,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -302,3 +302,53 @@ pub fn console_line(e: &AuditEvent, color: bool) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(success: bool) -> AuditEvent {
+        let at = OffsetDateTime::from_unix_timestamp(1_736_937_005).expect("valid") + time::Duration::milliseconds(10);
+        let ctx = RequestContext::none();
+        let e = if success {
+            AuditEvent::success("auth.login", &ctx, at)
+        } else {
+            AuditEvent::failure("otp.verification", "Invalid code", &ctx, at)
+        };
+        e.user(Uuid::nil()).email("user@example.com").meta("method", "otp")
+    }
+
+    #[test]
+    fn console_lines_follow_the_original_design() {
+        assert_eq!(
+            console_line(&sample(true), false),
+            "[METRIC] ✅ auth.login                   | userId=00000000-0000-0000-0000-000000000000, email=user@example.com, method=otp"
+        );
+        let failed = console_line(&sample(false), false);
+        assert!(
+            failed.starts_with("[METRIC] ❌ otp.verification             | "),
+            "{failed}"
+        );
+        assert!(failed.contains("error=Invalid code"), "{failed}");
+        assert_eq!(
+            console_line(&sample(false), true),
+            format!("\x1b[31m{failed}\x1b[0m"),
+            "red on a terminal"
+        );
+        assert!(
+            console_line(&sample(true), true).starts_with("\x1b[32m"),
+            "green on a terminal"
+        );
+    }
+
+    #[test]
+    fn json_lines_follow_the_spec_record() {
+        assert_eq!(
+            json_line(&sample(true)),
+            r#"{"event":"auth.login","timestamp":"2025-01-15T10:30:05.010Z","email":"user@example.com","userId":"00000000-0000-0000-0000-000000000000","success":true,"metadata":{"method":"otp"}}"#
+        );
+        let failed: Value = serde_json::from_str(&json_line(&sample(false))).expect("valid JSON");
+        assert_eq!(failed["error"], "Invalid code");
+        assert_eq!(failed["success"], false);
+    }
+}

@@ -13,8 +13,10 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use crate::{
     api::{self, middleware},
     audit::AuditSink,
+    auth::{jwt::JwtKeys, otp::OtpHasher},
     clock::Clock,
     config::Config,
+    email::Mailer,
     error,
     metrics::Metrics,
 };
@@ -34,11 +36,17 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Where committed audit events fan out to.
     pub audit: AuditSink,
+    /// Signs and verifies access tokens.
+    pub jwt: JwtKeys,
+    /// Hashes and checks one-time codes.
+    pub otp: OtpHasher,
+    pub mailer: Mailer,
 }
 
 impl AppState {
     /// State for `config`, with a lazily connecting pool to its database.
     pub fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
         let options = config.database()?.clone();
         let db = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
@@ -46,12 +54,31 @@ impl AppState {
             .connect_lazy_with(options);
         let metrics = Metrics::default();
         let audit = AuditSink::new(&config, metrics.clone()).context("starting the audit file writer")?;
+        Self::assemble(config, db, clock, metrics, audit)
+    }
+
+    fn assemble(config: Config, db: PgPool, clock: Clock, metrics: Metrics, audit: AuditSink) -> anyhow::Result<Self> {
+        let jwt = JwtKeys::hs256(
+            config.jwt_secret.expose().as_bytes(),
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        );
+        let otp = OtpHasher::new(
+            config.otp_secret.expose().as_bytes(),
+            config.otp_hash_memory_kib,
+            config.otp_hash_iterations,
+        )
+        .map_err(|e| anyhow::anyhow!("OTP_HASH_MEMORY_KIB / OTP_HASH_ITERATIONS: {e}"))?;
+        let mailer = Mailer::from_config(&config).context("setting up the email transport")?;
         Ok(Self {
             db,
             config: Arc::new(config),
             clock,
             metrics,
             audit,
+            jwt,
+            otp,
+            mailer,
         })
     }
 
@@ -62,13 +89,8 @@ impl AppState {
         let db = PgPoolOptions::new().connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
         let metrics = Metrics::default();
         let audit = AuditSink::new(&config, metrics.clone()).unwrap_or_else(|e| unreachable!("no file to open: {e}"));
-        Self {
-            db,
-            config: Arc::new(config),
-            clock: Clock::system(),
-            metrics,
-            audit,
-        }
+        Self::assemble(config, db, Clock::system(), metrics, audit)
+            .unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"))
     }
 }
 
@@ -96,6 +118,20 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
                     .clone()
                     .with_content_type("application/yaml; charset=utf-8")
                     .into_response()
+            })),
+        )
+        .at(
+            "/auth/verify",
+            poem::get(poem::endpoint::make_sync({
+                let state = state.clone();
+                move |req| {
+                    let token = req
+                        .uri()
+                        .query()
+                        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
+                        .map(|(_, v)| v.into_owned());
+                    api::auth::magic_link_page(&state, token.as_deref()).into_response()
+                }
             })),
         )
         .nest("/", service);

@@ -1,3 +1,23 @@
 //! Domain logic of authentication: no HTTP, no SQL.
 
+pub mod email_address;
+pub mod jwt;
+pub mod magic_link;
+pub mod otp;
 pub mod refresh;
+
+use base64::Engine as _;
+use rand::Rng as _;
+
+/// 32 bytes from the OS-seeded CSPRNG, base64url without padding (43 characters):
+/// the form of magic-link and refresh tokens.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `s` has the shape of [`random_token`]'s output.
+pub fn is_token_shaped(s: &str) -> bool {
+    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

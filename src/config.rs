@@ -98,13 +98,26 @@ pub struct Config {
     pub log_format: LogFormat,
     pub rust_log: String,
     pub jwt_secret: Secret,
+    /// `iss` of access tokens, checked on verification.
+    pub jwt_issuer: String,
+    /// `aud` of access tokens, checked on verification.
+    pub jwt_audience: String,
     pub access_token_expiry: Duration,
     pub refresh_token_expiry: Duration,
     pub refresh_reuse_interval: Duration,
     pub otp_length: u32,
     pub otp_expiry: Duration,
     pub otp_max_attempts: u32,
+    /// The Argon2 secret input (pepper) for code hashes; derived from
+    /// `JWT_SECRET` when unset.
+    pub otp_secret: Secret,
+    /// Argon2id memory cost for code hashes, in KiB.
+    pub otp_hash_memory_kib: u32,
+    /// Argon2id iterations for code hashes.
+    pub otp_hash_iterations: u32,
     pub magic_link_expiry: Duration,
+    /// Whether an address without an account may sign up by signing in.
+    pub allow_signup: bool,
     pub frontend_url: Url,
     /// Exact origins (`scheme://host[:port]`) that `redirectTo` may point at.
     pub redirect_allow_list: Vec<String>,
@@ -222,13 +235,29 @@ impl Config {
             None => Secret::new(random_hex(32)),
         };
 
+        let jwt_issuer = r.raw("JWT_ISSUER").unwrap_or_else(|| "sesame".to_owned());
+        let jwt_audience = r.raw("JWT_AUDIENCE").unwrap_or_else(|| "sesame".to_owned());
         let access_token_expiry = r.duration("ACCESS_TOKEN_EXPIRY", "1h", Duration::from_secs(1));
         let refresh_token_expiry = r.duration("REFRESH_TOKEN_EXPIRY", "30d", Duration::from_secs(1));
         let refresh_reuse_interval = r.duration("REFRESH_REUSE_INTERVAL", "10s", Duration::ZERO);
         let otp_length = r.int_in("OTP_LENGTH", 6, 4, 10);
         let otp_expiry = r.duration("OTP_EXPIRY", "10m", Duration::from_secs(1));
         let otp_max_attempts = r.int_in("OTP_MAX_ATTEMPTS", 5, 1, 100);
+        let otp_secret = match r.raw("OTP_SECRET") {
+            Some(v) if production && v.len() < MIN_JWT_SECRET_BYTES => {
+                r.secret_problem(
+                    "OTP_SECRET",
+                    "at least 32 bytes in production, or unset to derive it from JWT_SECRET",
+                );
+                Secret::new(v)
+            }
+            Some(v) => Secret::new(v),
+            None => Secret::new(format!("sesame-otp-pepper:{}", jwt_secret.expose())),
+        };
+        let otp_hash_memory_kib = r.int_in("OTP_HASH_MEMORY_KIB", 4096, 8, 4 * 1024 * 1024);
+        let otp_hash_iterations = r.int_in("OTP_HASH_ITERATIONS", 1, 1, 100);
         let magic_link_expiry = r.duration("MAGIC_LINK_EXPIRY", "15m", Duration::from_secs(1));
+        let allow_signup = r.bool("ALLOW_SIGNUP", true);
 
         let frontend_url = r.http_url("FRONTEND_URL", "http://localhost:3000");
         let redirect_allow_list = r.origins("REDIRECT_ALLOW_LIST").unwrap_or_default();
@@ -357,13 +386,19 @@ impl Config {
             log_format,
             rust_log,
             jwt_secret,
+            jwt_issuer,
+            jwt_audience,
             access_token_expiry,
             refresh_token_expiry,
             refresh_reuse_interval,
             otp_length,
             otp_expiry,
             otp_max_attempts,
+            otp_secret,
+            otp_hash_memory_kib,
+            otp_hash_iterations,
             magic_link_expiry,
+            allow_signup,
             frontend_url,
             redirect_allow_list,
             cors_allowed_origins,
@@ -554,6 +589,18 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
     }
 }
 
+/// A duration as a person writes it: `30d`, `1h`, `15m`, `90s`.
+pub fn compact_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".to_owned(),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 /// `humantime` durations (`15m`, `1h 30m`, `30d`), or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -615,6 +662,8 @@ mod tests {
         assert_eq!(c.otp_expiry, Duration::from_secs(600));
         assert_eq!(c.otp_max_attempts, 5);
         assert_eq!(c.magic_link_expiry, Duration::from_secs(900));
+        assert!(c.allow_signup);
+        assert_eq!((c.jwt_issuer.as_str(), c.jwt_audience.as_str()), ("sesame", "sesame"));
         assert_eq!(c.frontend_url.as_str(), "http://localhost:3000/");
         assert_eq!(c.cors_allowed_origins, vec!["http://localhost:3000".to_owned()]);
         assert_eq!(c.email_provider, EmailProvider::Console);
@@ -663,6 +712,9 @@ mod tests {
             ("OTP_LENGTH", "3", "a whole number from 4 to 10"),
             ("OTP_EXPIRY", "x", "a duration"),
             ("OTP_MAX_ATTEMPTS", "0", "a whole number from 1 to 100"),
+            ("OTP_HASH_MEMORY_KIB", "4", "a whole number from 8 to"),
+            ("OTP_HASH_ITERATIONS", "0", "a whole number from 1 to 100"),
+            ("ALLOW_SIGNUP", "nope", "`true` or `false`"),
             ("MAGIC_LINK_EXPIRY", "1y2", "a duration"),
             ("FRONTEND_URL", "localhost:3000", "an absolute http(s) URL"),
             ("FRONTEND_URL", "ftp://example.com", "an absolute http(s) URL"),
@@ -774,6 +826,9 @@ mod tests {
         assert_eq!(parse_duration("30d"), Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("soon"), None);
+        for (secs, text) in [(30 * 86_400, "30d"), (3600, "1h"), (900, "15m"), (90, "90s"), (0, "0s")] {
+            assert_eq!(compact_duration(Duration::from_secs(secs)), text);
+        }
     }
 
     #[test]
@@ -823,6 +878,7 @@ mod tests {
         let (mut a, mut b) = (from_example, defaults);
         (a.database, b.database) = (None, None);
         (a.jwt_secret, b.jwt_secret) = (Secret::new(""), Secret::new(""));
+        (a.otp_secret, b.otp_secret) = (Secret::new(""), Secret::new(""));
         assert_eq!(
             format!("{a:?}"),
             format!("{b:?}"),

@@ -20,6 +20,7 @@ use poem_openapi::{
 
 /// The body of every error response.
 #[derive(Object, Debug, Clone, PartialEq, Eq)]
+#[oai(example)]
 pub struct ErrorBody {
     /// Always `false`.
     pub success: bool,
@@ -36,6 +37,15 @@ impl ErrorBody {
             error: error.into(),
             code: code.to_owned(),
         }
+    }
+}
+
+impl poem_openapi::types::Example for ErrorBody {
+    fn example() -> Self {
+        Self::new(
+            "invalid_request",
+            "a required field in SendCodeRequest is missing or null",
+        )
     }
 }
 
@@ -73,6 +83,9 @@ pub enum ApiError {
     /// An unexpected server error; details are in the server log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The email could not be delivered (`email_failed`); nothing usable was issued.
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
     /// The database is unreachable; retry shortly.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -85,6 +98,13 @@ impl ApiError {
 
     pub fn unauthorized(code: &str, message: impl Into<String>) -> Self {
         Self::Unauthorized(Json(ErrorBody::new(code, message)), "Bearer".to_owned())
+    }
+
+    pub fn email_failed() -> Self {
+        Self::BadGateway(Json(ErrorBody::new(
+            "email_failed",
+            "the email could not be sent; try again later",
+        )))
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

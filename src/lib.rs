@@ -10,6 +10,7 @@
 //! - [`app`]: [`app::AppState`], [`app::Application`] (bind, serve, shut down) and the routes.
 //! - [`api`]: the HTTP operations, one module per OpenAPI tag, and the middleware.
 //! - [`auth`]: pure domain logic (tokens, hashing); no HTTP, no SQL.
+//! - [`email`]: the [`email::Mailer`] (console, SMTP, Resend) and the message templates.
 //! - [`store`]: all SQL, as small functions that compose inside one transaction.
 //! - [`audit`]: audit events: recorded in the transaction of their change, then fanned out.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
@@ -24,6 +25,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod email;
 pub mod error;
 pub mod metrics;
 pub mod store;
@@ -31,3 +33,9 @@ pub mod telemetry;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Installs the process-wide TLS crypto provider (ring) that reqwest and
+/// lettre use; idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -7,4 +7,7 @@
 pub mod audit;
 pub mod cleanup;
 pub mod health;
+pub mod magic_links;
+pub mod otp;
 pub mod sessions;
+pub mod users;

@@ -14,8 +14,17 @@ pub struct RefreshToken(String);
 impl RefreshToken {
     /// Accepts only the shape sesame issues; anything else cannot match a stored hash.
     pub fn parse(s: &str) -> Option<Self> {
-        let ok = s.len() == REFRESH_TOKEN_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Self(s.to_owned()))
+        super::is_token_shaped(s).then(|| Self(s.to_owned()))
+    }
+
+    /// A new random token.
+    pub fn generate() -> Self {
+        Self(super::random_token())
+    }
+
+    /// The token itself, for the response body only.
+    pub fn expose(&self) -> &str {
+        &self.0
     }
 
     /// The SHA-256 under which the token is stored.

@@ -70,3 +70,37 @@ pub async fn revoke(
     .await?;
     Ok(())
 }
+
+/// Starts a session (refresh-token family) with its first token.
+pub async fn create(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    token_hash: &[u8; 32],
+    now: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    user_agent: Option<&str>,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Uuid, sqlx::Error> {
+    let session_id = Uuid::new_v4();
+    sqlx::query!(
+        r#"
+        WITH s AS (
+            INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip)
+            VALUES ($1, $2, $4, $4, $5, $6, $7)
+        )
+        INSERT INTO refresh_tokens (id, token_hash, session_id, issued_at, expires_at)
+        VALUES ($8, $3, $1, $4, $5)
+        "#,
+        session_id,
+        user_id,
+        token_hash.as_slice(),
+        now,
+        expires_at,
+        user_agent,
+        ip.map(sqlx::types::ipnetwork::IpNetwork::from),
+        Uuid::new_v4(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(session_id)
+}

@@ -4,16 +4,20 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sesame::{
-    app::Application,
+    app::{AppState, Application},
     clock::Clock,
-    config::{Config, MetricsFormat},
+    config::{Config, EmailProvider, MetricsFormat, Secret},
 };
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::oneshot;
 
+use crate::mailbox::SmtpSink;
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    /// The app's own state: its clock (to move time) and keys.
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -27,6 +31,22 @@ pub fn test_config(db: PgConnectOptions) -> Config {
     // Tests that look at the console or the file turn them on themselves.
     config.metrics_format = MetricsFormat::None;
     config
+}
+
+/// `test_config` delivering email to `sink` over SMTP.
+pub fn smtp_config(db: PgConnectOptions, sink: &SmtpSink) -> Config {
+    let mut config = test_config(db);
+    config.email_provider = EmailProvider::Smtp;
+    config.smtp_url = Some(Secret::new(sink.url()));
+    config.from_email = "Sesame <noreply@sesame.test>".to_owned();
+    config
+}
+
+/// An app that sends email to a fresh SMTP sink.
+pub async fn spawn_with_smtp(db: PgConnectOptions) -> (TestApp, SmtpSink) {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_with(smtp_config(db, &sink)).await;
+    (app, sink)
 }
 
 /// `test_config` writing audit lines to `path`.
@@ -104,8 +124,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config) -> Self {
+        sesame::install_crypto_provider();
         let app = Application::build(config, Clock::system()).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
@@ -113,6 +135,7 @@ impl TestApp {
         Self {
             address,
             client: reqwest::Client::new(),
+            state,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -152,6 +175,32 @@ impl TestApp {
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    pub async fn send_code(&self, email: &str) -> TestResponse {
+        self.post_json("/auth/send-code", &serde_json::json!({ "email": email }))
+            .await
+    }
+
+    pub async fn verify_code(&self, email: &str, code: &str) -> TestResponse {
+        self.post_json(
+            "/auth/verify-code",
+            &serde_json::json!({ "email": email, "code": code }),
+        )
+        .await
+    }
+
+    pub async fn send_magic_link(&self, email: &str, redirect_to: Option<&str>) -> TestResponse {
+        let mut body = serde_json::json!({ "email": email });
+        if let Some(r) = redirect_to {
+            body["redirectTo"] = r.into();
+        }
+        self.post_json("/auth/send-magic-link", &body).await
+    }
+
+    pub async fn verify_magic_link(&self, token: &str) -> TestResponse {
+        self.post_json("/auth/verify-magic-link", &serde_json::json!({ "token": token }))
+            .await
     }
 
     pub async fn health(&self) -> TestResponse {
@@ -207,6 +256,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn start(db: &PgConnectOptions, dir: &std::path::Path, vars: &[(&str, &str)]) -> Self {
         use std::process::{Command, Stdio};
+        sesame::install_crypto_provider();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -6,5 +6,8 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod login_code;
+mod login_link;
 mod logout;
+mod mailbox;
 mod openapi;

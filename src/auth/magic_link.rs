@@ -1,0 +1,87 @@
+//! Magic links: a random token in a URL, known to the server only by its SHA-256.
+
+use sha2::{Digest as _, Sha256};
+use url::Url;
+
+use crate::config::origin_of;
+
+/// The SHA-256 under which a token is stored.
+pub fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Why a `redirectTo` was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RedirectError {
+    NotAUrl,
+    NotAllowed,
+}
+
+/// The URL the email points at: `redirect_to` when its origin is on the allow
+/// list (exact match), else `FRONTEND_URL/auth/verify`; the token is added as
+/// the `token` query parameter.
+pub fn link(
+    frontend_url: &Url,
+    allow_list: &[String],
+    redirect_to: Option<&str>,
+    token: &str,
+) -> Result<Url, RedirectError> {
+    let mut url = match redirect_to {
+        Some(raw) => {
+            let url = Url::parse(raw).map_err(|_| RedirectError::NotAUrl)?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(RedirectError::NotAUrl);
+            }
+            // Credentials in the URL could disguise the real host from a reader.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(RedirectError::NotAllowed);
+            }
+            if !allow_list.iter().any(|o| *o == origin_of(&url)) {
+                return Err(RedirectError::NotAllowed);
+            }
+            url
+        }
+        None => frontend_url.join("auth/verify").map_err(|_| RedirectError::NotAUrl)?,
+    };
+    url.query_pairs_mut().append_pair("token", token);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frontend() -> Url {
+        Url::parse("https://app.example.com").expect("valid")
+    }
+
+    #[test]
+    fn the_default_link_points_at_the_frontend_verify_route() {
+        let url = link(&frontend(), &[], None, "tok").expect("ok");
+        assert_eq!(url.as_str(), "https://app.example.com/auth/verify?token=tok");
+        let nested = Url::parse("https://example.com/app/").expect("valid");
+        assert_eq!(
+            link(&nested, &[], None, "t").expect("ok").as_str(),
+            "https://example.com/app/auth/verify?token=t"
+        );
+    }
+
+    #[test]
+    fn only_allow_listed_origins_may_be_redirected_to() {
+        let allow = vec!["https://admin.example.com".to_owned()];
+        let ok = link(&frontend(), &allow, Some("https://admin.example.com/welcome?x=1"), "t").expect("allowed");
+        assert_eq!(ok.as_str(), "https://admin.example.com/welcome?x=1&token=t");
+        for (bad, why) in [
+            ("https://evil.example.com/", RedirectError::NotAllowed),
+            ("http://admin.example.com/", RedirectError::NotAllowed),
+            ("https://admin.example.com:8443/", RedirectError::NotAllowed),
+            ("https://admin.example.com.evil.io/", RedirectError::NotAllowed),
+            ("https://user@admin.example.com/", RedirectError::NotAllowed),
+            ("javascript:alert(1)", RedirectError::NotAUrl),
+            ("//admin.example.com/", RedirectError::NotAUrl),
+            ("/relative", RedirectError::NotAUrl),
+        ] {
+            assert_eq!(link(&frontend(), &allow, Some(bad), "t"), Err(why), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Signing in with a one-time code, read from a real SMTP conversation.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sesame::auth::refresh::RefreshToken;
+use sqlx::{
+    PgPool, Row,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tokio::task::JoinSet;
+
+use crate::{
+    helpers::{TestApp, file_config, read_json_lines, smtp_config, spawn_with_smtp, temp_dir},
+    mailbox::SmtpSink,
+};
+
+/// `(event, success, error)` of every audit row, in order.
+async fn events(pool: &PgPool) -> Vec<(String, bool, Option<String>)> {
+    sqlx::query_as("SELECT event, success, error FROM audit_events ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn detail_reasons(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT error FROM audit_events WHERE event = 'otp.verification.detail' ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+fn assert_generic_401(resp: &crate::helpers::TestResponse) {
+    resp.assert_error(401, "invalid_code");
+    assert_eq!(resp.json["error"], "the code is invalid or has expired");
+    assert_eq!(resp.header("www-authenticate"), Some("Bearer"));
+}
+
+#[sqlx::test]
+async fn a_code_from_the_email_signs_a_new_user_in(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+
+    let sent = app.send_code("ada@example.com").await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    assert_eq!(sent.json["success"], true);
+    assert!(sent.json["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    let mail = sink.last_to("ada@example.com");
+    assert_eq!(mail.from, "noreply@sesame.test");
+    let code = mail.code();
+    assert_eq!(code.len(), 6);
+    assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+    assert_eq!(mail.subject(), format!("Your sign-in code: {code}"));
+    assert!(mail.text().contains(&code), "plain text part");
+    assert!(mail.html().contains(&code), "HTML part");
+
+    let resp = app.verify_code("ada@example.com", &code).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let b = &resp.json;
+    assert_eq!(b["success"], true);
+    assert_eq!(b["tokenType"], "Bearer");
+    assert_eq!(b["expiresIn"], 3600);
+    assert_eq!(b["user"]["email"], "ada@example.com");
+    let user_id = b["user"]["id"].as_str().unwrap();
+    assert!(b["user"]["createdAt"].as_str().is_some());
+
+    let claims = app
+        .state
+        .jwt
+        .verify(b["token"].as_str().unwrap())
+        .expect("a valid access token");
+    assert_eq!(claims.sub.to_string(), user_id);
+    assert_eq!(claims.email, "ada@example.com");
+    assert_eq!(claims.exp - claims.iat, 3600);
+    assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("sesame", "sesame"));
+
+    // The refresh token is stored only as its SHA-256, in a new session of this user.
+    let refresh = RefreshToken::parse(b["refreshToken"].as_str().unwrap()).expect("43 base64url characters");
+    let row = sqlx::query(
+        "SELECT s.id, s.user_id::text AS user_id FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
+    )
+    .bind(refresh.hash().as_slice())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("user_id"), user_id);
+    assert_eq!(row.get::<uuid::Uuid, _>("id"), claims.sid);
+    let code_hash: String = sqlx::query_scalar("SELECT code_hash FROM otp_codes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(code_hash.starts_with("$argon2id$"), "{code_hash}");
+
+    let names: Vec<String> = events(&pool)
+        .await
+        .into_iter()
+        .map(|(e, ok, _)| format!("{e}:{ok}"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "otp.generated:true",
+            "otp.sent:true",
+            "otp.verification:true",
+            "auth.login:true",
+            "token.generated:true",
+            "token.generated:true"
+        ]
+    );
+    let meta: Vec<Value> =
+        sqlx::query_scalar("SELECT metadata FROM audit_events WHERE metadata IS NOT NULL ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(meta[0]["emailDomain"], "example.com");
+    assert_eq!(meta[1]["method"], "otp");
+    assert_eq!(
+        (meta[2]["tokenType"].as_str(), meta[3]["tokenType"].as_str()),
+        (Some("access"), Some("refresh"))
+    );
+    let all: String = sqlx::query_scalar("SELECT string_agg(audit_events::text, ' ') FROM audit_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(!all.contains(&code), "no code in the audit trail");
+    assert!(
+        !all.contains(b["refreshToken"].as_str().unwrap()),
+        "no refresh token in the audit trail"
+    );
+    assert!(
+        !all.contains(b["token"].as_str().unwrap()),
+        "no access token in the audit trail"
+    );
+}
+
+#[sqlx::test]
+async fn addresses_are_normalised_and_codes_accept_spaces_and_dashes(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+
+    assert_eq!(app.send_code("  Ada.Lovelace@Example.COM ").await.status, 200);
+    let code = sink.last_to("ada.lovelace@example.com").code();
+    let typed = format!("{}-{} ", &code[..3], &code[3..]);
+    let resp = app.verify_code("ADA.LOVELACE@example.com", &typed).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.json["user"]["email"], "ada.lovelace@example.com");
+
+    // The same person again, differently typed: the same user.
+    assert_eq!(app.send_code("ada.lovelace@EXAMPLE.com").await.status, 200);
+    let code = sink.last_to("ada.lovelace@example.com").code();
+    let again = app
+        .verify_code("ada.lovelace@example.com", &format!("{} {}", &code[..3], &code[3..]))
+        .await;
+    assert_eq!(again.json["user"]["id"], resp.json["user"]["id"]);
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+}
+
+#[sqlx::test]
+async fn invalid_addresses_are_400_invalid_email(_: PgPoolOptions, db: PgConnectOptions) {
+    let (app, sink) = spawn_with_smtp(db).await;
+    for bad in [
+        "",
+        "nobody",
+        "a@b",
+        "x@example.com\r\nBcc: victim@example.com",
+        &"a".repeat(300),
+    ] {
+        app.send_code(bad).await.assert_error(400, "invalid_email");
+        app.verify_code(bad, "123456").await.assert_error(400, "invalid_email");
+        app.send_magic_link(bad, None).await.assert_error(400, "invalid_email");
+    }
+    assert!(sink.messages().is_empty());
+}
+
+#[sqlx::test]
+async fn every_failure_is_one_generic_401_with_the_reason_in_the_audit_trail(
+    opts: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+
+    // No code was ever sent.
+    assert_generic_401(&app.verify_code("nobody@example.com", "123456").await);
+
+    app.send_code("ada@example.com").await;
+    let code = sink.last_to("ada@example.com").code();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    assert_generic_401(&app.verify_code("ada@example.com", wrong).await);
+    assert_generic_401(&app.verify_code("ada@example.com", "12345").await);
+
+    // Used once, then gone.
+    assert_eq!(app.verify_code("ada@example.com", &code).await.status, 200);
+    assert_generic_401(&app.verify_code("ada@example.com", &code).await);
+
+    // Expired (the app's clock moves; nobody sleeps).
+    app.send_code("bob@example.com").await;
+    let code = sink.last_to("bob@example.com").code();
+    app.state.clock.advance(Duration::from_secs(10 * 60 + 1));
+    assert_generic_401(&app.verify_code("bob@example.com", &code).await);
+
+    assert_eq!(
+        detail_reasons(&pool).await,
+        [
+            "No OTP found for email",
+            "Invalid code",
+            "Invalid code",
+            "No OTP found for email",
+            "OTP expired"
+        ]
+    );
+    let attempts: Vec<Option<i64>> = sqlx::query_scalar(
+        "SELECT (metadata->>'attempts')::int8 FROM audit_events WHERE event = 'otp.verification.detail' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, [None, Some(1), Some(2), None, None]);
+}
+
+#[sqlx::test]
+async fn a_new_code_does_not_buy_new_attempts(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+    let email = "eve@example.com";
+
+    app.send_code(email).await;
+    for _ in 0..3 {
+        assert_generic_401(&app.verify_code(email, "000000x").await);
+    }
+    // Resending keeps the count: two more wrong tries exhaust the budget of five.
+    app.send_code(email).await;
+    for _ in 0..2 {
+        assert_generic_401(&app.verify_code(email, "00000x").await);
+    }
+    app.send_code(email).await;
+    let code = sink.last_to(email).code();
+    assert_generic_401(&app.verify_code(email, &code).await);
+    assert_eq!(
+        detail_reasons(&pool).await.last().map(String::as_str),
+        Some("Max attempts exceeded")
+    );
+
+    // Once the window has passed, a new code works again.
+    app.state.clock.advance(Duration::from_secs(10 * 60 + 1));
+    app.send_code(email).await;
+    let code = sink.last_to(email).code();
+    let resp = app.verify_code(email, &code).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+}
+
+#[sqlx::test]
+async fn two_concurrent_verifications_of_one_code_give_one_token_pair(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+    app.send_code("race@example.com").await;
+    let code = sink.last_to("race@example.com").code();
+
+    let mut set = JoinSet::new();
+    for _ in 0..8 {
+        let (client, url, code) = (app.client.clone(), app.url("/auth/verify-code"), code.clone());
+        set.spawn(async move {
+            let body = json!({ "email": "race@example.com", "code": code });
+            client.post(url).json(&body).send().await.unwrap().status().as_u16()
+        });
+    }
+    let mut statuses = set.join_all().await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401, 401, 401, 401, 401, 401, 401]);
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 1);
+}
+
+#[sqlx::test]
+async fn new_and_existing_addresses_get_the_same_answer(_: PgPoolOptions, db: PgConnectOptions) {
+    let (app, sink) = spawn_with_smtp(db).await;
+    app.send_code("old@example.com").await;
+    let code = sink.last_to("old@example.com").code();
+    assert_eq!(app.verify_code("old@example.com", &code).await.status, 200);
+
+    let existing = app.send_code("old@example.com").await;
+    let new = app.send_code("new@example.com").await;
+    assert_eq!((existing.status, &existing.json), (new.status, &new.json));
+    let existing = app.send_magic_link("old@example.com", None).await;
+    let new = app.send_magic_link("new@example.com", None).await;
+    assert_eq!((existing.status, &existing.json), (new.status, &new.json));
+}
+
+#[sqlx::test]
+async fn with_signup_off_unknown_addresses_get_nothing_but_the_same_answer(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    sqlx::query("INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'member@example.com')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db, &sink);
+    config.allow_signup = false;
+    let app = TestApp::spawn_with(config).await;
+
+    let member = app.send_code("member@example.com").await;
+    let stranger = app.send_code("stranger@example.com").await;
+    assert_eq!((member.status, &member.json), (stranger.status, &stranger.json));
+    assert_eq!(sink.to("member@example.com").len(), 1);
+    assert!(sink.to("stranger@example.com").is_empty());
+    let link = app.send_magic_link("stranger@example.com", None).await;
+    assert_eq!(link.status, 200);
+    assert!(sink.to("stranger@example.com").is_empty());
+    let codes: i64 = sqlx::query_scalar("SELECT count(*) FROM otp_codes WHERE email = 'stranger@example.com'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(codes, 0);
+}
+
+#[sqlx::test]
+async fn a_failed_send_is_502_recorded_and_leaves_no_usable_code(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+    sink.refuse_messages(true);
+
+    app.send_code("ada@example.com").await.assert_error(502, "email_failed");
+    let (event, success, error) = events(&pool).await.pop().unwrap();
+    assert_eq!((event.as_str(), success), ("otp.sent", false));
+    assert!(error.unwrap().contains("554"), "the SMTP reason is recorded");
+    let consumed: bool = sqlx::query_scalar("SELECT consumed_at IS NOT NULL FROM otp_codes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(consumed, "the code that never arrived cannot be used");
+
+    app.send_magic_link("ada@example.com", None)
+        .await
+        .assert_error(502, "email_failed");
+    let (event, success, _) = events(&pool).await.pop().unwrap();
+    assert_eq!((event.as_str(), success), ("magic_link.sent", false));
+}
+
+#[sqlx::test]
+async fn login_and_failures_reach_the_json_lines_file(_: PgPoolOptions, db: PgConnectOptions) {
+    let sink = SmtpSink::start().await;
+    let path = temp_dir("login-lines").join("metrics.jsonl");
+    let mut config = smtp_config(db.clone(), &sink);
+    let file = file_config(db, &path);
+    (config.metrics_format, config.metrics_file_path) = (file.metrics_format, file.metrics_file_path);
+    let app = TestApp::spawn_with(config).await;
+
+    app.verify_code("ada@example.com", "123456").await;
+    app.send_code("ada@example.com").await;
+    let code = sink.last_to("ada@example.com").code();
+    app.verify_code("ada@example.com", "00000a").await;
+    let ok = app.verify_code("ada@example.com", &code).await;
+    app.stop().await;
+
+    let lines = read_json_lines(&path);
+    let seen: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{}:{}:{}",
+                l["event"].as_str().unwrap(),
+                l["success"],
+                l["error"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "otp.verification.detail:false:No OTP found for email",
+            "otp.verification:false:No OTP found for email",
+            "otp.generated:true:",
+            "otp.sent:true:",
+            "otp.verification.detail:false:Invalid code",
+            "otp.verification:false:Invalid code",
+            "otp.verification:true:",
+            "auth.login:true:",
+            "token.generated:true:",
+            "token.generated:true:",
+        ]
+    );
+    let login = &lines[7];
+    assert_eq!(login["userId"], ok.json["user"]["id"]);
+    assert_eq!(login["email"], "ada@example.com");
+    assert_eq!(login["metadata"]["method"], "otp");
+    let raw = std::fs::read_to_string(&path).unwrap();
+    assert!(!raw.contains(&code) && !raw.contains(ok.json["refreshToken"].as_str().unwrap()));
+}

@@ -1,0 +1,216 @@
+//! Signing in with a magic link; and email through the Resend API.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sesame::config::{EmailProvider, Secret};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::task::JoinSet;
+
+use crate::{
+    helpers::{TestApp, smtp_config, spawn_with_smtp, test_config},
+    mailbox::{ResendStandIn, SmtpSink, link_in, token_of},
+};
+
+#[sqlx::test]
+async fn a_link_from_the_email_signs_in_once(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+
+    let sent = app.send_magic_link("Ada@Example.com", None).await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    let mail = sink.last_to("ada@example.com");
+    assert_eq!(mail.subject(), "Your sign-in link");
+    let link = mail.link();
+    assert!(link.starts_with("http://localhost:3000/auth/verify?token="), "{link}");
+    assert!(
+        mail.html().contains(&link.replace('&', "&amp;")),
+        "the HTML part has the link"
+    );
+    let token = token_of(&link);
+    assert_eq!(token.len(), 43);
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_hash FROM magic_links")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        sesame::auth::magic_link::hash(&token).to_vec(),
+        "only the SHA-256 is stored"
+    );
+
+    // Opening the page (as a mail scanner would) does not use the link.
+    for path in ["/auth/verify-magic-link", "/auth/verify"] {
+        let page = app.get(&format!("{path}?token={token}")).await;
+        assert_eq!(page.status, 200);
+        assert!(page.header("content-type").unwrap().starts_with("text/html"));
+        assert!(page.text.contains("<button"), "{}", page.text);
+        assert!(
+            page.header("content-security-policy")
+                .unwrap()
+                .contains("script-src 'nonce-")
+        );
+        assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    }
+    let consumed: bool = sqlx::query_scalar("SELECT consumed_at IS NOT NULL FROM magic_links")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(!consumed, "a GET never consumes the link");
+
+    let resp = app.verify_magic_link(&token).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.json["user"]["email"], "ada@example.com");
+    assert_eq!(resp.json["tokenType"], "Bearer");
+    let claims = app.state.jwt.verify(resp.json["token"].as_str().unwrap()).unwrap();
+    assert_eq!(claims.email, "ada@example.com");
+    let method: String = sqlx::query_scalar("SELECT metadata->>'method' FROM audit_events WHERE event = 'auth.login'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(method, "magic-link");
+
+    let again = app.verify_magic_link(&token).await;
+    again.assert_error(401, "invalid_link");
+    app.verify_magic_link("nonsense")
+        .await
+        .assert_error(401, "invalid_link");
+    app.verify_magic_link(&"A".repeat(43))
+        .await
+        .assert_error(401, "invalid_link");
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT error FROM audit_events WHERE event = 'magic_link.verification' AND NOT success ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reasons, ["Link already used", "Link not found", "Link not found"]);
+}
+
+#[sqlx::test]
+async fn a_page_without_a_usable_token_offers_no_button(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = TestApp::spawn(db).await;
+    for path in [
+        "/auth/verify-magic-link",
+        "/auth/verify-magic-link?token=%3Cscript%3E",
+        "/auth/verify",
+    ] {
+        let page = app.get(path).await;
+        assert_eq!(page.status, 200);
+        assert!(
+            !page.text.contains("<button") && !page.text.contains("<script>"),
+            "{}",
+            page.text
+        );
+    }
+}
+
+#[sqlx::test]
+async fn links_expire(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+    app.send_magic_link("ada@example.com", None).await;
+    let token = token_of(&sink.last_to("ada@example.com").link());
+    app.state.clock.advance(Duration::from_secs(15 * 60 + 1));
+    app.verify_magic_link(&token).await.assert_error(401, "invalid_link");
+    let reason: String = sqlx::query_scalar("SELECT error FROM audit_events WHERE event = 'magic_link.verification'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "Link expired");
+}
+
+#[sqlx::test]
+async fn only_allow_listed_redirects_are_used(_: PgPoolOptions, db: PgConnectOptions) {
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db, &sink);
+    config.redirect_allow_list = vec!["https://admin.example.com".to_owned()];
+    let app = TestApp::spawn_with(config).await;
+
+    let ok = app
+        .send_magic_link("ada@example.com", Some("https://admin.example.com/welcome"))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let link = sink.last_to("ada@example.com").link();
+    assert!(link.starts_with("https://admin.example.com/welcome?token="), "{link}");
+
+    for foreign in [
+        "https://evil.example.com/",
+        "https://admin.example.com.evil.io/",
+        "javascript:alert(1)",
+        "/welcome",
+    ] {
+        app.send_magic_link("bob@example.com", Some(foreign))
+            .await
+            .assert_error(400, "invalid_redirect");
+    }
+    assert!(
+        sink.to("bob@example.com").is_empty(),
+        "nothing is sent for a refused redirect"
+    );
+}
+
+#[sqlx::test]
+async fn two_first_logins_of_one_address_make_one_user(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+    for _ in 0..6 {
+        app.send_magic_link("twin@example.com", None).await;
+    }
+    let tokens: Vec<String> = sink
+        .to("twin@example.com")
+        .iter()
+        .map(|m| token_of(&m.link()))
+        .collect();
+    let mut set = JoinSet::new();
+    for token in tokens {
+        let (client, url) = (app.client.clone(), app.url("/auth/verify-magic-link"));
+        set.spawn(async move {
+            let resp = client.post(url).json(&json!({ "token": token })).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (status, body["user"]["id"].clone())
+        });
+    }
+    let results = set.join_all().await;
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    assert!(results.windows(2).all(|w| w[0].1 == w[1].1), "one user id: {results:?}");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+}
+
+#[sqlx::test]
+async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOptions) {
+    let resend = ResendStandIn::start().await;
+    let mut config = test_config(db);
+    config.email_provider = EmailProvider::Resend;
+    config.resend_api_key = Some(Secret::new("re_test_key"));
+    config.resend_api_url = url::Url::parse(&resend.url()).unwrap();
+    config.from_email = "Sesame <noreply@sesame.test>".to_owned();
+    let app = TestApp::spawn_with(config).await;
+
+    assert_eq!(app.send_code("ada@example.com").await.status, 200);
+    let req = resend.requests().pop().expect("one request to /emails");
+    assert_eq!(req.authorization.as_deref(), Some("Bearer re_test_key"));
+    assert!(req.content_type.unwrap().starts_with("application/json"));
+    assert_eq!(req.body["from"], "Sesame <noreply@sesame.test>");
+    assert_eq!(req.body["to"], json!(["ada@example.com"]));
+    let subject = req.body["subject"].as_str().unwrap();
+    let code = subject.strip_prefix("Your sign-in code: ").expect(subject);
+    assert!(req.body["text"].as_str().unwrap().contains(code));
+    assert!(req.body["html"].as_str().unwrap().contains(code));
+    assert_eq!(app.verify_code("ada@example.com", code).await.status, 200);
+
+    assert_eq!(app.send_magic_link("bob@example.com", None).await.status, 200);
+    let req = resend.requests().pop().unwrap();
+    let link = link_in(req.body["text"].as_str().unwrap());
+    assert_eq!(app.verify_magic_link(&token_of(&link)).await.status, 200);
+
+    resend.answer_with(500);
+    app.send_code("carol@example.com")
+        .await
+        .assert_error(502, "email_failed");
+}

@@ -30,5 +30,11 @@ if [ "${SESAME_LINT:-0}" = 1 ]; then
   cargo clippy --locked --all-targets -- -D warnings
 fi
 
+step "test tools (jose, to verify tokens as a resource server would)"
+command -v node >/dev/null || { echo "sesame: node not found; install Node.js 18+ (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+if [ ! -f tests/jwks/node_modules/jose/package.json ]; then
+  npm ci --prefix tests/jwks --no-audit --no-fund --loglevel=error
+fi
+
 step "tests"
 cargo test --locked "$@"

@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod health;
 pub mod middleware;
+pub mod security;
+pub mod session;
 pub mod types;
 
 use poem::Request;
@@ -13,20 +15,23 @@ use crate::{app::AppState, audit::RequestContext};
 /// The groups operations are listed under in the OpenAPI document.
 #[derive(Tags)]
 pub enum ApiTags {
-    /// Signing in with an email code or a magic link, refreshing and ending sessions.
+    /// Signing in with an email code or a magic link, refreshing, and logging out.
     Auth,
+    /// The signed-in user and their sessions (bearer access token).
+    Sessions,
     /// Liveness of the server and its database.
     Health,
 }
 
 /// Every API of sesame, as one OpenAPI service.
-pub type Apis = (auth::AuthApi, health::HealthApi);
+pub type Apis = (auth::AuthApi, session::SessionApi, health::HealthApi);
 
 /// The OpenAPI service: routes and the generated document.
 pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             auth::AuthApi { state: state.clone() },
+            session::SessionApi { state: state.clone() },
             health::HealthApi { state: state.clone() },
         ),
         "sesame",

@@ -13,7 +13,7 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use crate::{
     api::{self, middleware},
     audit::AuditSink,
-    auth::{jwt::JwtKeys, otp::OtpHasher},
+    auth::{jwt::JwtKeys, otp::OtpHasher, refresh::RefreshChain},
     clock::Clock,
     config::Config,
     email::Mailer,
@@ -38,6 +38,8 @@ pub struct AppState {
     pub audit: AuditSink,
     /// Signs and verifies access tokens.
     pub jwt: JwtKeys,
+    /// Derives each refresh token's child from it (see `auth::refresh`).
+    pub refresh_chain: RefreshChain,
     /// Hashes and checks one-time codes.
     pub otp: OtpHasher,
     pub mailer: Mailer,
@@ -58,11 +60,8 @@ impl AppState {
     }
 
     fn assemble(config: Config, db: PgPool, clock: Clock, metrics: Metrics, audit: AuditSink) -> anyhow::Result<Self> {
-        let jwt = JwtKeys::hs256(
-            config.jwt_secret.expose().as_bytes(),
-            &config.jwt_issuer,
-            &config.jwt_audience,
-        );
+        let jwt = JwtKeys::from_config(&config)?;
+        let refresh_chain = RefreshChain::new(config.jwt_secret.expose().as_bytes());
         let otp = OtpHasher::new(
             config.otp_secret.expose().as_bytes(),
             config.otp_hash_memory_kib,
@@ -77,6 +76,7 @@ impl AppState {
             metrics,
             audit,
             jwt,
+            refresh_chain,
             otp,
             mailer,
         })
@@ -99,7 +99,17 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
     let service = api::service(state);
     let spec_yaml = service.spec_yaml();
     let metrics = state.metrics.clone();
+    let jwks = state.jwt.jwks().to_string();
     let route = Route::new()
+        .at(
+            "/.well-known/jwks.json",
+            poem::get(poem::endpoint::make_sync(move |_| {
+                jwks.clone()
+                    .with_content_type("application/json")
+                    .with_header("cache-control", "public, max-age=300")
+                    .into_response()
+            })),
+        )
         .at(
             "/metrics",
             poem::get(poem::endpoint::make_sync(move |_| {
@@ -145,6 +155,7 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
         })
         .around(middleware::trace)
         .data(state.metrics.clone())
+        .data(state.clone())
 }
 
 /// A bound, ready-to-serve sesame.

@@ -1,6 +1,7 @@
 //! The cleanup job: every `CLEANUP_INTERVAL`, one instance at a time (a
 //! PostgreSQL advisory lock) deletes expired codes, links and rate-limit
-//! windows, and audit rows older than `AUDIT_RETENTION`, in batches so no
+//! windows, sessions and refresh tokens expired or ended more than a day ago,
+//! and audit rows older than `AUDIT_RETENTION`, in batches so no
 //! statement holds locks for long. `sesame cleanup` runs it once.
 
 use std::time::Duration;
@@ -9,6 +10,8 @@ use crate::{app::AppState, store};
 
 /// Rows deleted per statement.
 const BATCH: i64 = 5_000;
+/// Ended sessions and expired tokens are kept this long (for support and forensics).
+const ENDED_GRACE: time::Duration = time::Duration::days(1);
 /// The first run after start-up waits at most this long (restarts are frequent).
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(30);
 
@@ -18,6 +21,8 @@ pub struct Report {
     pub otp_codes: u64,
     pub magic_links: u64,
     pub rate_limits: u64,
+    pub sessions: u64,
+    pub refresh_tokens: u64,
     pub audit_events: u64,
 }
 
@@ -52,6 +57,16 @@ pub async fn run_once(state: &AppState) -> Result<Option<Report>, sqlx::Error> {
             otp_codes: drain!(store::cleanup::delete_expired_otp_codes(&mut conn, now, BATCH)),
             magic_links: drain!(store::cleanup::delete_expired_magic_links(&mut conn, now, BATCH)),
             rate_limits: drain!(store::cleanup::delete_expired_rate_limits(&mut conn, now, BATCH)),
+            sessions: drain!(store::cleanup::delete_ended_sessions(
+                &mut conn,
+                now - ENDED_GRACE,
+                BATCH
+            )),
+            refresh_tokens: drain!(store::cleanup::delete_expired_refresh_tokens(
+                &mut conn,
+                now - ENDED_GRACE,
+                BATCH
+            )),
             audit_events,
         };
         Ok::<_, sqlx::Error>(report)

@@ -43,8 +43,27 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Run the cleanup job once (expired codes, links, rate-limit windows, old audit rows).
+    /// Run the cleanup job once (expired codes, links, sessions, rate-limit windows, old audit rows).
     Cleanup,
+    /// Manage the Ed25519 keys that sign access tokens.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write a new Ed25519 key pair: `<dir>/jwt-ed25519.pem` (private, mode 0600)
+    /// and `<dir>/jwt-ed25519.pub.pem`; prints its kid. Set JWT_PRIVATE_KEY_FILE to use it.
+    Generate {
+        /// The folder to write the keys into (created if missing).
+        #[arg(long, default_value = "keys")]
+        out: std::path::PathBuf,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,6 +141,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Keys {
+            command: KeysCommand::Generate { out, force },
+        } => generate_keys(&out, force),
         Command::Cleanup => {
             let config = load_config()?;
             let state = AppState::new(quiet(config), Clock::system())?;
@@ -144,6 +166,30 @@ fn load_config() -> anyhow::Result<Config> {
     let config = Config::from_env()?;
     telemetry::init(config.log_format, &config.rust_log);
     Ok(config)
+}
+
+fn generate_keys(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    let (private, public, kid) = crate::auth::jwt::generate_ed25519()?;
+    let (private_path, public_path) = (dir.join("jwt-ed25519.pem"), dir.join("jwt-ed25519.pub.pem"));
+    if !force && (private_path.exists() || public_path.exists()) {
+        anyhow::bail!("{} already exists; pass --force to replace it", private_path.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&private_path)
+        .and_then(|mut f| f.write_all(private.as_bytes()))
+        .with_context(|| format!("writing {}", private_path.display()))?;
+    std::fs::write(&public_path, public).with_context(|| format!("writing {}", public_path.display()))?;
+    println!("kid: {kid}");
+    println!("private key: {} (keep it secret)", private_path.display());
+    println!("public key:  {}", public_path.display());
+    println!("Use it with JWT_PRIVATE_KEY_FILE={}", private_path.display());
+    println!("When rotating, list the old public key in JWT_PREVIOUS_PUBLIC_KEY_FILES until its tokens expire.");
+    Ok(())
 }
 
 /// Commands that only read the trail write no console or file output of their own.

@@ -105,6 +105,12 @@ pub struct Config {
     pub access_token_expiry: Duration,
     pub refresh_token_expiry: Duration,
     pub refresh_reuse_interval: Duration,
+    /// Absolute limit on a session's life from its first login; `None` = only sliding expiry.
+    pub session_max_age: Option<Duration>,
+    /// Ed25519 private key (PKCS#8 PEM): when set, access tokens are EdDSA-signed.
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// Retired Ed25519 public keys (PEM) still served in the JWKS and accepted.
+    pub jwt_previous_public_key_files: Vec<PathBuf>,
     pub otp_length: u32,
     pub otp_expiry: Duration,
     pub otp_max_attempts: u32,
@@ -240,6 +246,29 @@ impl Config {
         let access_token_expiry = r.duration("ACCESS_TOKEN_EXPIRY", "1h", Duration::from_secs(1));
         let refresh_token_expiry = r.duration("REFRESH_TOKEN_EXPIRY", "30d", Duration::from_secs(1));
         let refresh_reuse_interval = r.duration("REFRESH_REUSE_INTERVAL", "10s", Duration::ZERO);
+        let session_max_age = match r.raw("SESSION_MAX_AGE") {
+            None => None,
+            Some(v) if v.eq_ignore_ascii_case("none") => None,
+            Some(_) => Some(r.duration("SESSION_MAX_AGE", "90d", Duration::from_secs(60))),
+        };
+        let jwt_private_key_file = r.raw("JWT_PRIVATE_KEY_FILE").map(PathBuf::from);
+        let jwt_previous_public_key_files: Vec<PathBuf> = r
+            .raw("JWT_PREVIOUS_PUBLIC_KEY_FILES")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if jwt_private_key_file.is_none() && !jwt_previous_public_key_files.is_empty() {
+            r.problem(
+                "JWT_PREVIOUS_PUBLIC_KEY_FILES",
+                "to be used together with JWT_PRIVATE_KEY_FILE (EdDSA signing)",
+                None,
+            );
+        }
         let otp_length = r.int_in("OTP_LENGTH", 6, 4, 10);
         let otp_expiry = r.duration("OTP_EXPIRY", "10m", Duration::from_secs(1));
         let otp_max_attempts = r.int_in("OTP_MAX_ATTEMPTS", 5, 1, 100);
@@ -391,6 +420,9 @@ impl Config {
             access_token_expiry,
             refresh_token_expiry,
             refresh_reuse_interval,
+            session_max_age,
+            jwt_private_key_file,
+            jwt_previous_public_key_files,
             otp_length,
             otp_expiry,
             otp_max_attempts,
@@ -658,6 +690,8 @@ mod tests {
         assert_eq!(c.access_token_expiry, Duration::from_secs(3600));
         assert_eq!(c.refresh_token_expiry, Duration::from_secs(30 * 86_400));
         assert_eq!(c.refresh_reuse_interval, Duration::from_secs(10));
+        assert_eq!(c.session_max_age, None);
+        assert!(c.jwt_private_key_file.is_none() && c.jwt_previous_public_key_files.is_empty());
         assert_eq!(c.otp_length, 6);
         assert_eq!(c.otp_expiry, Duration::from_secs(600));
         assert_eq!(c.otp_max_attempts, 5);
@@ -709,6 +743,12 @@ mod tests {
             ("ACCESS_TOKEN_EXPIRY", "0s", "at least 1s"),
             ("REFRESH_TOKEN_EXPIRY", "-5", "a duration"),
             ("REFRESH_REUSE_INTERVAL", "ten", "a duration"),
+            ("SESSION_MAX_AGE", "10s", "at least 1m"),
+            (
+                "JWT_PREVIOUS_PUBLIC_KEY_FILES",
+                "old.pem",
+                "together with JWT_PRIVATE_KEY_FILE",
+            ),
             ("OTP_LENGTH", "3", "a whole number from 4 to 10"),
             ("OTP_EXPIRY", "x", "a duration"),
             ("OTP_MAX_ATTEMPTS", "0", "a whole number from 1 to 100"),

@@ -14,7 +14,7 @@ use poem::{
 };
 use poem_openapi::{
     ApiResponse, Object,
-    error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
+    error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
     payload::Json,
 };
 
@@ -162,7 +162,12 @@ pub fn render(err: poem::Error) -> Response {
     if status.is_server_error() {
         tracing::error!(error = %err, "unhandled error");
     }
-    error_response(status, code, &message)
+    let mut resp = error_response(status, code, &message);
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
+    }
+    resp
 }
 
 /// A response with the SPEC error body, for the places outside typed handlers.
@@ -205,6 +210,13 @@ fn classify(err: &poem::Error) -> (StatusCode, &'static str, String) {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             message.to_owned(),
+        );
+    }
+    if err.is::<AuthorizationError>() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "a bearer access token is required".to_owned(),
         );
     }
     if err.is::<NotFoundError>() {

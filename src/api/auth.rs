@@ -91,6 +91,16 @@ pub struct UserBody {
     pub created_at: OffsetDateTime,
 }
 
+impl From<store::users::User> for UserBody {
+    fn from(u: store::users::User) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            created_at: u.created_at,
+        }
+    }
+}
+
 /// An access token and the refresh token of its session.
 #[derive(Object, Debug)]
 #[oai(rename_all = "camelCase")]
@@ -107,6 +117,15 @@ pub struct TokenPair {
     /// Seconds until the access token expires.
     pub expires_in: u64,
     pub user: UserBody,
+}
+
+/// A refresh token to exchange.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", example)]
+pub struct RefreshRequest {
+    /// The latest refresh token of the session.
+    #[oai(validator(max_length = 1024))]
+    pub refresh_token: Text,
 }
 
 /// A refresh token to end the session of.
@@ -407,6 +426,134 @@ impl AuthApi {
         magic_link_page(&self.state, token.0.as_deref())
     }
 
+    /// Exchange a refresh token for a new pair (rotation).
+    ///
+    /// Each refresh token works once: the answer carries its successor in the
+    /// same session, and the session's expiry slides forward
+    /// (`REFRESH_TOKEN_EXPIRY`, capped by `SESSION_MAX_AGE`). Presenting a token
+    /// that was already exchanged is reuse: the whole session is ended and every
+    /// token of it stops working, except within `REFRESH_REUSE_INTERVAL` (10s)
+    /// of the exchange, when the same successor is answered again, so that
+    /// racing browser tabs converge on one token. Every failure is 401
+    /// `invalid_refresh_token`.
+    #[oai(
+        path = "/auth/refresh",
+        method = "post",
+        operation_id = "refresh",
+        tag = "ApiTags::Auth"
+    )]
+    async fn refresh(&self, req: &Request, body: Json<RefreshRequest>) -> Result<Json<TokenPair>, ApiError> {
+        let state = &self.state;
+        let ctx = request_context(req, state);
+        let refused =
+            || ApiError::unauthorized("invalid_refresh_token", "the refresh token is invalid, used or expired");
+        let presented = RefreshToken::parse(body.refresh_token.as_str());
+        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+        let found = match &presented {
+            Some(t) if store::sessions::lock_by_token_hash(&mut tx, &t.hash()).await? => {
+                store::sessions::find_presented(&mut tx, &t.hash()).await?
+            }
+            _ => None,
+        };
+        let now = state.clock.now();
+        let (Some(token), Some(t)) = (presented, found) else {
+            tx.record(AuditEvent::failure("token.refresh", "Unknown refresh token", &ctx, now))
+                .await?;
+            tx.commit().await?;
+            return Err(refused());
+        };
+        let fail = |reason: &str| {
+            AuditEvent::failure("token.refresh", reason, &ctx, now)
+                .user(t.user_id)
+                .email(&t.email)
+                .meta("sessionId", t.session_id.to_string())
+        };
+        let ended = if t.session_revoked {
+            Some("Session ended")
+        } else if t.session_expires_at <= now {
+            Some("Session expired")
+        } else if t.token_expires_at <= now {
+            Some("Refresh token expired")
+        } else {
+            None
+        };
+        if let Some(reason) = ended {
+            tx.record(fail(reason)).await?;
+            tx.commit().await?;
+            return Err(refused());
+        }
+        let user = store::users::User {
+            id: t.user_id,
+            email: t.email.clone(),
+            created_at: t.user_created_at,
+        };
+        let child = state.refresh_chain.child(&token);
+
+        if let Some(rotated_at) = t.rotated_at {
+            // Presented again. Within the interval, and while its child is
+            // still the live token, it is a race: answer the same child.
+            let interval = seconds(state.config.refresh_reuse_interval);
+            let live_child = store::sessions::find_child(&mut tx, t.token_id).await?;
+            let same_child = live_child.is_some_and(|c| c.live && c.token_hash == child.hash());
+            if !interval.is_zero() && now - rotated_at <= interval && same_child {
+                store::sessions::touch(&mut tx, t.session_id, now).await?;
+                let pair = token_pair(state, &user, t.session_id, &child, now)?;
+                tx.record(
+                    AuditEvent::success("token.refresh", &ctx, now)
+                        .user(user.id)
+                        .email(&user.email)
+                        .meta("sessionId", t.session_id.to_string())
+                        .meta("withinReuseInterval", true),
+                )
+                .await?;
+                record_token_events(&mut tx, &ctx, &user, t.session_id, "refresh", &["access"], state, now).await?;
+                tx.commit().await?;
+                return Ok(Json(pair));
+            }
+            store::sessions::revoke(&mut tx, t.session_id, RevokeReason::ReuseDetected, now).await?;
+            let ago = (now - rotated_at).whole_seconds();
+            tx.record(
+                AuditEvent::failure("token.reuse_detected", "Refresh token reused", &ctx, now)
+                    .user(user.id)
+                    .email(&user.email)
+                    .meta("sessionId", t.session_id.to_string())
+                    .meta("rotatedSecondsAgo", ago),
+            )
+            .await?;
+            tx.record(fail("Refresh token reused")).await?;
+            tx.commit().await?;
+            return Err(refused());
+        }
+
+        // Sliding expiry, capped by the session's absolute limit.
+        let mut expires_at = now + seconds(state.config.refresh_token_expiry);
+        if let Some(max_age) = state.config.session_max_age {
+            expires_at = expires_at.min(t.session_created_at + seconds(max_age));
+        }
+        store::sessions::rotate(&mut tx, t.token_id, t.session_id, &child.hash(), now, expires_at).await?;
+        let pair = token_pair(state, &user, t.session_id, &child, now)?;
+        tx.record(
+            AuditEvent::success("token.refresh", &ctx, now)
+                .user(user.id)
+                .email(&user.email)
+                .meta("sessionId", t.session_id.to_string()),
+        )
+        .await?;
+        record_token_events(
+            &mut tx,
+            &ctx,
+            &user,
+            t.session_id,
+            "refresh",
+            &["access", "refresh"],
+            state,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Json(pair))
+    }
+
     /// End the session of a refresh token.
     ///
     /// Revokes the session (refresh-token family) the token belongs to, so no
@@ -555,55 +702,85 @@ async fn start_session(
     let config = &state.config;
     let user = store::users::upsert_on_login(tx, email, now).await?;
     let refresh = RefreshToken::generate();
+    let lifetime = match config.session_max_age {
+        Some(max) => config.refresh_token_expiry.min(max),
+        None => config.refresh_token_expiry,
+    };
     let session_id = store::sessions::create(
         tx,
         user.id,
         &refresh.hash(),
         now,
-        now + seconds(config.refresh_token_expiry),
+        now + seconds(lifetime),
         ctx.user_agent.as_deref(),
         ctx.ip,
     )
     .await?;
-    let access = state
-        .jwt
-        .issue(user.id, &user.email, session_id, now, config.access_token_expiry)
-        .map_err(ApiError::internal)?;
-    let sid = session_id.to_string();
     tx.record(
         AuditEvent::success("auth.login", ctx, now)
             .user(user.id)
             .email(&user.email)
             .meta("method", method)
-            .meta("sessionId", sid.clone()),
+            .meta("sessionId", session_id.to_string()),
     )
     .await?;
-    for (kind, ttl) in [
-        ("access", config.access_token_expiry),
-        ("refresh", config.refresh_token_expiry),
-    ] {
+    record_token_events(tx, ctx, &user, session_id, method, &["access", "refresh"], state, now).await?;
+    token_pair(state, &user, session_id, &refresh, now)
+}
+
+/// Records one `token.generated` per kind (`access`, `refresh`).
+#[expect(clippy::too_many_arguments, reason = "the event's fields, named")]
+async fn record_token_events(
+    tx: &mut AuditTx,
+    ctx: &RequestContext,
+    user: &store::users::User,
+    session_id: Uuid,
+    source: &'static str,
+    kinds: &[&'static str],
+    state: &AppState,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let config = &state.config;
+    for kind in kinds {
+        let ttl = if *kind == "access" {
+            config.access_token_expiry
+        } else {
+            config.refresh_token_expiry
+        };
         tx.record(
             AuditEvent::success("token.generated", ctx, now)
                 .user(user.id)
                 .email(&user.email)
-                .meta("tokenType", kind)
-                .meta("source", method)
+                .meta("tokenType", *kind)
+                .meta("source", source)
                 .meta("expiresIn", crate::config::compact_duration(ttl))
-                .meta("sessionId", sid.clone()),
+                .meta("sessionId", session_id.to_string()),
         )
         .await?;
     }
+    Ok(())
+}
+
+/// A fresh access token with `refresh`, as the API answers them.
+fn token_pair(
+    state: &AppState,
+    user: &store::users::User,
+    session_id: Uuid,
+    refresh: &RefreshToken,
+    now: OffsetDateTime,
+) -> Result<TokenPair, ApiError> {
+    let ttl = state.config.access_token_expiry;
+    let access = state
+        .jwt
+        .issue(user.id, &user.email, session_id, now, ttl)
+        .map_err(ApiError::internal)?;
     Ok(TokenPair {
         success: true,
         token: access.token,
         refresh_token: refresh.expose().to_owned(),
         token_type: "Bearer".to_owned(),
-        expires_in: config.access_token_expiry.as_secs(),
-        user: UserBody {
-            id: user.id,
-            email: user.email,
-            created_at: user.created_at,
-        },
+        expires_in: ttl.as_secs(),
+        user: user.clone().into(),
     })
 }
 
@@ -694,6 +871,14 @@ impl Example for TokenPair {
                 email: "ada@example.com".to_owned(),
                 created_at: OffsetDateTime::UNIX_EPOCH,
             },
+        }
+    }
+}
+
+impl Example for RefreshRequest {
+    fn example() -> Self {
+        Self {
+            refresh_token: Text("B8Ly4nQ_x2Vt7Rk9mPz3Wc5Hs1Jd6Fg0Ae8Ui4Oy2Tq".to_owned()),
         }
     }
 }

@@ -1,12 +1,23 @@
-//! Access tokens: short-lived JWTs, HS256 with `JWT_SECRET`.
+//! Access tokens: short-lived JWTs, HS256 with `JWT_SECRET` by default, or
+//! EdDSA (Ed25519) with a `kid` when a private key is configured.
 //!
 //! The verifier pins the algorithm, the issuer and the audience, so `alg:
-//! none` and algorithm confusion are refused.
+//! none` and algorithm confusion (an HS256 token "signed" with the public key)
+//! are refused. In EdDSA mode the `kid` must name the current key or one of the
+//! retired keys still listed in the JWKS, so rotating keys does not log anyone out.
 
-use std::fmt;
+use std::{fmt, path::Path};
 
+use base64::Engine as _;
+use ed25519_dalek::{
+    SigningKey, VerifyingKey,
+    pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _},
+};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::Rng as _;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -25,11 +36,23 @@ pub struct Claims {
     pub aud: String,
 }
 
+/// A public key that verifies tokens, with its id.
+#[derive(Clone)]
+struct Verifier {
+    kid: Option<String>,
+    key: DecodingKey,
+}
+
 /// Signs and verifies access tokens.
 #[derive(Clone)]
 pub struct JwtKeys {
+    algorithm: Algorithm,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The `kid` put in the header of new tokens (EdDSA only).
+    kid: Option<String>,
+    verifiers: Vec<Verifier>,
+    /// The JWK set served at `/.well-known/jwks.json`.
+    jwks: Value,
     issuer: String,
     audience: String,
 }
@@ -37,7 +60,8 @@ pub struct JwtKeys {
 impl fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtKeys")
-            .field("algorithm", &"HS256")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
@@ -51,14 +75,114 @@ pub struct AccessToken {
     pub claims: Claims,
 }
 
+/// Why keys could not be loaded; names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct KeyError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The JWK of an Ed25519 public key, with its RFC 7638 thumbprint as `kid`.
+fn jwk(public: &VerifyingKey) -> (String, Value) {
+    let x = b64(public.as_bytes());
+    // RFC 7638: the required members, lexicographically ordered, no spaces.
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    let kid = b64(&Sha256::digest(canonical.as_bytes()));
+    let jwk = json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" });
+    (kid, jwk)
+}
+
+fn read(setting: &'static str, path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|e| KeyError {
+        setting,
+        message: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
 impl JwtKeys {
     pub fn hs256(secret: &[u8], issuer: &str, audience: &str) -> Self {
         Self {
+            algorithm: Algorithm::HS256,
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            kid: None,
+            verifiers: vec![Verifier {
+                kid: None,
+                key: DecodingKey::from_secret(secret),
+            }],
+            jwks: json!({ "keys": [] }),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         }
+    }
+
+    /// EdDSA with the private key in `private_pem`, also accepting tokens of
+    /// the retired public keys in `previous_pems`.
+    pub fn eddsa(private_pem: &str, previous_pems: &[String], issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        let signing = SigningKey::from_pkcs8_pem(private_pem).map_err(|e| KeyError {
+            setting: "JWT_PRIVATE_KEY_FILE",
+            message: format!("expected an Ed25519 private key in PKCS#8 PEM (`sesame keys generate`): {e}"),
+        })?;
+        let der = signing.to_pkcs8_der().map_err(|e| KeyError {
+            setting: "JWT_PRIVATE_KEY_FILE",
+            message: e.to_string(),
+        })?;
+        let encoding = EncodingKey::from_ed_der(der.as_bytes());
+        let mut keys = vec![signing.verifying_key()];
+        for pem in previous_pems {
+            keys.push(VerifyingKey::from_public_key_pem(pem).map_err(|e| KeyError {
+                setting: "JWT_PREVIOUS_PUBLIC_KEY_FILES",
+                message: format!("expected Ed25519 public keys in PEM: {e}"),
+            })?);
+        }
+        let mut verifiers = Vec::new();
+        let mut jwks = Vec::new();
+        for public in &keys {
+            let (kid, jwk) = jwk(public);
+            verifiers.push(Verifier {
+                kid: Some(kid),
+                key: DecodingKey::from_ed_components(&b64(public.as_bytes())).map_err(|e| KeyError {
+                    setting: "JWT_PRIVATE_KEY_FILE",
+                    message: e.to_string(),
+                })?,
+            });
+            jwks.push(jwk);
+        }
+        Ok(Self {
+            algorithm: Algorithm::EdDSA,
+            encoding,
+            kid: verifiers.first().and_then(|v| v.kid.clone()),
+            verifiers,
+            jwks: json!({ "keys": jwks }),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        })
+    }
+
+    /// The keys the settings ask for: EdDSA when `JWT_PRIVATE_KEY_FILE` is set, else HS256.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, KeyError> {
+        let (iss, aud) = (&config.jwt_issuer, &config.jwt_audience);
+        match &config.jwt_private_key_file {
+            None => Ok(Self::hs256(config.jwt_secret.expose().as_bytes(), iss, aud)),
+            Some(path) => {
+                let private = read("JWT_PRIVATE_KEY_FILE", path)?;
+                let previous = config
+                    .jwt_previous_public_key_files
+                    .iter()
+                    .map(|p| read("JWT_PREVIOUS_PUBLIC_KEY_FILES", p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Self::eddsa(&private, &previous, iss, aud)
+            }
+        }
+    }
+
+    /// The public keys as a JWK set (empty for HS256).
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
     }
 
     /// A token for `user` in `session`, valid `ttl` from `now`.
@@ -81,25 +205,70 @@ impl JwtKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        let mut header = Header::new(self.algorithm);
+        header.kid.clone_from(&self.kid);
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)?;
         Ok(AccessToken { token, claims })
     }
 
-    /// The claims of a valid token: right algorithm, signature, issuer,
-    /// audience, and not expired.
+    /// The claims of a valid token: the pinned algorithm, a known key, a good
+    /// signature, our issuer and audience, and not expired or not yet valid.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        let mut validation = Validation::new(Algorithm::HS256);
+        use jsonwebtoken::errors::ErrorKind;
+        let header = jsonwebtoken::decode_header(token)?;
+        if header.alg != self.algorithm {
+            return Err(ErrorKind::InvalidAlgorithm.into());
+        }
+        let verifier = match self.algorithm {
+            Algorithm::EdDSA => self
+                .verifiers
+                .iter()
+                .find(|v| v.kid.is_some() && v.kid == header.kid)
+                .ok_or(ErrorKind::InvalidKeyFormat)?,
+            _ => self.verifiers.first().ok_or(ErrorKind::InvalidKeyFormat)?,
+        };
+        let mut validation = Validation::new(self.algorithm);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map(|d| d.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, &verifier.key, &validation)?.claims;
+        // A token "issued" in the future is not valid yet either.
+        if claims.iat > OffsetDateTime::now_utc().unix_timestamp() + 5 {
+            return Err(ErrorKind::ImmatureSignature.into());
+        }
+        Ok(claims)
     }
+}
+
+/// A new Ed25519 key pair as (private PKCS#8 PEM, public SPKI PEM, kid).
+pub fn generate_ed25519() -> Result<(String, String, String), KeyError> {
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let signing = SigningKey::from_bytes(&seed);
+    let err = |e: &dyn fmt::Display| KeyError {
+        setting: "keys generate",
+        message: e.to_string(),
+    };
+    let private = signing
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| err(&e))?;
+    let public = signing
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| err(&e))?;
+    let (kid, _) = jwk(&signing.verifying_key());
+    Ok((private.to_string(), public, kid))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hour() -> std::time::Duration {
+        std::time::Duration::from_secs(3600)
+    }
 
     #[test]
     fn issued_tokens_verify_with_the_spec_claims() {
@@ -107,13 +276,7 @@ mod tests {
         let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
         let now = OffsetDateTime::now_utc();
         let t = keys
-            .issue(
-                user,
-                "ada@example.com",
-                session,
-                now,
-                std::time::Duration::from_secs(3600),
-            )
+            .issue(user, "ada@example.com", session, now, hour())
             .expect("signs");
         let claims = keys.verify(&t.token).expect("verifies");
         assert_eq!(claims, t.claims);
@@ -137,5 +300,51 @@ mod tests {
             )
             .expect("signs");
         assert!(keys.verify(&expired.token).is_err(), "expiry is checked");
+        let future = keys
+            .issue(user, "a@example.com", session, now + time::Duration::hours(1), hour())
+            .expect("signs");
+        assert!(
+            keys.verify(&future.token).is_err(),
+            "a token from the future is not valid yet"
+        );
+    }
+
+    #[test]
+    fn eddsa_tokens_carry_a_kid_and_old_keys_keep_verifying() {
+        let (old_private, old_public, old_kid) = generate_ed25519().expect("keys");
+        let (new_private, _, new_kid) = generate_ed25519().expect("keys");
+        let old = JwtKeys::eddsa(&old_private, &[], "sesame", "app").expect("old keys");
+        let new = JwtKeys::eddsa(&new_private, &[old_public], "sesame", "app").expect("new keys");
+        let now = OffsetDateTime::now_utc();
+        let t = old
+            .issue(Uuid::new_v4(), "a@example.com", Uuid::new_v4(), now, hour())
+            .expect("signs");
+        assert_eq!(
+            jsonwebtoken::decode_header(&t.token).expect("header").kid,
+            Some(old_kid.clone())
+        );
+        assert!(
+            new.verify(&t.token).is_ok(),
+            "a token of the retired key still verifies"
+        );
+        let kids: Vec<&str> = new.jwks()["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
+        assert_eq!(kids, [new_kid.as_str(), old_kid.as_str()]);
+
+        // HS256 "signed" with the public key material: algorithm confusion is refused.
+        let x = new.jwks()["keys"][0]["x"].as_str().expect("x").to_owned();
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &t.claims,
+            &EncodingKey::from_secret(x.as_bytes()),
+        )
+        .expect("encodes");
+        assert!(new.verify(&forged).is_err());
+        let hs = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", "sesame", "app");
+        assert!(hs.verify(&t.token).is_err(), "an HS256 verifier refuses EdDSA tokens");
     }
 }

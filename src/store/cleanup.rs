@@ -91,3 +91,40 @@ pub async fn delete_expired_rate_limits(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// Deletes up to `batch` sessions (with their tokens) that expired or were
+/// ended before `cutoff`.
+pub async fn delete_ended_sessions(
+    conn: &mut PgConnection,
+    cutoff: OffsetDateTime,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"
+        DELETE FROM sessions WHERE id IN (
+            SELECT id FROM sessions WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2
+        )
+        "#,
+        cutoff,
+        batch,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `batch` refresh tokens of live sessions that expired before `cutoff`.
+pub async fn delete_expired_refresh_tokens(
+    conn: &mut PgConnection,
+    cutoff: OffsetDateTime,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "DELETE FROM refresh_tokens WHERE id IN (SELECT id FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+        cutoff,
+        batch,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

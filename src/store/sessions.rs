@@ -7,13 +7,23 @@ use uuid::Uuid;
 /// Why a session ended; stored in `sessions.revoke_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeReason {
+    /// `POST /auth/logout` with one of its tokens.
     Logout,
+    /// `POST /auth/logout-all`.
+    LogoutAll,
+    /// `DELETE /auth/sessions/{id}`.
+    Revoked,
+    /// A rotated refresh token was presented again.
+    ReuseDetected,
 }
 
 impl RevokeReason {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::Revoked => "revoked",
+            Self::ReuseDetected => "reuse_detected",
         }
     }
 }
@@ -103,4 +113,203 @@ pub async fn create(
     .execute(conn)
     .await?;
     Ok(session_id)
+}
+
+/// A presented refresh token with its session and user, for `/auth/refresh`.
+#[derive(Debug, Clone)]
+pub struct PresentedToken {
+    pub token_id: Uuid,
+    pub rotated_at: Option<OffsetDateTime>,
+    pub token_expires_at: OffsetDateTime,
+    pub session_id: Uuid,
+    pub session_created_at: OffsetDateTime,
+    pub session_expires_at: OffsetDateTime,
+    pub session_revoked: bool,
+    pub user_id: Uuid,
+    pub email: String,
+    pub user_created_at: OffsetDateTime,
+}
+
+/// Locks the session of the token with this hash, so that every refresh of
+/// one session runs one at a time, on every instance; `false` when no token
+/// has this hash. Read the token only after this: in READ COMMITTED a locking
+/// join re-checks only the locked row, and would see a stale token.
+pub async fn lock_by_token_hash(conn: &mut PgConnection, token_hash: &[u8; 32]) -> Result<bool, sqlx::Error> {
+    let locked = sqlx::query_scalar!(
+        r#"
+        SELECT id FROM sessions
+        WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
+        FOR UPDATE
+        "#,
+        token_hash.as_slice(),
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(locked.is_some())
+}
+
+/// The token with this hash, its session and user, as committed now (call
+/// after [`lock_by_token_hash`]).
+pub async fn find_presented(
+    conn: &mut PgConnection,
+    token_hash: &[u8; 32],
+) -> Result<Option<PresentedToken>, sqlx::Error> {
+    sqlx::query_as!(
+        PresentedToken,
+        r#"
+        SELECT t.id AS token_id, t.rotated_at, t.expires_at AS token_expires_at,
+               s.id AS session_id, s.created_at AS session_created_at, s.expires_at AS session_expires_at,
+               s.revoked_at IS NOT NULL AS "session_revoked!",
+               u.id AS user_id, u.email, u.created_at AS user_created_at
+        FROM refresh_tokens t
+        JOIN sessions s ON s.id = t.session_id
+        JOIN users u ON u.id = s.user_id
+        WHERE t.token_hash = $1
+        "#,
+        token_hash.as_slice(),
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The child of a token, if it was rotated.
+#[derive(Debug, Clone)]
+pub struct Child {
+    pub token_hash: Vec<u8>,
+    /// Whether the child is still the session's live token.
+    pub live: bool,
+}
+
+pub async fn find_child(conn: &mut PgConnection, parent_id: Uuid) -> Result<Option<Child>, sqlx::Error> {
+    sqlx::query_as!(
+        Child,
+        r#"
+        SELECT token_hash, (rotated_at IS NULL AND revoked_at IS NULL) AS "live!"
+        FROM refresh_tokens WHERE parent_id = $1
+        "#,
+        parent_id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Rotates: retires the parent, inserts its child, and extends the session
+/// to `expires_at`, in one statement.
+pub async fn rotate(
+    conn: &mut PgConnection,
+    parent_id: Uuid,
+    session_id: Uuid,
+    child_hash: &[u8; 32],
+    now: OffsetDateTime,
+    expires_at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"
+        WITH parent AS (
+            UPDATE refresh_tokens SET rotated_at = $4, revoked_at = $4 WHERE id = $1
+        ), session AS (
+            UPDATE sessions SET last_used_at = $4, expires_at = $5 WHERE id = $2
+        )
+        INSERT INTO refresh_tokens (id, token_hash, session_id, parent_id, issued_at, expires_at)
+        VALUES ($6, $3, $2, $1, $4, $5)
+        "#,
+        parent_id,
+        session_id,
+        child_hash.as_slice(),
+        now,
+        expires_at,
+        Uuid::new_v4(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks a session used (a refresh answered within the reuse interval).
+pub async fn touch(conn: &mut PgConnection, session_id: Uuid, now: OffsetDateTime) -> Result<(), sqlx::Error> {
+    sqlx::query!("UPDATE sessions SET last_used_at = $2 WHERE id = $1", session_id, now)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// A live session as `GET /auth/sessions` lists it.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<sqlx::types::ipnetwork::IpNetwork>,
+}
+
+/// The user's sessions that are neither ended nor expired, most recently used first.
+pub async fn list_live(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as!(
+        SessionRow,
+        r#"
+        SELECT id, created_at, last_used_at, expires_at, user_agent, ip
+        FROM sessions
+        WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+        ORDER BY last_used_at DESC, id
+        "#,
+        user_id,
+        now,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Ends one session of `user_id`; `None` when it is not theirs (or does not
+/// exist), `Some(false)` when it had already ended.
+pub async fn revoke_owned(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+    reason: RevokeReason,
+    now: OffsetDateTime,
+) -> Result<Option<bool>, sqlx::Error> {
+    let owned = sqlx::query_scalar!(
+        r#"SELECT revoked_at IS NULL AS "live!" FROM sessions WHERE id = $1 AND user_id = $2 FOR UPDATE"#,
+        session_id,
+        user_id,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if owned == Some(true) {
+        revoke(conn, session_id, reason, now).await?;
+    }
+    Ok(owned)
+}
+
+/// Ends every live session of `user_id`; returns how many.
+pub async fn revoke_all(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    reason: RevokeReason,
+    now: OffsetDateTime,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"
+        WITH ended AS (
+            UPDATE sessions SET revoked_at = $2, revoke_reason = $3
+            WHERE user_id = $1 AND revoked_at IS NULL
+            RETURNING id
+        ), tokens AS (
+            UPDATE refresh_tokens SET revoked_at = $2
+            WHERE session_id IN (SELECT id FROM ended) AND revoked_at IS NULL
+        )
+        SELECT count(*) AS "count!" FROM ended
+        "#,
+        user_id,
+        now,
+        reason.as_str(),
+    )
+    .fetch_one(conn)
+    .await
 }

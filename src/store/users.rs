@@ -46,3 +46,10 @@ pub async fn exists(conn: &mut PgConnection, email: &EmailAddress) -> Result<boo
     .fetch_one(conn)
     .await
 }
+
+/// The user with this id.
+pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as!(User, "SELECT id, email, created_at FROM users WHERE id = $1", id)
+        .fetch_optional(conn)
+        .await
+}

@@ -24,7 +24,10 @@ pub struct TestApp {
 
 /// A development config pointed at `db`, on a random port, quiet.
 pub fn test_config(db: PgConnectOptions) -> Config {
-    let mut config = Config::from_lookup(|_| None).expect("defaults are valid");
+    // One secret for every app of a test, as instances of one deployment share it.
+    let mut config =
+        Config::from_lookup(|k| (k == "JWT_SECRET").then(|| "test-only-secret-0123456789abcdef0123".to_owned()))
+            .expect("defaults are valid");
     config.database = Some(db);
     config.port = 0;
     config.database_acquire_timeout = Duration::from_secs(1);
@@ -125,6 +128,10 @@ impl TestApp {
 
     pub async fn spawn_with(config: Config) -> Self {
         sesame::install_crypto_provider();
+        // TEST_LOG=1 shows the server's logs (e.g. the cause of a 500).
+        if std::env::var_os("TEST_LOG").is_some() {
+            sesame::telemetry::init(sesame::config::LogFormat::Pretty, "info,sesame=debug");
+        }
         let app = Application::build(config, Clock::system()).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
@@ -201,6 +208,33 @@ impl TestApp {
     pub async fn verify_magic_link(&self, token: &str) -> TestResponse {
         self.post_json("/auth/verify-magic-link", &serde_json::json!({ "token": token }))
             .await
+    }
+
+    /// Signs `email` in with a code read from `sink`; returns the token pair.
+    pub async fn sign_in(&self, sink: &SmtpSink, email: &str) -> Value {
+        let sent = self.send_code(email).await;
+        assert_eq!(sent.status, 200, "{}", sent.text);
+        let code = sink.last_to(email).code();
+        let resp = self.verify_code(email, &code).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        resp.json
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> TestResponse {
+        self.post_json("/auth/refresh", &serde_json::json!({ "refreshToken": refresh_token }))
+            .await
+    }
+
+    /// A request with `Authorization: Bearer <token>`.
+    pub async fn bearer(&self, method: reqwest::Method, path: &str, token: &str) -> TestResponse {
+        let resp = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        TestResponse::from(resp).await
     }
 
     pub async fn health(&self) -> TestResponse {

@@ -11,3 +11,6 @@ mod login_link;
 mod logout;
 mod mailbox;
 mod openapi;
+mod refresh;
+mod sessions;
+mod tokens;

@@ -1,0 +1,175 @@
+//! The `Sessions` tag: who am I, which sessions do I have, and ending them.
+//!
+//! Access tokens are stateless JWTs: ending a session stops its refresh
+//! tokens at once, but access tokens already issued for it keep working until
+//! they expire (`ACCESS_TOKEN_EXPIRY`, 1h by default).
+
+use poem::Request;
+use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{ApiTags, SuccessResponse, auth::UserBody, request_context, security::BearerAuth};
+use crate::{
+    app::AppState,
+    audit::{AuditEvent, AuditTx},
+    error::ApiError,
+    store::{self, sessions::RevokeReason},
+};
+
+pub struct SessionApi {
+    pub state: AppState,
+}
+
+/// The signed-in user.
+#[derive(Object, Debug)]
+pub struct MeResponse {
+    /// Always `true`.
+    pub success: bool,
+    pub user: UserBody,
+}
+
+/// One sign-in session (refresh-token family).
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct SessionBody {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    /// When it ends unless refreshed (sliding), or its absolute limit.
+    pub expires_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// Whether this is the session of the access token making the request.
+    pub current: bool,
+}
+
+/// The caller's live sessions.
+#[derive(Object, Debug)]
+pub struct SessionsResponse {
+    /// Always `true`.
+    pub success: bool,
+    pub sessions: Vec<SessionBody>,
+}
+
+/// How many sessions were ended.
+#[derive(Object, Debug)]
+pub struct LogoutAllResponse {
+    /// Always `true`.
+    pub success: bool,
+    pub revoked: i64,
+}
+
+#[OpenApi]
+impl SessionApi {
+    /// The signed-in user.
+    #[oai(
+        path = "/auth/me",
+        method = "get",
+        operation_id = "get_me",
+        tag = "ApiTags::Sessions"
+    )]
+    async fn get_me(&self, auth: BearerAuth) -> Result<Json<MeResponse>, ApiError> {
+        let mut conn = self.state.db.acquire().await?;
+        let user = store::users::find(&mut conn, auth.0.sub)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the user of this token no longer exists"))?;
+        Ok(Json(MeResponse {
+            success: true,
+            user: user.into(),
+        }))
+    }
+
+    /// The caller's live sessions, most recently used first.
+    #[oai(
+        path = "/auth/sessions",
+        method = "get",
+        operation_id = "list_sessions",
+        tag = "ApiTags::Sessions"
+    )]
+    async fn list_sessions(&self, auth: BearerAuth) -> Result<Json<SessionsResponse>, ApiError> {
+        let mut conn = self.state.db.acquire().await?;
+        let rows = store::sessions::list_live(&mut conn, auth.0.sub, self.state.clock.now()).await?;
+        let sessions = rows
+            .into_iter()
+            .map(|s| SessionBody {
+                current: s.id == auth.0.sid,
+                id: s.id,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                expires_at: s.expires_at,
+                user_agent: s.user_agent,
+                ip: s.ip.map(|n| n.ip().to_string()),
+            })
+            .collect();
+        Ok(Json(SessionsResponse {
+            success: true,
+            sessions,
+        }))
+    }
+
+    /// End one of the caller's sessions.
+    ///
+    /// Its refresh tokens stop working at once; its access tokens at their
+    /// expiry. A session that is not the caller's is 404, like one that does
+    /// not exist.
+    #[oai(
+        path = "/auth/sessions/:id",
+        method = "delete",
+        operation_id = "delete_session",
+        tag = "ApiTags::Sessions"
+    )]
+    async fn delete_session(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+    ) -> Result<Json<SuccessResponse>, ApiError> {
+        let ctx = request_context(req, &self.state);
+        let now = self.state.clock.now();
+        let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
+        match store::sessions::revoke_owned(&mut tx, auth.0.sub, id.0, RevokeReason::Revoked, now).await? {
+            None => return Err(ApiError::not_found("no such session")),
+            Some(false) => {}
+            Some(true) => {
+                tx.record(
+                    AuditEvent::success("auth.logout", &ctx, now)
+                        .user(auth.0.sub)
+                        .email(&auth.0.email)
+                        .meta("scope", "session")
+                        .meta("sessionId", id.0.to_string()),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Json(SuccessResponse::ok()))
+    }
+
+    /// End every session of the caller.
+    ///
+    /// Every refresh token of the user stops working at once; access tokens
+    /// already issued keep working until they expire.
+    #[oai(
+        path = "/auth/logout-all",
+        method = "post",
+        operation_id = "logout_all",
+        tag = "ApiTags::Sessions"
+    )]
+    async fn logout_all(&self, req: &Request, auth: BearerAuth) -> Result<Json<LogoutAllResponse>, ApiError> {
+        let ctx = request_context(req, &self.state);
+        let now = self.state.clock.now();
+        let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
+        let revoked = store::sessions::revoke_all(&mut tx, auth.0.sub, RevokeReason::LogoutAll, now).await?;
+        tx.record(
+            AuditEvent::success("auth.logout", &ctx, now)
+                .user(auth.0.sub)
+                .email(&auth.0.email)
+                .meta("scope", "all")
+                .meta("revoked", revoked),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Json(LogoutAllResponse { success: true, revoked }))
+    }
+}

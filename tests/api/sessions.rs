@@ -1,0 +1,133 @@
+//! Logout, logout-all, the session list, ending one session, `/auth/me`, cleanup.
+
+use reqwest::Method;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{spawn_with_smtp, test_config};
+
+fn at(pair: &Value) -> &str {
+    pair["token"].as_str().unwrap()
+}
+
+fn rt(pair: &Value) -> &str {
+    pair["refreshToken"].as_str().unwrap()
+}
+
+#[sqlx::test]
+async fn me_answers_the_signed_in_user(_: PgPoolOptions, db: PgConnectOptions) {
+    let (app, sink) = spawn_with_smtp(db).await;
+    let pair = app.sign_in(&sink, "ada@example.com").await;
+    let me = app.bearer(Method::GET, "/auth/me", at(&pair)).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.json["success"], true);
+    assert_eq!(me.json["user"], pair["user"]);
+
+    let none = app.get("/auth/me").await;
+    none.assert_error(401, "invalid_token");
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    app.bearer(Method::GET, "/auth/me", "garbage")
+        .await
+        .assert_error(401, "invalid_token");
+}
+
+#[sqlx::test]
+async fn logout_ends_one_session_and_logout_all_ends_every_one(_: PgPoolOptions, db: PgConnectOptions) {
+    let (app, sink) = spawn_with_smtp(db).await;
+    let phone = app.sign_in(&sink, "ada@example.com").await;
+    let laptop = app.sign_in(&sink, "ada@example.com").await;
+    let tablet = app.sign_in(&sink, "ada@example.com").await;
+
+    assert_eq!(app.logout(rt(&phone)).await.status, 200);
+    app.refresh(rt(&phone)).await.assert_error(401, "invalid_refresh_token");
+    assert_eq!(app.refresh(rt(&laptop)).await.status, 200, "other sessions go on");
+
+    let all = app.bearer(Method::POST, "/auth/logout-all", at(&tablet)).await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    assert_eq!(all.json["revoked"], 2);
+    app.refresh(rt(&tablet))
+        .await
+        .assert_error(401, "invalid_refresh_token");
+    let listed = app.bearer(Method::GET, "/auth/sessions", at(&tablet)).await;
+    assert_eq!(listed.json["sessions"], Value::Array(vec![]));
+    // The stateless trade-off: the access token works until it expires.
+    assert_eq!(app.bearer(Method::GET, "/auth/me", at(&tablet)).await.status, 200);
+    app.post_json("/auth/logout-all", &serde_json::json!({}))
+        .await
+        .assert_error(401, "invalid_token");
+}
+
+#[sqlx::test]
+async fn the_session_list_shows_live_sessions_and_one_can_be_ended(_: PgPoolOptions, db: PgConnectOptions) {
+    let (app, sink) = spawn_with_smtp(db).await;
+    let first = app.sign_in(&sink, "ada@example.com").await;
+    let second = app.sign_in(&sink, "ada@example.com").await;
+    let stranger = app.sign_in(&sink, "eve@example.com").await;
+
+    let listed = app.bearer(Method::GET, "/auth/sessions", at(&second)).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let sessions = listed.json["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    let current: Vec<bool> = sessions.iter().map(|s| s["current"].as_bool().unwrap()).collect();
+    assert_eq!(current.iter().filter(|c| **c).count(), 1);
+    let s = &sessions[0];
+    for field in ["id", "createdAt", "lastUsedAt", "expiresAt"] {
+        assert!(s[field].is_string(), "{field}: {s}");
+    }
+    assert_eq!(s["ip"], "127.0.0.1");
+    assert!(s["userAgent"].is_null() || s["userAgent"].is_string());
+
+    let first_sid = app.state.jwt.verify(at(&first)).unwrap().sid;
+    // Someone else's session is not found, as if it did not exist.
+    app.bearer(Method::DELETE, &format!("/auth/sessions/{first_sid}"), at(&stranger))
+        .await
+        .assert_error(404, "not_found");
+    app.bearer(
+        Method::DELETE,
+        &format!("/auth/sessions/{}", uuid::Uuid::new_v4()),
+        at(&second),
+    )
+    .await
+    .assert_error(404, "not_found");
+    app.bearer(Method::DELETE, "/auth/sessions/not-a-uuid", at(&second))
+        .await
+        .assert_error(400, "invalid_request");
+
+    let ended = app
+        .bearer(Method::DELETE, &format!("/auth/sessions/{first_sid}"), at(&second))
+        .await;
+    assert_eq!(ended.status, 200, "{}", ended.text);
+    app.refresh(rt(&first)).await.assert_error(401, "invalid_refresh_token");
+    let listed = app.bearer(Method::GET, "/auth/sessions", at(&second)).await;
+    assert_eq!(listed.json["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.refresh(rt(&stranger)).await.status,
+        200,
+        "the stranger's session is untouched"
+    );
+}
+
+#[sqlx::test]
+async fn cleanup_deletes_long_ended_sessions_and_nothing_live(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db.clone()).await;
+    let ended = app.sign_in(&sink, "ada@example.com").await;
+    let live = app.sign_in(&sink, "ada@example.com").await;
+    let fresh_end = app.sign_in(&sink, "bob@example.com").await;
+    app.logout(rt(&ended)).await;
+    sqlx::query("UPDATE sessions SET revoked_at = now() - interval '2 days' WHERE revoked_at IS NOT NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.logout(rt(&fresh_end)).await;
+
+    let state = sesame::app::AppState::new(test_config(db), sesame::clock::Clock::system()).unwrap();
+    let report = sesame::cleanup::run_once(&state).await.unwrap().unwrap();
+    assert_eq!(report.sessions, 1);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 2, "the live one and the one ended minutes ago stay");
+    assert_eq!(app.refresh(rt(&live)).await.status, 200);
+}

@@ -3,8 +3,9 @@
 #
 # Without DATABASE_URL it starts (or reuses) this checkout's private cluster
 # (scripts/pg.sh). It also checks formatting, that the committed sqlx offline
-# data (.sqlx/) is complete and current, and, with SESAME_LINT=1 (CI), clippy.
-# Extra arguments go to `cargo test` (e.g. scripts/test.sh health).
+# data (.sqlx/) is complete and current, and, with SESAME_LINT=1 (CI), clippy;
+# after the Rust tests it fuzzes the API with schemathesis (scripts/fuzz.sh).
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh health) and skip the fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,4 +38,17 @@ if [ ! -f tests/jwks/node_modules/jose/package.json ]; then
 fi
 
 step "tests"
-cargo test --locked "$@"
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --locked "$@" 2>&1 | tee "$results"
+passed=$(grep -o '^test result: ok\. [0-9]* passed' "$results" | awk '{s += $4} END {print s + 0}')
+
+if [ $# -eq 0 ]; then
+  step "API fuzzing (schemathesis against the running server)"
+  scripts/fuzz.sh 2>&1 | tee -a "$results"
+  fuzzed=$(grep -o '[0-9]* generated, [0-9]* passed' "$results" | tail -n 1 | awk '{print $3}')
+  passed=$((passed + ${fuzzed:-0}))
+fi
+# One plain closing line for people and CI: every Rust test and fuzz case passed.
+echo
+echo "sesame: $passed passed, 0 failed"

@@ -155,6 +155,7 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
         })
         .around(middleware::trace)
         .data(state.metrics.clone())
+        .data(middleware::BodyTimeout(state.config.request_body_timeout))
         .data(state.clone())
 }
 

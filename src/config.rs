@@ -95,6 +95,8 @@ pub struct Config {
     pub database: Option<PgConnectOptions>,
     pub database_max_connections: u32,
     pub database_acquire_timeout: Duration,
+    /// How long a client may take to send a request body (408 after).
+    pub request_body_timeout: Duration,
     pub log_format: LogFormat,
     pub rust_log: String,
     pub jwt_secret: Secret,
@@ -199,6 +201,7 @@ impl Config {
         };
         let database_max_connections = r.int_in("DATABASE_MAX_CONNECTIONS", 10, 1, 1000);
         let database_acquire_timeout = r.duration("DATABASE_ACQUIRE_TIMEOUT", "3s", Duration::from_millis(100));
+        let request_body_timeout = r.duration("REQUEST_BODY_TIMEOUT", "10s", Duration::from_millis(100));
 
         let log_format = r.choice(
             "LOG_FORMAT",
@@ -412,6 +415,7 @@ impl Config {
             database,
             database_max_connections,
             database_acquire_timeout,
+            request_body_timeout,
             log_format,
             rust_log,
             jwt_secret,
@@ -737,6 +741,7 @@ mod tests {
             ("DATABASE_URL", "mysql://x", "a PostgreSQL URL"),
             ("DATABASE_MAX_CONNECTIONS", "0", "a whole number from 1 to 1000"),
             ("DATABASE_ACQUIRE_TIMEOUT", "soon", "a duration"),
+            ("REQUEST_BODY_TIMEOUT", "0", "a duration"),
             ("LOG_FORMAT", "xml", "one of `pretty`, `json`"),
             ("RUST_LOG", "info,[", "a tracing filter"),
             ("ACCESS_TOKEN_EXPIRY", "1 fortnight", "a duration"),

@@ -49,6 +49,22 @@ impl poem_openapi::types::Example for ErrorBody {
     }
 }
 
+/// The body of a 429: the error envelope, plus which limit and when to retry.
+#[derive(Object, Debug, Clone, PartialEq, Eq)]
+#[oai(rename_all = "camelCase")]
+pub struct RateLimitedBody {
+    /// Always `false`.
+    pub success: bool,
+    /// What the limit is and when to retry.
+    pub error: String,
+    /// `rate_limited`.
+    pub code: String,
+    /// Which limit, e.g. `send_per_address_interval`.
+    pub limit: String,
+    /// Seconds until the request will be allowed again (also in `Retry-After`).
+    pub retry_after: u64,
+}
+
 /// Every error an operation can answer with.
 #[derive(ApiResponse, Debug)]
 pub enum ApiError {
@@ -75,7 +91,7 @@ pub enum ApiError {
     /// A rate limit was hit; retry after the given number of seconds.
     #[oai(status = 429)]
     RateLimited(
-        Json<ErrorBody>,
+        Json<RateLimitedBody>,
         /// Seconds until the limit allows the request again.
         #[oai(header = "Retry-After")]
         u64,
@@ -98,6 +114,19 @@ impl ApiError {
 
     pub fn unauthorized(code: &str, message: impl Into<String>) -> Self {
         Self::Unauthorized(Json(ErrorBody::new(code, message)), "Bearer".to_owned())
+    }
+
+    pub fn rate_limited(limit: &str, message: &str, retry_after: u64) -> Self {
+        Self::RateLimited(
+            Json(RateLimitedBody {
+                success: false,
+                error: message.to_owned(),
+                code: "rate_limited".to_owned(),
+                limit: limit.to_owned(),
+                retry_after,
+            }),
+            retry_after,
+        )
     }
 
     pub fn email_failed() -> Self {

@@ -13,6 +13,7 @@
 //! - [`email`]: the [`email::Mailer`] (console, SMTP, Resend) and the message templates.
 //! - [`store`]: all SQL, as small functions that compose inside one transaction.
 //! - [`audit`]: audit events: recorded in the transaction of their change, then fanned out.
+//! - [`rate_limit`]: per-address and per-client limits, counted in PostgreSQL.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
 //! - [`error`]: the one error envelope every response uses.
 //! - [`telemetry`]: the tracing subscriber.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod email;
 pub mod error;
 pub mod metrics;
+pub mod rate_limit;
 pub mod store;
 pub mod telemetry;
 

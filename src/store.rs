@@ -9,5 +9,6 @@ pub mod cleanup;
 pub mod health;
 pub mod magic_links;
 pub mod otp;
+pub mod rate_limits;
 pub mod sessions;
 pub mod users;

@@ -21,6 +21,7 @@ use crate::{
     auth::{email_address::EmailAddress, magic_link, otp::OtpCode, random_token, refresh::RefreshToken},
     email::templates,
     error::ApiError,
+    rate_limit::{self, Limit},
     store::{self, sessions::RevokeReason},
 };
 
@@ -183,6 +184,13 @@ impl AuthApi {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
+        rate_limit::check(
+            state,
+            &ctx,
+            &rate_limit::for_send(email.as_str(), &ctx),
+            Some(email.as_str()),
+        )
+        .await?;
         let config = &state.config;
         let code = OtpCode::generate(config.otp_length);
         let hash = hash_code(state, code.clone()).await?;
@@ -225,6 +233,13 @@ impl AuthApi {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
+        rate_limit::check(
+            state,
+            &ctx,
+            &rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx),
+            Some(email.as_str()),
+        )
+        .await?;
         let code = OtpCode::parse(body.code.as_str(), state.config.otp_length);
 
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
@@ -309,17 +324,26 @@ impl AuthApi {
         let config = &state.config;
         let token = random_token();
         let redirect_to = body.redirect_to.as_ref().map(Text::as_str);
-        let url =
-            magic_link::link(&config.frontend_url, &config.redirect_allow_list, redirect_to, &token).map_err(|e| {
-                match e {
-                    magic_link::RedirectError::NotAUrl => {
-                        ApiError::bad_request("invalid_redirect", "`redirectTo` must be an absolute http(s) URL")
-                    }
-                    magic_link::RedirectError::NotAllowed => {
-                        ApiError::bad_request("invalid_redirect", "`redirectTo` is not on the allow list")
-                    }
+        let target = magic_link::target(&config.frontend_url, &config.redirect_allow_list, redirect_to).map_err(
+            |e| match e {
+                magic_link::RedirectError::NotAUrl => {
+                    ApiError::bad_request("invalid_redirect", "`redirectTo` must be an absolute http(s) URL")
                 }
-            })?;
+                magic_link::RedirectError::NotAllowed => {
+                    ApiError::bad_request("invalid_redirect", "`redirectTo` is not on the allow list")
+                }
+            },
+        )?;
+        // Store the parsed URL, never the raw input.
+        let redirect_to = redirect_to.map(|_| target.as_str());
+        let url = magic_link::with_token(&target, &token);
+        rate_limit::check(
+            state,
+            &ctx,
+            &rate_limit::for_send(email.as_str(), &ctx),
+            Some(email.as_str()),
+        )
+        .await?;
         if !may_sign_in(state, &email).await? {
             state.mailer.imitate_send().await;
             return Ok(sent());
@@ -369,6 +393,13 @@ impl AuthApi {
         let state = &self.state;
         let ctx = request_context(req, state);
         let token = body.token.as_str();
+        rate_limit::check(
+            state,
+            &ctx,
+            &rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx),
+            None,
+        )
+        .await?;
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let stored = if crate::auth::is_token_shaped(token) {
             store::magic_links::find_for_update(&mut tx, &magic_link::hash(token)).await?
@@ -447,6 +478,13 @@ impl AuthApi {
         let ctx = request_context(req, state);
         let refused =
             || ApiError::unauthorized("invalid_refresh_token", "the refresh token is invalid, used or expired");
+        rate_limit::check(
+            state,
+            &ctx,
+            &rate_limit::for_client(Limit::RefreshPerIpMinute, &ctx),
+            None,
+        )
+        .await?;
         let presented = RefreshToken::parse(body.refresh_token.as_str());
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let found = match &presented {

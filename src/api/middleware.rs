@@ -73,21 +73,33 @@ pub async fn check_body<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
     }
     let has_body = declared.is_some_and(|len| len > 0) || req.header(header::TRANSFER_ENCODING).is_some();
     if has_body {
-        let bytes = match req.take_body().into_bytes_limit(MAX_BODY_BYTES).await {
-            Ok(bytes) => bytes,
-            Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+        let timeout = req.data::<BodyTimeout>().map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
+        let read = tokio::time::timeout(timeout, req.take_body().into_bytes_limit(MAX_BODY_BYTES)).await;
+        let bytes = match read {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => {
                 return Ok(error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
                     "the request body is larger than 64 KiB",
                 ));
             }
-            Err(_) => {
+            Ok(Err(_)) => {
                 return Ok(error(
                     StatusCode::BAD_REQUEST,
                     "invalid_body",
                     "the request body could not be read",
                 ));
+            }
+            Err(_) => {
+                let mut resp = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body did not arrive in time",
+                );
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Ok(resp);
             }
         };
         let is_json = req.content_type().is_some_and(|ct| {
@@ -95,16 +107,91 @@ pub async fn check_body<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         });
-        if is_json && !bytes.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
-            return Ok(error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                "the request body is not valid JSON",
-            ));
+        if is_json && !bytes.is_empty() {
+            let mut de = serde_json::Deserializer::from_slice(&bytes);
+            let checked = serde::de::DeserializeSeed::deserialize(NoDuplicateKeys, &mut de).and_then(|()| de.end());
+            if let Err(e) = checked {
+                let message = if e.to_string().starts_with(DUPLICATE_KEY) {
+                    "the request body has a duplicated key"
+                } else {
+                    "the request body is not valid JSON"
+                };
+                return Ok(error(StatusCode::BAD_REQUEST, "invalid_json", message));
+            }
         }
         req.set_body(bytes);
     }
     ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// How long a client may take to send its body; slower ones get 408 and the
+/// connection is closed (a slow-loris client cannot hold a worker).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
+
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// Walks a JSON document and fails on an object with a repeated key:
+/// `{"email":"a@x.io","email":"b@y.io"}` would otherwise mean whatever the
+/// last parser to read it decides.
+struct NoDuplicateKeys;
+
+impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicateKeys {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(NoDuplicateKeys)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            map.next_value_seed(NoDuplicateKeys)?;
+        }
+        Ok(())
+    }
 }
 
 /// CORS for the configured origins. A request from any other origin is served

@@ -17,16 +17,12 @@ pub enum RedirectError {
     NotAllowed,
 }
 
-/// The URL the email points at: `redirect_to` when its origin is on the allow
-/// list (exact match), else `FRONTEND_URL/auth/verify`; the token is added as
-/// the `token` query parameter.
-pub fn link(
-    frontend_url: &Url,
-    allow_list: &[String],
-    redirect_to: Option<&str>,
-    token: &str,
-) -> Result<Url, RedirectError> {
-    let mut url = match redirect_to {
+/// Where a link leads, checked: `redirect_to` when its origin is on the allow
+/// list (exact match), else `FRONTEND_URL/auth/verify`. The URL is the parsed,
+/// normalised one (control characters and the like are escaped), which is
+/// also what gets stored.
+pub fn target(frontend_url: &Url, allow_list: &[String], redirect_to: Option<&str>) -> Result<Url, RedirectError> {
+    match redirect_to {
         Some(raw) => {
             let url = Url::parse(raw).map_err(|_| RedirectError::NotAUrl)?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -39,12 +35,27 @@ pub fn link(
             if !allow_list.iter().any(|o| *o == origin_of(&url)) {
                 return Err(RedirectError::NotAllowed);
             }
-            url
+            Ok(url)
         }
-        None => frontend_url.join("auth/verify").map_err(|_| RedirectError::NotAUrl)?,
-    };
+        None => frontend_url.join("auth/verify").map_err(|_| RedirectError::NotAUrl),
+    }
+}
+
+/// `target` with the token added as its `token` query parameter.
+pub fn with_token(target: &Url, token: &str) -> Url {
+    let mut url = target.clone();
     url.query_pairs_mut().append_pair("token", token);
-    Ok(url)
+    url
+}
+
+/// The link of an email: [`target`] plus the token.
+pub fn link(
+    frontend_url: &Url,
+    allow_list: &[String],
+    redirect_to: Option<&str>,
+    token: &str,
+) -> Result<Url, RedirectError> {
+    target(frontend_url, allow_list, redirect_to).map(|t| with_token(&t, token))
 }
 
 #[cfg(test)]

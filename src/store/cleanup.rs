@@ -80,8 +80,8 @@ pub async fn delete_expired_rate_limits(
     let done = sqlx::query!(
         r#"
         DELETE FROM rate_limits
-        WHERE (bucket, subject, window_start) IN (
-            SELECT bucket, subject, window_start FROM rate_limits WHERE expires_at < $1 LIMIT $2
+        WHERE (bucket, subject) IN (
+            SELECT bucket, subject FROM rate_limits WHERE expires_at < $1 LIMIT $2
         )
         "#,
         now,

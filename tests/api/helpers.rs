@@ -33,6 +33,8 @@ pub fn test_config(db: PgConnectOptions) -> Config {
     config.database_acquire_timeout = Duration::from_secs(1);
     // Tests that look at the console or the file turn them on themselves.
     config.metrics_format = MetricsFormat::None;
+    // Most tests send many codes quickly; the rate-limit tests turn limits on.
+    config.rate_limits.enabled = false;
     config
 }
 

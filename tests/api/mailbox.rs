@@ -132,6 +132,7 @@ pub struct SmtpSink {
     pub addr: SocketAddr,
     messages: Arc<Mutex<Vec<Mail>>>,
     refuse: Arc<AtomicBool>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SmtpSink {
@@ -141,6 +142,7 @@ impl SmtpSink {
             addr: listener.local_addr().unwrap(),
             messages: Arc::default(),
             refuse: Arc::default(),
+            delay_ms: Arc::default(),
         };
         let s = sink.clone();
         tokio::spawn(async move {
@@ -162,6 +164,12 @@ impl SmtpSink {
     /// From now on, answer DATA with a permanent failure.
     pub fn refuse_messages(&self, refuse: bool) {
         self.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// From now on, take this long to accept each message (a slow mail server).
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(u64::try_from(delay.as_millis()).unwrap(), Ordering::SeqCst);
     }
 
     pub fn messages(&self) -> Vec<Mail> {
@@ -224,6 +232,10 @@ impl SmtpSink {
                             .filter(|_| line.starts_with(".."))
                             .unwrap_or(&line),
                     );
+                }
+                let delay = self.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                 }
                 if self.refuse.load(Ordering::SeqCst) {
                     write.write_all(b"554 5.7.1 refused by the test\r\n").await?;

@@ -4,13 +4,16 @@
 mod audit;
 mod cli;
 mod errors;
+mod faults;
 mod health;
 mod helpers;
+mod hostile;
 mod login_code;
 mod login_link;
 mod logout;
 mod mailbox;
 mod openapi;
+mod rate_limits;
 mod refresh;
 mod sessions;
 mod tokens;

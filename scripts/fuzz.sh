@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Property-based fuzzing of the API from its own OpenAPI document, with
+# schemathesis, against the real server binary and a real database.
+#
+#   scripts/fuzz.sh [extra schemathesis arguments]
+#
+# Installs schemathesis into the git-ignored .venv-tools/, starts
+# target/debug/sesame on a free port against a fresh database (console email,
+# rate limits off so every example reaches the handlers), signs in once so the
+# bearer-protected operations are exercised too, then runs every operation with
+# FUZZ_EXAMPLES examples (default 200) and the checks: not_a_server_error,
+# response_schema_conformance, status_code_conformance, content_type_conformance.
+# Called by scripts/test.sh; exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ST_VERSION=4.32.5
+VENV=.venv-tools
+if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
+  command -v python3 >/dev/null || { echo "sesame: python3 is needed for the API fuzzing (schemathesis)" >&2; exit 1; }
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
+fi
+
+if [ -n "${DATABASE_URL:-}" ]; then base=${DATABASE_URL%/*}; else base=$(scripts/pg.sh start); fi
+db=sesame_fuzz
+psql -X -q -v ON_ERROR_STOP=1 -d "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+
+[ -x target/debug/sesame ] || cargo build --quiet --locked --bin sesame
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+work=$(mktemp -d)
+log=$work/server.log
+DATABASE_URL=$base/$db PORT=$port EMAIL_PROVIDER=console RATE_LIMIT_ENABLED=false METRICS_FORMAT=none \
+  LOG_FORMAT=json RUST_LOG=warn target/debug/sesame serve >"$log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+url=http://127.0.0.1:$port
+for _ in $(seq 1 100); do curl -fsS "$url/health" >/dev/null 2>&1 && break; sleep 0.1; done
+
+# Sign in as a person would (the code is printed by the console transport).
+curl -fsS "$url/auth/send-code" -H 'content-type: application/json' -d '{"email":"fuzz@example.com"}' >/dev/null
+code=$(grep -o 'Your sign-in code: [0-9]*' "$log" | tail -n 1 | awk '{print $4}')
+token=$(curl -fsS "$url/auth/verify-code" -H 'content-type: application/json' \
+  -d "{\"email\":\"fuzz@example.com\",\"code\":\"$code\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+
+status=0
+"$VENV/bin/st" run "$url/openapi.json" \
+  --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
+  --phases examples,coverage,fuzzing \
+  --max-examples "${FUZZ_EXAMPLES:-200}" \
+  --seed "${FUZZ_SEED:-20261127}" \
+  --request-timeout 10 \
+  --header "Authorization: Bearer $token" \
+  --no-color "$@" || status=$?
+if grep -q '"level":"ERROR"' "$log"; then
+  echo "sesame: the server logged errors while fuzzed:" >&2
+  grep '"level":"ERROR"' "$log" | head -n 20 >&2
+  status=1
+fi
+exit $status

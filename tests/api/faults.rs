@@ -1,0 +1,374 @@
+//! Faults: a killed server, a lost database, shutdown under load, several
+//! instances under mixed traffic, and secrets that must never leak.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tokio::task::JoinSet;
+
+use crate::{
+    helpers::{ServerProcess, TestApp, admin_connection, read_json_lines, smtp_config, temp_dir},
+    mailbox::SmtpSink,
+};
+
+async fn post(url: String, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Signs in against a server process, reading the code from `sink`.
+async fn sign_in(server: &ServerProcess, sink: &SmtpSink, email: &str) -> Value {
+    let (status, _) = post(server.url("/auth/send-code"), json!({ "email": email })).await;
+    assert_eq!(status, 200);
+    let code = sink.last_to(email).code();
+    let (status, pair) = post(server.url("/auth/verify-code"), json!({ "email": email, "code": code })).await;
+    assert_eq!(status, 200, "{pair}");
+    pair
+}
+
+fn kill_9(server: ServerProcess) {
+    let mut child = server.child;
+    child.kill().unwrap(); // SIGKILL: no shutdown code runs
+    child.wait().unwrap();
+}
+
+async fn events(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT event FROM audit_events ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_server_killed_right_after_a_200_lost_nothing_it_answered(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let dir = temp_dir("crash");
+    let vars = [
+        ("EMAIL_PROVIDER", "smtp"),
+        ("SMTP_URL", &*sink.url()),
+        ("JWT_SECRET", "crash-test-secret-0123456789abcdef"),
+    ];
+
+    let server = ServerProcess::start(&db, &dir, &vars);
+    server.wait_ready().await;
+    let pair = sign_in(&server, &sink, "ada@example.com").await;
+    kill_9(server);
+    assert_eq!(
+        events(&pool).await,
+        [
+            "otp.generated",
+            "otp.sent",
+            "otp.verification",
+            "auth.login",
+            "token.generated",
+            "token.generated"
+        ],
+        "every event of the answered requests was committed"
+    );
+
+    let server = ServerProcess::start(&db, &dir, &vars);
+    server.wait_ready().await;
+    let (status, next) = post(
+        server.url("/auth/refresh"),
+        json!({ "refreshToken": pair["refreshToken"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "the session survived the crash: {next}");
+    kill_9(server);
+    let refreshes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'token.refresh' AND success")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(refreshes, 1);
+
+    let server = ServerProcess::start(&db, &dir, &vars);
+    server.wait_ready().await;
+    let (status, _) = post(
+        server.url("/auth/refresh"),
+        json!({ "refreshToken": next["refreshToken"] }),
+    )
+    .await;
+    assert_eq!(status, 200, "the rotated token is the live one after the restart");
+    server.terminate().await;
+}
+
+#[sqlx::test]
+async fn a_database_outage_is_503_quickly_and_heals_without_a_restart(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let name = db.get_database().unwrap().to_owned();
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_with(smtp_config(db, &sink)).await;
+    let pair = app.sign_in(&sink, "ada@example.com").await;
+    drop(pool);
+
+    // Traffic runs while the connections are cut and the database is closed.
+    let mut admin = admin_connection().await;
+    let set_allowed = |allowed: bool| format!(r#"ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {allowed}"#);
+    sqlx::query(sqlx::AssertSqlSafe(set_allowed(false)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    for _ in 0..3 {
+        let started = Instant::now();
+        let refresh = app.refresh(pair["refreshToken"].as_str().unwrap()).await;
+        refresh.assert_error(503, "database_unavailable");
+        app.send_code("bob@example.com")
+            .await
+            .assert_error(503, "database_unavailable");
+        assert_eq!(app.health().await.status, 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "bounded by the acquire timeout, no hang"
+        );
+    }
+
+    sqlx::query(sqlx::AssertSqlSafe(set_allowed(true)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(app.health().await.status, 200, "healed without a restart");
+    // The refresh that failed during the outage did not half-rotate anything.
+    let next = app.refresh(pair["refreshToken"].as_str().unwrap()).await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    assert_eq!(app.sign_in(&sink, "bob@example.com").await["success"], true);
+}
+
+#[sqlx::test]
+async fn sigterm_under_load_finishes_in_flight_requests_and_drains_the_file(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    sink.delay(Duration::from_millis(1500)); // every send is in flight for a while
+    let dir = temp_dir("shutdown");
+    let file = dir.join("metrics.jsonl");
+    let server = ServerProcess::start(
+        &db,
+        &dir,
+        &[
+            ("EMAIL_PROVIDER", "smtp"),
+            ("SMTP_URL", &sink.url()),
+            ("METRICS_FORMAT", "file"),
+            ("METRICS_FILE_PATH", file.to_str().unwrap()),
+            ("RATE_LIMIT_ENABLED", "false"),
+        ],
+    );
+    server.wait_ready().await;
+
+    let mut in_flight = JoinSet::new();
+    for i in 0..10 {
+        in_flight.spawn(post(
+            server.url("/auth/send-code"),
+            json!({ "email": format!("u{i}@example.com") }),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = server.url("/health");
+    let pid = server.child.id();
+    let stopping = tokio::spawn(server.terminate());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(refused.is_err(), "no new requests once stopping (pid {pid})");
+
+    let answers = in_flight.join_all().await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == 200),
+        "no request was cut: {answers:?}"
+    );
+    let started = Instant::now();
+    let out = stopping.await.unwrap();
+    assert!(out.status.success(), "exit 0: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(sink.messages().len(), 10);
+    let sent = read_json_lines(&file)
+        .iter()
+        .filter(|l| l["event"] == "otp.sent")
+        .count();
+    assert_eq!(sent, 10, "the JSON Lines writer was drained");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'otp.sent'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 10);
+}
+
+#[sqlx::test]
+async fn three_instances_under_mixed_traffic_behave_as_one(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db.clone(), &sink);
+    config.rate_limits.enabled = true;
+    config.rate_limits.send_per_ip_per_hour = 1000;
+    config.rate_limits.verify_per_ip_per_minute = 1000;
+    config.rate_limits.refresh_per_ip_per_minute = 1000;
+    let apps = [
+        TestApp::spawn_with(config.clone()).await,
+        TestApp::spawn_with(config.clone()).await,
+        TestApp::spawn_with(config).await,
+    ];
+    let mut pairs = Vec::new();
+    for i in 0..6 {
+        pairs.push(apps[i % 3].sign_in(&sink, &format!("user{i}@example.com")).await);
+    }
+
+    let mut traffic = JoinSet::new();
+    for (i, pair) in pairs.iter().enumerate() {
+        let urls: Vec<String> = apps.iter().map(|a| a.url("")).collect();
+        let first = pair["refreshToken"].as_str().unwrap().to_owned();
+        traffic.spawn(async move {
+            // A chain of refreshes hopping between instances...
+            let mut token = first.clone();
+            for step in 0..5 {
+                let (status, next) = post(
+                    format!("{}/auth/refresh", urls[(i + step) % 3]),
+                    json!({ "refreshToken": token }),
+                )
+                .await;
+                assert_eq!(status, 200, "{next}");
+                token = next["refreshToken"].as_str().unwrap().to_owned();
+            }
+            // ...then half of the users replay their first token: a theft.
+            if i % 2 == 0 {
+                let (status, _) = post(
+                    format!("{}/auth/refresh", urls[i % 3]),
+                    json!({ "refreshToken": first }),
+                )
+                .await;
+                assert_eq!(status, 401);
+            }
+            // And everyone sends codes to one shared address from every instance.
+            let (status, _) = post(
+                format!("{}/auth/send-code", urls[i % 3]),
+                json!({ "email": "shared@example.com" }),
+            )
+            .await;
+            (i, status, token)
+        });
+    }
+    let results = traffic.join_all().await;
+    let sends_ok = results.iter().filter(|(_, s, _)| *s == 200).count();
+    assert_eq!(
+        sends_ok, 1,
+        "one send per address per minute, across instances: {results:?}"
+    );
+    assert_eq!(sink.to("shared@example.com").len(), 1, "one email");
+
+    for (i, _, token) in &results {
+        let resp = apps[0].refresh(token).await;
+        let expected = if i % 2 == 0 { 401 } else { 200 };
+        assert_eq!(resp.status, expected, "user {i}: reuse ends the session; others go on");
+    }
+    let two_live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT session_id FROM refresh_tokens WHERE rotated_at IS NULL AND revoked_at IS NULL
+         GROUP BY session_id HAVING count(*) > 1) s",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(two_live, 0, "no session ever has two live tokens");
+    let reuse: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'token.reuse_detected'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reuse, 3);
+
+    // The cleanup job runs on one instance at a time, and never fails for it.
+    let mut cleanups = JoinSet::new();
+    for app in &apps {
+        let state = app.state.clone();
+        cleanups.spawn(async move { sesame::cleanup::run_once(&state).await });
+    }
+    let reports = cleanups.join_all().await;
+    assert!(reports.iter().all(Result::is_ok), "{reports:?}");
+    assert!(reports.iter().any(|r| matches!(r, Ok(Some(_)))), "{reports:?}");
+}
+
+#[sqlx::test]
+async fn no_code_link_or_token_reaches_the_logs_the_file_or_the_table(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let dir = temp_dir("hygiene");
+    let file = dir.join("metrics.jsonl");
+    let server = ServerProcess::start(
+        &db,
+        &dir,
+        &[
+            ("EMAIL_PROVIDER", "smtp"),
+            ("SMTP_URL", &sink.url()),
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "debug"),
+            ("METRICS_FORMAT", "both"),
+            ("METRICS_FILE_PATH", file.to_str().unwrap()),
+        ],
+    );
+    server.wait_ready().await;
+    let mut secrets: Vec<String> = Vec::new();
+
+    let pair = sign_in(&server, &sink, "ada@example.com").await;
+    secrets.push(sink.last_to("ada@example.com").code());
+    let (_, _) = post(
+        server.url("/auth/send-magic-link"),
+        json!({ "email": "bob@example.com" }),
+    )
+    .await;
+    let link_token = crate::mailbox::token_of(&sink.last_to("bob@example.com").link());
+    let (_, link_pair) = post(server.url("/auth/verify-magic-link"), json!({ "token": link_token })).await;
+    secrets.push(link_token);
+    let (_, refreshed) = post(
+        server.url("/auth/refresh"),
+        json!({ "refreshToken": pair["refreshToken"] }),
+    )
+    .await;
+    let me = reqwest::Client::new()
+        .get(server.url("/auth/me"))
+        .bearer_auth(refreshed["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    post(
+        server.url("/auth/logout"),
+        json!({ "refreshToken": refreshed["refreshToken"] }),
+    )
+    .await;
+    for p in [&pair, &link_pair, &refreshed] {
+        for key in ["token", "refreshToken"] {
+            secrets.push(p[key].as_str().unwrap().to_owned());
+        }
+    }
+    let out = server.terminate().await;
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(logs.lines().count() > 20, "debug logs were written");
+    let jsonl = std::fs::read_to_string(&file).unwrap();
+    let table: String = sqlx::query_scalar("SELECT string_agg(audit_events::text, E'\\n') FROM audit_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for secret in &secrets {
+        assert!(secret.len() >= 6);
+        for (what, text) in [("logs", &logs), ("JSON Lines file", &jsonl), ("audit table", &table)] {
+            assert!(!text.contains(secret.as_str()), "a secret reached the {what}");
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Rate limits in PostgreSQL: thresholds, windows, Retry-After, two instances,
+//! bursts, and which client IP counts.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sesame::config::Config;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::task::JoinSet;
+
+use crate::{
+    helpers::{TestApp, TestResponse, smtp_config},
+    mailbox::SmtpSink,
+};
+
+/// An SMTP-backed config with limits on (SPEC defaults unless changed).
+fn limited(db: PgConnectOptions, sink: &SmtpSink) -> Config {
+    let mut config = smtp_config(db, sink);
+    config.rate_limits.enabled = true;
+    config
+}
+
+fn assert_limited(resp: &TestResponse, limit: &str) -> u64 {
+    assert_eq!(resp.status, 429, "{}", resp.text);
+    assert_eq!(resp.json["code"], "rate_limited");
+    assert_eq!(resp.json["success"], false);
+    assert_eq!(resp.json["limit"], limit, "{}", resp.text);
+    let retry_after: u64 = resp.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert_eq!(resp.json["retryAfter"], retry_after);
+    assert!(
+        resp.json["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("retry in {retry_after}s")),
+        "{}",
+        resp.text
+    );
+    retry_after
+}
+
+async fn post_from(app: &TestApp, path: &str, body: serde_json::Value, forwarded_for: &str) -> TestResponse {
+    let resp = app
+        .client
+        .post(app.url(path))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    TestResponse::from(resp).await
+}
+
+#[sqlx::test]
+async fn one_send_per_address_per_interval_shared_by_codes_and_links(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_with(limited(db, &sink)).await;
+
+    assert_eq!(app.send_code("ada@example.com").await.status, 200);
+    assert_eq!(
+        assert_limited(&app.send_code("ada@example.com").await, "send_per_address_interval"),
+        60
+    );
+    app.state.clock.advance(Duration::from_secs(20));
+    assert_eq!(
+        assert_limited(
+            &app.send_magic_link("ADA@example.com", None).await,
+            "send_per_address_interval"
+        ),
+        40
+    );
+    assert_eq!(sink.to("ada@example.com").len(), 1, "a refused request sends nothing");
+    assert_eq!(
+        app.send_code("bob@example.com").await.status,
+        200,
+        "other addresses are not held back"
+    );
+
+    app.state.clock.advance(Duration::from_secs(40));
+    assert_eq!(
+        app.send_magic_link("ada@example.com", None).await.status,
+        200,
+        "released after the window"
+    );
+
+    let events: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT metadata FROM audit_events WHERE event = 'rate_limit.exceeded' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["limit"], "send_per_address_interval");
+    assert_eq!(events[0]["keyKind"], "address");
+}
+
+#[sqlx::test]
+async fn hourly_limits_per_address_and_per_client(_: PgPoolOptions, db: PgConnectOptions) {
+    let sink = SmtpSink::start().await;
+    let mut config = limited(db, &sink);
+    config.rate_limits.send_interval = Duration::ZERO;
+    config.rate_limits.send_per_address_per_hour = 3;
+    config.rate_limits.send_per_ip_per_hour = 5;
+    let app = TestApp::spawn_with(config).await;
+
+    for _ in 0..3 {
+        assert_eq!(app.send_code("ada@example.com").await.status, 200);
+    }
+    let wait = assert_limited(&app.send_code("ada@example.com").await, "send_per_address_hour");
+    assert_eq!(wait, 3600);
+    assert_eq!(app.send_code("bob@example.com").await.status, 200);
+    // The client has now sent 5 times (and been refused once, which counts).
+    assert_limited(&app.send_code("carol@example.com").await, "send_per_ip_hour");
+    app.state.clock.advance(Duration::from_secs(3600));
+    assert_eq!(app.send_code("ada@example.com").await.status, 200);
+}
+
+#[sqlx::test]
+async fn verifications_and_refreshes_per_client_per_minute(_: PgPoolOptions, db: PgConnectOptions) {
+    let sink = SmtpSink::start().await;
+    let mut config = limited(db, &sink);
+    config.rate_limits.verify_per_ip_per_minute = 3;
+    config.rate_limits.refresh_per_ip_per_minute = 2;
+    let app = TestApp::spawn_with(config).await;
+
+    app.verify_code("ada@example.com", "000000").await;
+    app.verify_magic_link("nope").await;
+    app.verify_code("bob@example.com", "000000").await;
+    let refused = app.verify_magic_link("nope").await;
+    assert_limited(&refused, "verify_per_ip_minute");
+    assert_limited(&app.verify_code("carol@example.com", "1").await, "verify_per_ip_minute");
+    app.state.clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        app.verify_code("carol@example.com", "000000").await.status,
+        401,
+        "released: back to normal answers"
+    );
+
+    assert_eq!(app.refresh(&"A".repeat(43)).await.status, 401);
+    assert_eq!(app.refresh(&"B".repeat(43)).await.status, 401);
+    assert_limited(&app.refresh(&"C".repeat(43)).await, "refresh_per_ip_minute");
+}
+
+#[sqlx::test]
+async fn limits_hold_across_two_instances(_: PgPoolOptions, db: PgConnectOptions) {
+    let sink = SmtpSink::start().await;
+    let a = TestApp::spawn_with(limited(db.clone(), &sink)).await;
+    let b = TestApp::spawn_with(limited(db, &sink)).await;
+    assert_eq!(a.send_code("ada@example.com").await.status, 200);
+    assert_limited(&b.send_code("ada@example.com").await, "send_per_address_interval");
+}
+
+#[sqlx::test]
+async fn rate_limit_enabled_false_lifts_every_limit(_: PgPoolOptions, db: PgConnectOptions) {
+    let sink = SmtpSink::start().await;
+    let mut config = limited(db, &sink);
+    config.rate_limits.enabled = false;
+    let app = TestApp::spawn_with(config).await;
+    for _ in 0..5 {
+        assert_eq!(app.send_code("ada@example.com").await.status, 200);
+    }
+    assert_eq!(sink.to("ada@example.com").len(), 5);
+}
+
+#[sqlx::test]
+async fn a_burst_of_100_sends_to_one_address_sends_one_email(_: PgPoolOptions, db: PgConnectOptions) {
+    let sink = SmtpSink::start().await;
+    let mut config = limited(db, &sink);
+    config.rate_limits.send_per_ip_per_hour = 1000;
+    let app = TestApp::spawn_with(config).await;
+    let mut set = JoinSet::new();
+    for _ in 0..100 {
+        let (client, url) = (app.client.clone(), app.url("/auth/send-code"));
+        set.spawn(async move {
+            let resp = client
+                .post(url)
+                .json(&json!({ "email": "ada@example.com" }))
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        });
+    }
+    let statuses = set.join_all().await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 99);
+    assert_eq!(sink.to("ada@example.com").len(), 1);
+}
+
+#[sqlx::test]
+async fn x_forwarded_for_counts_only_when_trusted(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = limited(db.clone(), &sink);
+    config.rate_limits.send_per_ip_per_hour = 2;
+    let app = TestApp::spawn_with(config.clone()).await;
+    for (i, spoofed) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"].iter().enumerate() {
+        let resp = post_from(
+            &app,
+            "/auth/send-code",
+            json!({ "email": format!("u{i}@example.com") }),
+            spoofed,
+        )
+        .await;
+        if i < 2 {
+            assert_eq!(resp.status, 200);
+        } else {
+            assert_limited(&resp, "send_per_ip_hour");
+        }
+    }
+    let ips: Vec<String> = sqlx::query_scalar("SELECT DISTINCT host(ip) FROM audit_events")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ips, ["127.0.0.1"], "the socket peer, not the header");
+
+    config.trust_proxy_headers = true;
+    let proxied = TestApp::spawn_with(config).await;
+    for (i, client) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"].iter().enumerate() {
+        let resp = post_from(
+            &proxied,
+            "/auth/send-code",
+            json!({ "email": format!("p{i}@example.com") }),
+            &format!("{client}, 10.0.0.1"),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "each client has its own count: {}", resp.text);
+    }
+}
+
+#[sqlx::test]
+async fn the_code_budget_per_address_holds_whatever_the_client_ip(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = limited(db, &sink);
+    config.trust_proxy_headers = true;
+    let app = TestApp::spawn_with(config).await;
+    app.send_code("ada@example.com").await;
+    let code = sink.last_to("ada@example.com").code();
+    for i in 0..5 {
+        let resp = post_from(
+            &app,
+            "/auth/verify-code",
+            json!({ "email": "ada@example.com", "code": "00000x" }),
+            &format!("192.0.2.{i}"),
+        )
+        .await;
+        assert_eq!(resp.status, 401);
+    }
+    let resp = post_from(
+        &app,
+        "/auth/verify-code",
+        json!({ "email": "ada@example.com", "code": code }),
+        "192.0.2.99",
+    )
+    .await;
+    assert_eq!(
+        resp.status, 401,
+        "five wrong tries from five clients exhaust the address's budget"
+    );
+    let last: String = sqlx::query_scalar(
+        "SELECT error FROM audit_events WHERE event = 'otp.verification.detail' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(last, "Max attempts exceeded");
+}

@@ -24,18 +24,21 @@ fi
 
 if [ -n "${DATABASE_URL:-}" ]; then base=${DATABASE_URL%/*}; else base=$(scripts/pg.sh start); fi
 db=sesame_fuzz
-psql -X -q -v ON_ERROR_STOP=1 -d "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+psql -X -q -v ON_ERROR_STOP=1 -d "$base/postgres" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 
-[ -x target/debug/sesame ] || cargo build --quiet --locked --bin sesame
+bin=${SESAME_BIN:-${CARGO_TARGET_DIR:-target}/debug/sesame}
+[ -x "$bin" ] || cargo build --quiet --locked --bin sesame
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 work=$(mktemp -d)
 log=$work/server.log
 DATABASE_URL=$base/$db PORT=$port EMAIL_PROVIDER=console RATE_LIMIT_ENABLED=false METRICS_FORMAT=none \
-  LOG_FORMAT=json RUST_LOG=warn target/debug/sesame serve >"$log" 2>&1 &
+  LOG_FORMAT=json RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 url=http://127.0.0.1:$port
-for _ in $(seq 1 100); do curl -fsS "$url/health" >/dev/null 2>&1 && break; sleep 0.1; done
+up=
+for _ in $(seq 1 300); do curl -fsS "$url/health" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+[ -n "$up" ] || { echo "sesame: the server did not start for fuzzing:" >&2; cat "$log" >&2; exit 1; }
 
 # Sign in as a person would (the code is printed by the console transport).
 curl -fsS "$url/auth/send-code" -H 'content-type: application/json' -d '{"email":"fuzz@example.com"}' >/dev/null

@@ -4,7 +4,8 @@
 # Without DATABASE_URL it starts (or reuses) this checkout's private cluster
 # (scripts/pg.sh). It also checks formatting, that the committed sqlx offline
 # data (.sqlx/) is complete and current, and, with SESAME_LINT=1 (CI), clippy;
-# after the Rust tests it fuzzes the API with schemathesis (scripts/fuzz.sh).
+# after the Rust tests it fuzzes the API with schemathesis (scripts/fuzz.sh) and
+# runs the outside-in suites (tests/clients, tests/browser, tests/deploy).
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh health) and skip the fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,16 @@ if [ $# -eq 0 ]; then
   scripts/fuzz.sh 2>&1 | tee -a "$results"
   fuzzed=$(grep -o '[0-9]* generated, [0-9]* passed' "$results" | tail -n 1 | awk '{print $3}')
   passed=$((passed + ${fuzzed:-0}))
+
+  # Suites that use sesame from outside, as its users do: generated clients,
+  # browsers, deployment configs. Each prints "<check>: ok" per passing check.
+  for suite in tests/clients tests/browser tests/deploy; do
+    [ -x "$suite/run.sh" ] || continue
+    step "$suite"
+    SESAME_BIN=$(realpath "${CARGO_TARGET_DIR:-target}/debug/sesame") PG_BASE=${DATABASE_URL%/*} "$suite/run.sh" 2>&1 | tee -a "$results"
+  done
+  checks=$(grep -cE '^[a-z][a-z0-9 ]*: ok$' "$results" || true)
+  passed=$((passed + checks))
 fi
 # One plain closing line for people and CI: every Rust test and fuzz case passed.
 echo

@@ -13,7 +13,11 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use crate::{
     api::{self, middleware},
     audit::AuditSink,
-    auth::{jwt::JwtKeys, otp::OtpHasher, refresh::RefreshChain},
+    auth::{
+        jwt::JwtKeys,
+        otp::{HashQueue, OtpHasher},
+        refresh::RefreshChain,
+    },
     clock::Clock,
     config::Config,
     email::Mailer,
@@ -42,6 +46,8 @@ pub struct AppState {
     pub refresh_chain: RefreshChain,
     /// Hashes and checks one-time codes.
     pub otp: OtpHasher,
+    /// Where hashing runs: bounded, one job per core.
+    pub hash_queue: HashQueue,
     pub mailer: Mailer,
 }
 
@@ -78,6 +84,7 @@ impl AppState {
             jwt,
             refresh_chain,
             otp,
+            hash_queue: HashQueue::for_this_machine(),
             mailer,
         })
     }

@@ -15,7 +15,7 @@ pub mod report;
 use std::{
     borrow::Cow,
     fmt::Write as _,
-    io::{IsTerminal as _, Write as _},
+    io::IsTerminal as _,
     net::IpAddr,
     ops::{Deref, DerefMut},
     sync::Arc,
@@ -128,16 +128,18 @@ impl AuditTx {
         })
     }
 
-    /// Inserts `event` in this transaction; it is published only if the transaction commits.
+    /// Records `event` in this transaction: it is inserted, with the others,
+    /// in one statement just before the commit, and published only if the
+    /// transaction commits.
     pub async fn record(&mut self, event: AuditEvent) -> Result<(), sqlx::Error> {
-        store::audit::insert(&mut self.tx, &event).await?;
         self.pending.push(event);
         Ok(())
     }
 
-    /// Commits, then fans the recorded events out. Dropping an `AuditTx`
-    /// without committing rolls back and publishes nothing.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    /// Inserts the recorded events, commits, then fans them out. Dropping an
+    /// `AuditTx` without committing rolls back and publishes nothing.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        store::audit::insert_many(&mut self.tx, &self.pending).await?;
         self.tx.commit().await?;
         self.sink.publish(&self.pending);
         Ok(())
@@ -217,8 +219,8 @@ impl AuditSink {
         for e in events {
             self.inner.metrics.event(&e.event, e.success);
             if let Some(console) = self.inner.console {
-                let line = console_line(e, console.color);
-                let _ = writeln!(std::io::stdout().lock(), "{line}");
+                // One println! is one locked write: lines never interleave.
+                println!("{}", console_line(e, console.color));
             }
             if let Some(file) = &self.inner.file {
                 file.write(json_line(e));

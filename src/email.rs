@@ -144,10 +144,7 @@ impl Mailer {
     async fn deliver(&self, m: &Message) -> Result<(), EmailError> {
         match &*self.transport {
             Transport::Console => {
-                use std::io::Write as _;
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(
-                    out,
+                println!(
                     "\n---- email (EMAIL_PROVIDER=console) ----\nFrom: {}\nTo: {}\nSubject: {}\n\n{}\n----------------------------------------",
                     self.from, m.to, m.subject, m.text
                 );

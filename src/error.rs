@@ -102,7 +102,8 @@ pub enum ApiError {
     /// The email could not be delivered (`email_failed`); nothing usable was issued.
     #[oai(status = 502)]
     BadGateway(Json<ErrorBody>),
-    /// The database is unreachable; retry shortly.
+    /// The database is unreachable (`database_unavailable`) or the server is
+    /// shedding load (`overloaded`); retry shortly.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -113,7 +114,13 @@ impl ApiError {
     }
 
     pub fn unauthorized(code: &str, message: impl Into<String>) -> Self {
-        Self::Unauthorized(Json(ErrorBody::new(code, message)), "Bearer".to_owned())
+        // RFC 6750 §3: say why a presented bearer token was refused.
+        let challenge = if code == "invalid_token" {
+            r#"Bearer error="invalid_token""#
+        } else {
+            "Bearer"
+        };
+        Self::Unauthorized(Json(ErrorBody::new(code, message)), challenge.to_owned())
     }
 
     pub fn rate_limited(limit: &str, message: &str, retry_after: u64) -> Self {
@@ -145,6 +152,12 @@ impl ApiError {
         let err = err.into();
         tracing::error!(error = format!("{err:#}"), "internal error");
         Self::Internal(Json(ErrorBody::new("internal_error", "internal server error")))
+    }
+
+    /// Too much work queued (code hashing); the client should retry shortly.
+    pub fn overloaded() -> Self {
+        tracing::warn!("shedding load: the code-hashing queue is full");
+        Self::Unavailable(Json(ErrorBody::new("overloaded", "the server is busy; retry shortly")))
     }
 
     /// The database could not be reached; logged here with its cause.

@@ -248,11 +248,11 @@ impl AuthApi {
         let failure = match &stored {
             None => {
                 // The same work as a real check, so timing does not tell.
-                dummy_verify(state).await;
+                dummy_verify(state).await?;
                 Some(("No OTP found for email", None))
             }
             Some(s) if s.consumed_at.is_some() => {
-                dummy_verify(state).await;
+                dummy_verify(state).await?;
                 Some(("No OTP found for email", None))
             }
             Some(s) if s.expires_at <= now => Some(("OTP expired", None)),
@@ -487,31 +487,32 @@ impl AuthApi {
         .await?;
         let presented = RefreshToken::parse(body.refresh_token.as_str());
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
-        let found = match &presented {
-            Some(t) if store::sessions::lock_by_token_hash(&mut tx, &t.hash()).await? => {
-                store::sessions::find_presented(&mut tx, &t.hash()).await?
-            }
-            _ => None,
+        let locked = match &presented {
+            Some(t) => store::sessions::lock_by_token_hash(&mut tx, &t.hash()).await?,
+            None => None,
         };
         let now = state.clock.now();
-        let (Some(token), Some(t)) = (presented, found) else {
+        let (Some(token), Some(s)) = (presented, locked) else {
             tx.record(AuditEvent::failure("token.refresh", "Unknown refresh token", &ctx, now))
                 .await?;
             tx.commit().await?;
             return Err(refused());
         };
+        let user = store::users::User {
+            id: s.user_id,
+            email: s.email.clone(),
+            created_at: s.user_created_at,
+        };
         let fail = |reason: &str| {
             AuditEvent::failure("token.refresh", reason, &ctx, now)
-                .user(t.user_id)
-                .email(&t.email)
-                .meta("sessionId", t.session_id.to_string())
+                .user(user.id)
+                .email(&user.email)
+                .meta("sessionId", s.session_id.to_string())
         };
-        let ended = if t.session_revoked {
+        let ended = if s.session_revoked {
             Some("Session ended")
-        } else if t.session_expires_at <= now {
+        } else if s.session_expires_at <= now {
             Some("Session expired")
-        } else if t.token_expires_at <= now {
-            Some("Refresh token expired")
         } else {
             None
         };
@@ -520,76 +521,84 @@ impl AuthApi {
             tx.commit().await?;
             return Err(refused());
         }
-        let user = store::users::User {
-            id: t.user_id,
-            email: t.email.clone(),
-            created_at: t.user_created_at,
-        };
         let child = state.refresh_chain.child(&token);
 
-        if let Some(rotated_at) = t.rotated_at {
-            // Presented again. Within the interval, and while its child is
-            // still the live token, it is a race: answer the same child.
-            let interval = seconds(state.config.refresh_reuse_interval);
-            let live_child = store::sessions::find_child(&mut tx, t.token_id).await?;
-            let same_child = live_child.is_some_and(|c| c.live && c.token_hash == child.hash());
-            if !interval.is_zero() && now - rotated_at <= interval && same_child {
-                store::sessions::touch(&mut tx, t.session_id, now).await?;
-                let pair = token_pair(state, &user, t.session_id, &child, now)?;
-                tx.record(
-                    AuditEvent::success("token.refresh", &ctx, now)
-                        .user(user.id)
-                        .email(&user.email)
-                        .meta("sessionId", t.session_id.to_string())
-                        .meta("withinReuseInterval", true),
-                )
-                .await?;
-                record_token_events(&mut tx, &ctx, &user, t.session_id, "refresh", &["access"], state, now).await?;
-                tx.commit().await?;
-                return Ok(Json(pair));
-            }
-            store::sessions::revoke(&mut tx, t.session_id, RevokeReason::ReuseDetected, now).await?;
-            let ago = (now - rotated_at).whole_seconds();
-            tx.record(
-                AuditEvent::failure("token.reuse_detected", "Refresh token reused", &ctx, now)
-                    .user(user.id)
-                    .email(&user.email)
-                    .meta("sessionId", t.session_id.to_string())
-                    .meta("rotatedSecondsAgo", ago),
-            )
-            .await?;
-            tx.record(fail("Refresh token reused")).await?;
-            tx.commit().await?;
-            return Err(refused());
-        }
-
+        // The common case, in one statement: the token is live, rotate it.
         // Sliding expiry, capped by the session's absolute limit.
         let mut expires_at = now + seconds(state.config.refresh_token_expiry);
         if let Some(max_age) = state.config.session_max_age {
-            expires_at = expires_at.min(t.session_created_at + seconds(max_age));
+            expires_at = expires_at.min(s.session_created_at + seconds(max_age));
         }
-        store::sessions::rotate(&mut tx, t.token_id, t.session_id, &child.hash(), now, expires_at).await?;
-        let pair = token_pair(state, &user, t.session_id, &child, now)?;
+        if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, expires_at).await? {
+            let pair = token_pair(state, &user, s.session_id, &child, now)?;
+            tx.record(
+                AuditEvent::success("token.refresh", &ctx, now)
+                    .user(user.id)
+                    .email(&user.email)
+                    .meta("sessionId", s.session_id.to_string()),
+            )
+            .await?;
+            record_token_events(
+                &mut tx,
+                &ctx,
+                &user,
+                s.session_id,
+                "refresh",
+                &["access", "refresh"],
+                state,
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Json(pair));
+        }
+
+        // Not live: expired, or presented again after its rotation.
+        let t = store::sessions::find_presented(&mut tx, &token.hash())
+            .await?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a locked session lost its token")))?;
+        let Some(rotated_at) = t.rotated_at.filter(|_| t.token_expires_at > now) else {
+            let reason = if t.token_expires_at <= now {
+                "Refresh token expired"
+            } else {
+                "Session ended"
+            };
+            tx.record(fail(reason)).await?;
+            tx.commit().await?;
+            return Err(refused());
+        };
+        // Within the interval, and while its child is still the live token,
+        // it is a race between tabs: answer the same child.
+        let interval = seconds(state.config.refresh_reuse_interval);
+        let live_child = store::sessions::find_child(&mut tx, t.token_id).await?;
+        let same_child = live_child.is_some_and(|c| c.live && c.token_hash == child.hash());
+        if !interval.is_zero() && now - rotated_at <= interval && same_child {
+            store::sessions::touch(&mut tx, s.session_id, now).await?;
+            let pair = token_pair(state, &user, s.session_id, &child, now)?;
+            tx.record(
+                AuditEvent::success("token.refresh", &ctx, now)
+                    .user(user.id)
+                    .email(&user.email)
+                    .meta("sessionId", s.session_id.to_string())
+                    .meta("withinReuseInterval", true),
+            )
+            .await?;
+            record_token_events(&mut tx, &ctx, &user, s.session_id, "refresh", &["access"], state, now).await?;
+            tx.commit().await?;
+            return Ok(Json(pair));
+        }
+        store::sessions::revoke(&mut tx, s.session_id, RevokeReason::ReuseDetected, now).await?;
         tx.record(
-            AuditEvent::success("token.refresh", &ctx, now)
+            AuditEvent::failure("token.reuse_detected", "Refresh token reused", &ctx, now)
                 .user(user.id)
                 .email(&user.email)
-                .meta("sessionId", t.session_id.to_string()),
+                .meta("sessionId", s.session_id.to_string())
+                .meta("rotatedSecondsAgo", (now - rotated_at).whole_seconds()),
         )
         .await?;
-        record_token_events(
-            &mut tx,
-            &ctx,
-            &user,
-            t.session_id,
-            "refresh",
-            &["access", "refresh"],
-            state,
-            now,
-        )
-        .await?;
+        tx.record(fail("Refresh token reused")).await?;
         tx.commit().await?;
-        Ok(Json(pair))
+        Err(refused())
     }
 
     /// End the session of a refresh token.
@@ -822,27 +831,35 @@ fn token_pair(
     })
 }
 
-/// Hashes a code on the blocking pool.
+/// Hashes a code on the bounded hash queue.
 async fn hash_code(state: &AppState, code: OtpCode) -> Result<String, ApiError> {
     let hasher = state.otp.clone();
-    tokio::task::spawn_blocking(move || hasher.hash(&code))
+    state
+        .hash_queue
+        .run(move || hasher.hash(&code))
         .await
-        .map_err(ApiError::internal)?
+        .map_err(|_| ApiError::overloaded())?
         .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing a code: {e}")))
 }
 
-/// Checks a code against its hash on the blocking pool.
+/// Checks a code against its hash on the bounded hash queue.
 async fn verify_code_hash(state: &AppState, code: OtpCode, phc: String) -> Result<bool, ApiError> {
     let hasher = state.otp.clone();
-    tokio::task::spawn_blocking(move || hasher.verify(&code, &phc))
+    state
+        .hash_queue
+        .run(move || hasher.verify(&code, &phc))
         .await
-        .map_err(ApiError::internal)
+        .map_err(|_| ApiError::overloaded())
 }
 
 /// Costs what a real check costs, for addresses with no live code.
-async fn dummy_verify(state: &AppState) {
+async fn dummy_verify(state: &AppState) -> Result<(), ApiError> {
     let hasher = state.otp.clone();
-    let _ = tokio::task::spawn_blocking(move || hasher.verify_dummy()).await;
+    state
+        .hash_queue
+        .run(move || hasher.verify_dummy())
+        .await
+        .map_err(|_| ApiError::overloaded())
 }
 
 impl Example for SendCodeRequest {

@@ -48,6 +48,57 @@ impl fmt::Debug for OtpCode {
     }
 }
 
+/// Runs CPU-bound hashing on the blocking pool, at most one job per core at
+/// a time, with a bounded queue: when more than `max_waiting` requests wait,
+/// new ones are refused at once (the caller answers 503) instead of piling up
+/// memory and latency. Each Argon2 job holds `OTP_HASH_MEMORY_KIB` of memory.
+#[derive(Clone, Debug)]
+pub struct HashQueue {
+    permits: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    max_waiting: usize,
+}
+
+/// The hash queue is full: shed load.
+#[derive(Debug, thiserror::Error)]
+#[error("too many codes are being hashed; retry shortly")]
+pub struct Overloaded;
+
+impl HashQueue {
+    pub fn new(workers: usize, max_waiting: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(workers.max(1))),
+            waiting: Arc::default(),
+            max_waiting,
+        }
+    }
+
+    /// One job per core, 64 waiting per core.
+    pub fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        Self::new(cores, cores * 64)
+    }
+
+    /// Runs `job` on the blocking pool when a worker is free.
+    pub async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Overloaded> {
+        use std::sync::atomic::Ordering;
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Overloaded);
+        }
+        let permit = self.permits.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = permit.map_err(|_| Overloaded)?;
+        let result = tokio::task::spawn_blocking(move || {
+            let out = job();
+            drop(permit);
+            out
+        })
+        .await;
+        result.map_err(|_| Overloaded)
+    }
+}
+
 /// Hashes and checks codes with Argon2id, keyed with the server secret.
 #[derive(Clone)]
 pub struct OtpHasher {
@@ -105,6 +156,32 @@ impl OtpHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_hash_queue_runs_one_job_per_worker_and_sheds_the_excess() {
+        let queue = HashQueue::new(1, 2);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        // One job holds the only worker until told to finish.
+        let held = {
+            let (queue, rx) = (queue.clone(), rx.clone());
+            tokio::spawn(async move { queue.run(move || rx.lock().map(|r| r.recv()).is_ok()).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.run(|| 1).await })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(queue.run(|| 1).await.is_err(), "a third waiter is refused at once");
+        tx.send(()).expect("the held job listens");
+        assert!(held.await.expect("joins").is_ok());
+        for w in waiting {
+            assert_eq!(w.await.expect("joins").ok(), Some(1), "the queued jobs run");
+        }
+    }
 
     #[test]
     fn generated_codes_have_the_configured_digits() {

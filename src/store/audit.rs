@@ -29,6 +29,53 @@ pub async fn insert(conn: &mut PgConnection, e: &AuditEvent) -> Result<(), sqlx:
     Ok(())
 }
 
+/// Inserts several events in one statement (one round trip).
+pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_ref()).collect();
+    let success: Vec<bool> = events.iter().map(|e| e.success).collect();
+    let user_ids: Vec<Option<uuid::Uuid>> = events.iter().map(|e| e.user_id).collect();
+    let emails: Vec<Option<&str>> = events.iter().map(|e| e.email.as_deref()).collect();
+    let errors: Vec<Option<&str>> = events.iter().map(|e| e.error.as_deref()).collect();
+    // jsonb[] cannot hold SQL NULLs through the driver; JSON null stands in and is turned back.
+    let metadata: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            e.metadata
+                .clone()
+                .map_or(serde_json::Value::Null, serde_json::Value::Object)
+        })
+        .collect();
+    let ips: Vec<Option<IpNetwork>> = events.iter().map(|e| e.context.ip.map(IpNetwork::from)).collect();
+    let agents: Vec<Option<&str>> = events.iter().map(|e| e.context.user_agent.as_deref()).collect();
+    let request_ids: Vec<Option<&str>> = events.iter().map(|e| e.context.request_id.as_deref()).collect();
+    let times: Vec<time::OffsetDateTime> = events.iter().map(|e| e.timestamp).collect();
+    sqlx::query!(
+        r#"
+        INSERT INTO audit_events (event, success, user_id, email, error, metadata, ip, user_agent, request_id, created_at)
+        SELECT e, s, u, m, er, CASE WHEN jsonb_typeof(md) = 'null' THEN NULL ELSE md END, i, a, r, t
+        FROM unnest($1::text[], $2::bool[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[])
+            WITH ORDINALITY AS x(e, s, u, m, er, md, i, a, r, t, n)
+        ORDER BY n
+        "#,
+        &names as &[&str],
+        &success,
+        &user_ids as &[Option<uuid::Uuid>],
+        &emails as &[Option<&str>],
+        &errors as &[Option<&str>],
+        &metadata,
+        &ips as &[Option<IpNetwork>],
+        &agents as &[Option<&str>],
+        &request_ids as &[Option<&str>],
+        &times,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Which events `list` returns.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {

@@ -130,26 +130,80 @@ pub struct PresentedToken {
     pub user_created_at: OffsetDateTime,
 }
 
+/// A session locked for this transaction, with its user.
+#[derive(Debug, Clone)]
+pub struct LockedSession {
+    pub session_id: Uuid,
+    pub session_created_at: OffsetDateTime,
+    pub session_expires_at: OffsetDateTime,
+    pub session_revoked: bool,
+    pub user_id: Uuid,
+    pub email: String,
+    pub user_created_at: OffsetDateTime,
+}
+
 /// Locks the session of the token with this hash, so that every refresh of
-/// one session runs one at a time, on every instance; `false` when no token
-/// has this hash. Read the token only after this: in READ COMMITTED a locking
-/// join re-checks only the locked row, and would see a stale token.
-pub async fn lock_by_token_hash(conn: &mut PgConnection, token_hash: &[u8; 32]) -> Result<bool, sqlx::Error> {
-    let locked = sqlx::query_scalar!(
+/// one session runs one at a time, on every instance; `None` when no token
+/// has this hash. The token itself must be read (or updated) by a later
+/// statement: in READ COMMITTED a locking join re-checks only the locked row.
+pub async fn lock_by_token_hash(
+    conn: &mut PgConnection,
+    token_hash: &[u8; 32],
+) -> Result<Option<LockedSession>, sqlx::Error> {
+    sqlx::query_as!(
+        LockedSession,
         r#"
-        SELECT id FROM sessions
-        WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
-        FOR UPDATE
+        SELECT s.id AS session_id, s.created_at AS session_created_at, s.expires_at AS session_expires_at,
+               s.revoked_at IS NOT NULL AS "session_revoked!",
+               u.id AS user_id, u.email, u.created_at AS user_created_at
+        FROM sessions s JOIN users u ON u.id = s.user_id
+        WHERE s.id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
+        FOR UPDATE OF s
         "#,
         token_hash.as_slice(),
     )
     .fetch_optional(conn)
-    .await?;
-    Ok(locked.is_some())
+    .await
+}
+
+/// Rotates the token with this hash if it is live (not rotated, revoked or
+/// expired): retires it, inserts its child, and extends the session to
+/// `expires_at`, in one statement. `false` when the token was not live.
+pub async fn rotate_if_live(
+    conn: &mut PgConnection,
+    token_hash: &[u8; 32],
+    child_hash: &[u8; 32],
+    now: OffsetDateTime,
+    expires_at: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"
+        WITH parent AS (
+            UPDATE refresh_tokens SET rotated_at = $3, revoked_at = $3
+            WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > $3
+            RETURNING id, session_id
+        ), child AS (
+            INSERT INTO refresh_tokens (id, token_hash, session_id, parent_id, issued_at, expires_at)
+            SELECT $5, $2, session_id, id, $3, $4 FROM parent
+            RETURNING session_id
+        ), session AS (
+            UPDATE sessions SET last_used_at = $3, expires_at = $4
+            WHERE id = (SELECT session_id FROM parent)
+        )
+        SELECT count(*) > 0 AS "rotated!" FROM child
+        "#,
+        token_hash.as_slice(),
+        child_hash.as_slice(),
+        now,
+        expires_at,
+        Uuid::new_v4(),
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// The token with this hash, its session and user, as committed now (call
-/// after [`lock_by_token_hash`]).
+/// after [`lock_by_token_hash`]; the slow path of a refresh).
 pub async fn find_presented(
     conn: &mut PgConnection,
     token_hash: &[u8; 32],
@@ -191,38 +245,6 @@ pub async fn find_child(conn: &mut PgConnection, parent_id: Uuid) -> Result<Opti
     )
     .fetch_optional(conn)
     .await
-}
-
-/// Rotates: retires the parent, inserts its child, and extends the session
-/// to `expires_at`, in one statement.
-pub async fn rotate(
-    conn: &mut PgConnection,
-    parent_id: Uuid,
-    session_id: Uuid,
-    child_hash: &[u8; 32],
-    now: OffsetDateTime,
-    expires_at: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"
-        WITH parent AS (
-            UPDATE refresh_tokens SET rotated_at = $4, revoked_at = $4 WHERE id = $1
-        ), session AS (
-            UPDATE sessions SET last_used_at = $4, expires_at = $5 WHERE id = $2
-        )
-        INSERT INTO refresh_tokens (id, token_hash, session_id, parent_id, issued_at, expires_at)
-        VALUES ($6, $3, $2, $1, $4, $5)
-        "#,
-        parent_id,
-        session_id,
-        child_hash.as_slice(),
-        now,
-        expires_at,
-        Uuid::new_v4(),
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Marks a session used (a refresh answered within the reuse interval).

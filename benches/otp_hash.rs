@@ -1,0 +1,31 @@
+//! What one code costs the CPU: an Argon2id hash (sending a code) and a check
+//! (verifying one), keyed with the server secret, at the default cost settings
+//! (`OTP_HASH_MEMORY_KIB=4096`, `OTP_HASH_ITERATIONS=1`).
+//!
+//!   cargo bench --bench otp_hash
+
+#![allow(clippy::expect_used, reason = "a benchmark stops at the first surprise")]
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sesame::auth::otp::{OtpCode, OtpHasher};
+
+fn otp_hash(c: &mut Criterion) {
+    let config = sesame::config::Config::from_lookup(|_| None).expect("defaults are valid");
+    let hasher = OtpHasher::new(
+        config.otp_secret.expose().as_bytes(),
+        config.otp_hash_memory_kib,
+        config.otp_hash_iterations,
+    )
+    .expect("default parameters are valid");
+    let code = OtpCode::generate(config.otp_length);
+    let phc = hasher.hash(&code).expect("hashes");
+    c.bench_function("otp hash (Argon2id m=4096 KiB t=1 p=1, keyed)", |b| {
+        b.iter(|| hasher.hash(std::hint::black_box(&code)));
+    });
+    c.bench_function("otp verify (Argon2id m=4096 KiB t=1 p=1, keyed)", |b| {
+        b.iter(|| hasher.verify(std::hint::black_box(&code), &phc));
+    });
+}
+
+criterion_group!(benches, otp_hash);
+criterion_main!(benches);

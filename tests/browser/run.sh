@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Browser tests, in headless Debian Chromium driven by playwright-core:
+#   swagger ui    — /docs: "Try it out" on send_code, Authorize, "Try it out" on GET /auth/me
+#   example page  — examples/web end to end: code, refresh, 401 retry, tabs, magic link, logout
+#
+#   tests/browser/run.sh            prints one line per test; exits non-zero on any failure
+#
+# Settings: SESAME_BIN (default <repo>/target/debug/sesame), PG_BASE (a PostgreSQL
+# URL without a database, e.g. postgres://postgres@127.0.0.1:5432; default: the
+# private cluster of scripts/pg.sh), VERBOSE=1 (show each test's steps).
+# Installs what is missing: Debian's chromium (apt) and the npm packages (npm ci).
+# Screenshots and logs go to tests/browser/out/. Nothing leaves 127.0.0.1.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+repo=$(cd "$here/../.." && pwd -P)
+out=$here/out
+SESAME_BIN=${SESAME_BIN:-$repo/target/debug/sesame}
+CHROMIUM=/usr/bin/chromium
+
+die() { echo "browser tests: $*" >&2; exit 1; }
+
+[ -x "$SESAME_BIN" ] || die "no server binary at $SESAME_BIN (cargo build, or set SESAME_BIN)"
+command -v node >/dev/null || die "node (>= 20) is needed"
+[ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] || die "node >= 20 is needed, found $(node --version)"
+command -v psql >/dev/null || die "psql is needed"
+
+# --- Installs, only when missing ------------------------------------------------
+if [ ! -x "$CHROMIUM" ]; then
+  [ "$(id -u)" -eq 0 ] || die "$CHROMIUM is missing: apt-get install chromium (as root)"
+  echo "installing chromium (apt-get)…" >&2
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 chromium >/dev/null
+fi
+want=$(node -p 'require(process.argv[1]).packages["node_modules/playwright-core"].version' "$here/package-lock.json")
+have=$(node -p 'try { require(process.argv[1]).version } catch { "" }' "$here/node_modules/playwright-core/package.json")
+if [ "$want" != "$have" ]; then
+  echo "installing npm packages (npm ci)…" >&2
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+# --- PostgreSQL -------------------------------------------------------------------
+if [ -z "${PG_BASE:-}" ]; then
+  PG_BASE=$("$repo/scripts/pg.sh" start)
+fi
+export PGOPTIONS='-c client_min_messages=warning'
+fresh_db() {
+  psql -X -q -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" \
+    -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" >/dev/null
+}
+
+# --- Everything we start, stopped on exit -----------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/sesame-browser.XXXXXX")
+pids=()
+dbs=()
+cleanup() {
+  local pid db
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for db in "${dbs[@]}"; do
+    psql -X -q -d "$PG_BASE/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p "$out"
+rm -f "$out"/*-failed.png "$out"/*.log
+
+free_port() {
+  node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'
+}
+
+# The SMTP sink: prints its port, keeps each message as a file in $work/mail.
+node "$here/smtp-sink.mjs" "$work/mail" >"$work/sink.port" 2>"$out/smtp-sink.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/sink.port" ] && break; sleep 0.05; done
+[ -s "$work/sink.port" ] || die "the SMTP sink did not start: $(cat "$out/smtp-sink.log")"
+sink_port=$(cat "$work/sink.port")
+
+page_port=$(free_port)
+page_origin=http://127.0.0.1:$page_port
+
+# start_sesame NAME PORT [VAR=value…]: a fresh database sesame_browser_NAME_<pid> and a
+# server on PORT, with nothing of the caller's environment or .env files.
+start_sesame() {
+  local name=$1 port=$2 db=sesame_browser_${1}_$$
+  shift 2
+  fresh_db "$db"
+  dbs+=("$db")
+  mkdir -p "$work/$name"
+  (cd "$work/$name" && exec env -i PATH="$PATH" HOME="$HOME" \
+    DATABASE_URL="$PG_BASE/$db" HOST=127.0.0.1 PORT="$port" \
+    EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$sink_port?tls=none" \
+    RATE_LIMIT_ENABLED=false METRICS_FORMAT=none LOG_FORMAT=json RUST_LOG=warn \
+    CORS_ALLOWED_ORIGINS="$page_origin" FRONTEND_URL="$page_origin" \
+    "$@" "$SESAME_BIN" serve) >"$out/sesame-$name.log" 2>&1 &
+  pids+=($!)
+  eval "pid_$name=$!"
+}
+
+wait_healthy() {
+  local name=$1 port=$2 pid_var=pid_$1
+  for _ in $(seq 300); do
+    if ! kill -0 "${!pid_var}" 2>/dev/null; then
+      cat "$out/sesame-$name.log" >&2
+      die "sesame ($name) exited during start-up (log above)"
+    fi
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && return 0
+    sleep 0.1
+  done
+  die "sesame ($name) did not answer GET /health with 200 within 30 s"
+}
+
+swagger_port=$(free_port)
+example_port=$(free_port)
+start_sesame swagger "$swagger_port"
+# A 2 s access token, so the page must refresh it while the test watches.
+start_sesame example "$example_port" ACCESS_TOKEN_EXPIRY=2s
+wait_healthy swagger "$swagger_port"
+wait_healthy example "$example_port"
+
+# --- The tests ----------------------------------------------------------------------
+failed=0
+run_test() { # run_test LABEL SCRIPT VAR=value…  (the script prints "LABEL: ok" on success)
+  local label=$1 script=$2 log=$out/${2%.mjs}.log result
+  shift 2
+  if result=$(env "$@" MAILDIR="$work/mail" OUT_DIR="$out" CHROMIUM="$CHROMIUM" \
+    timeout 150 node "$here/$script" 2>"$log") && [ "$result" = "$label: ok" ]; then
+    echo "$result"
+    if [ "${VERBOSE:-}" = 1 ]; then sed 's/^/  /' "$log"; fi
+  else
+    failed=1
+    echo "$label: FAILED (log: $log)"
+    sed 's/^/    /' "$log" >&2
+  fi
+}
+
+run_test "swagger ui" swagger.mjs SESAME_URL="http://127.0.0.1:$swagger_port"
+run_test "example page" example.mjs SESAME_URL="http://127.0.0.1:$example_port" PAGE_PORT="$page_port" \
+  EXAMPLE_DIR="$repo/examples/web"
+
+exit "$failed"

@@ -48,15 +48,25 @@ impl fmt::Debug for OtpCode {
     }
 }
 
-/// Runs CPU-bound hashing on the blocking pool, at most one job per core at
-/// a time, with a bounded queue: when more than `max_waiting` requests wait,
-/// new ones are refused at once (the caller answers 503) instead of piling up
-/// memory and latency. Each Argon2 job holds `OTP_HASH_MEMORY_KIB` of memory.
-#[derive(Clone, Debug)]
+/// Runs CPU-bound hashing on a few dedicated threads (one per core), with a
+/// bounded queue: when more than `max_waiting` jobs wait, new ones are refused
+/// at once (the caller answers 503) instead of piling up memory and latency.
+///
+/// Dedicated, long-lived threads matter for memory, not only for CPU: each
+/// Argon2 job allocates `OTP_HASH_MEMORY_KIB` (4 MiB), and on the blocking
+/// pool those allocations landed in many threads' malloc arenas, which kept
+/// them (peak RSS 237 MiB under login load); a few threads reuse a few arenas.
+#[derive(Clone)]
 pub struct HashQueue {
-    permits: Arc<tokio::sync::Semaphore>,
-    waiting: Arc<std::sync::atomic::AtomicUsize>,
-    max_waiting: usize,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl fmt::Debug for HashQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HashQueue")
+    }
 }
 
 /// The hash queue is full: shed load.
@@ -65,37 +75,48 @@ pub struct HashQueue {
 pub struct Overloaded;
 
 impl HashQueue {
+    /// `workers` threads, at most `max_waiting` queued jobs.
     pub fn new(workers: usize, max_waiting: usize) -> Self {
-        Self {
-            permits: Arc::new(tokio::sync::Semaphore::new(workers.max(1))),
-            waiting: Arc::default(),
-            max_waiting,
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(max_waiting);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for n in 0..workers.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("otp-hash-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while taking the next job.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // every sender is gone
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a hashing thread");
+            }
         }
+        Self { jobs }
     }
 
-    /// One job per core, 64 waiting per core.
+    /// One thread per core, 64 waiting jobs per core.
     pub fn for_this_machine() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         Self::new(cores, cores * 64)
     }
 
-    /// Runs `job` on the blocking pool when a worker is free.
+    /// Runs `job` on a hashing thread, or refuses at once when the queue is full.
     pub async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Overloaded> {
-        use std::sync::atomic::Ordering;
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(Overloaded);
-        }
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let permit = permit.map_err(|_| Overloaded)?;
-        let result = tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop(permit);
-            out
-        })
-        .await;
-        result.map_err(|_| Overloaded)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(job());
+        });
+        self.jobs.try_send(job).map_err(|_| Overloaded)?;
+        rx.await.map_err(|_| Overloaded)
     }
 }
 

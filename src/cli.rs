@@ -148,7 +148,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config()?;
             let state = AppState::new(quiet(config), Clock::system())?;
             match cleanup::run_once(&state).await.context("running the cleanup job")? {
-                Some(report) => println!("{report:?}"),
+                Some(r) => println!(
+                    "deleted: {} expired codes, {} expired links, {} rate-limit windows, {} ended sessions, {} expired refresh tokens, {} audit events",
+                    r.otp_codes, r.magic_links, r.rate_limits, r.sessions, r.refresh_tokens, r.audit_events
+                ),
                 None => println!("skipped: another instance is running the cleanup job"),
             }
             Ok(())
@@ -188,7 +191,10 @@ fn generate_keys(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
     println!("private key: {} (keep it secret)", private_path.display());
     println!("public key:  {}", public_path.display());
     println!("Use it with JWT_PRIVATE_KEY_FILE={}", private_path.display());
-    println!("When rotating, list the old public key in JWT_PREVIOUS_PUBLIC_KEY_FILES until its tokens expire.");
+    println!(
+        "When rotating: switch JWT_PRIVATE_KEY_FILE to the new key and list the old public key in \
+         JWT_PREVIOUS_PUBLIC_KEY_FILES until its tokens expire (see docs/DEPLOYMENT.md)."
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use sqlx::{
 use tokio::task::JoinSet;
 
 use crate::{
-    helpers::{ServerProcess, TestApp, admin_connection, read_json_lines, smtp_config, temp_dir},
+    helpers::{ServerProcess, TestApp, read_json_lines, set_database_reachable, smtp_config, temp_dir},
     mailbox::SmtpSink,
 };
 
@@ -109,19 +109,7 @@ async fn a_database_outage_is_503_quickly_and_heals_without_a_restart(opts: PgPo
     drop(pool);
 
     // Traffic runs while the connections are cut and the database is closed.
-    let mut admin = admin_connection().await;
-    let set_allowed = |allowed: bool| format!(r#"ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {allowed}"#);
-    sqlx::query(sqlx::AssertSqlSafe(set_allowed(false)))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(&name)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    set_database_reachable(&name, false).await;
 
     for _ in 0..3 {
         let started = Instant::now();
@@ -137,10 +125,7 @@ async fn a_database_outage_is_503_quickly_and_heals_without_a_restart(opts: PgPo
         );
     }
 
-    sqlx::query(sqlx::AssertSqlSafe(set_allowed(true)))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    set_database_reachable(&name, true).await;
     assert_eq!(app.health().await.status, 200, "healed without a restart");
     // The refresh that failed during the outage did not half-rotate anything.
     let next = app.refresh(pair["refreshToken"].as_str().unwrap()).await;

@@ -275,6 +275,26 @@ pub async fn admin_connection() -> sqlx::PgConnection {
     sqlx::PgConnection::connect(&url).await.expect("admin connection")
 }
 
+/// Takes database `name` away (refuses new connections and cuts the open
+/// ones), or gives it back: a real outage, as an operator would cause it.
+pub async fn set_database_reachable(name: &str, reachable: bool) {
+    let mut admin = admin_connection().await;
+    let alter = format!(r#"ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {reachable}"#);
+    sqlx::query(sqlx::AssertSqlSafe(alter))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if !reachable {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
 /// The URL of test database `db`, on the server of `DATABASE_URL`.
 pub fn database_url(db: &PgConnectOptions) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");

@@ -394,3 +394,17 @@ async fn login_and_failures_reach_the_json_lines_file(_: PgPoolOptions, db: PgCo
     let raw = std::fs::read_to_string(&path).unwrap();
     assert!(!raw.contains(&code) && !raw.contains(ok.json["refreshToken"].as_str().unwrap()));
 }
+
+#[sqlx::test]
+async fn tls_required_refuses_a_server_without_starttls(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db, &sink);
+    config.smtp_url = Some(sesame::config::Secret::new(format!("{}?tls=required", sink.url())));
+    let app = TestApp::spawn_with(config).await;
+    app.send_code("ada@example.com").await.assert_error(502, "email_failed");
+    assert!(sink.messages().is_empty(), "nothing is sent in the clear");
+    let (event, success, error) = events(&pool).await.pop().unwrap();
+    assert_eq!((event.as_str(), success), ("otp.sent", false));
+    assert!(error.unwrap().contains("STARTTLS"), "the reason is recorded");
+}

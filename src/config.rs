@@ -286,7 +286,7 @@ impl Config {
             Some(v) => Secret::new(v),
             None => Secret::new(format!("sesame-otp-pepper:{}", jwt_secret.expose())),
         };
-        let otp_hash_memory_kib = r.int_in("OTP_HASH_MEMORY_KIB", 4096, 8, 4 * 1024 * 1024);
+        let otp_hash_memory_kib = r.int_in("OTP_HASH_MEMORY_KIB", 512, 8, 4 * 1024 * 1024);
         let otp_hash_iterations = r.int_in("OTP_HASH_ITERATIONS", 1, 1, 100);
         let magic_link_expiry = r.duration("MAGIC_LINK_EXPIRY", "15m", Duration::from_secs(1));
         let allow_signup = r.bool("ALLOW_SIGNUP", true);

@@ -53,7 +53,7 @@ impl fmt::Debug for OtpCode {
 /// at once (the caller answers 503) instead of piling up memory and latency.
 ///
 /// Dedicated, long-lived threads matter for memory, not only for CPU: each
-/// Argon2 job allocates `OTP_HASH_MEMORY_KIB` (4 MiB), and on the blocking
+/// Argon2 job allocates `OTP_HASH_MEMORY_KIB` (4 MiB when measured), and on the blocking
 /// pool those allocations landed in many threads' malloc arenas, which kept
 /// them (peak RSS 237 MiB under login load); a few threads reuse a few arenas.
 #[derive(Clone)]

@@ -619,7 +619,7 @@ impl AuthApi {
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
         let owner = match RefreshToken::parse(body.refresh_token.as_str()) {
-            Some(token) => store::sessions::find_by_token_hash_for_update(&mut tx, &token.hash()).await?,
+            Some(token) => store::sessions::lock_by_token_hash(&mut tx, &token.hash()).await?,
             None => None,
         };
         let event = match owner {

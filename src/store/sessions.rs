@@ -28,34 +28,6 @@ impl RevokeReason {
     }
 }
 
-/// The session a refresh token belongs to.
-#[derive(Debug, Clone)]
-pub struct TokenOwner {
-    pub session_id: Uuid,
-    pub user_id: Uuid,
-    pub session_revoked: bool,
-}
-
-/// Finds the session of the refresh token with this hash, locking the session row.
-pub async fn find_by_token_hash_for_update(
-    conn: &mut PgConnection,
-    token_hash: &[u8; 32],
-) -> Result<Option<TokenOwner>, sqlx::Error> {
-    sqlx::query_as!(
-        TokenOwner,
-        r#"
-        SELECT s.id AS session_id, s.user_id, s.revoked_at IS NOT NULL AS "session_revoked!"
-        FROM refresh_tokens t
-        JOIN sessions s ON s.id = t.session_id
-        WHERE t.token_hash = $1
-        FOR UPDATE OF s
-        "#,
-        token_hash.as_slice(),
-    )
-    .fetch_optional(conn)
-    .await
-}
-
 /// Revokes a session and every live token of it.
 pub async fn revoke(
     conn: &mut PgConnection,

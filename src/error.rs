@@ -12,10 +12,13 @@ use poem::{
     error::{MethodNotAllowedError, NotFoundError},
     http::{StatusCode, header},
 };
+use std::marker::PhantomData;
+
 use poem_openapi::{
     ApiResponse, Object,
     error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
     payload::Json,
+    registry::{MetaResponses, Registry},
 };
 
 /// The body of every error response.
@@ -168,6 +171,85 @@ impl ApiError {
             "the database is unavailable; retry shortly",
         )))
     }
+}
+
+/// The error statuses one operation can answer with: what its entry in the
+/// OpenAPI document lists (the fuzzing checks that it answers no other).
+pub trait ErrorSet: Send + Sync + 'static {
+    const STATUSES: &'static [u16];
+}
+
+/// An [`ApiError`], documented with only the statuses of `S`.
+pub struct Errors<S: ErrorSet>(pub ApiError, PhantomData<S>);
+
+impl<S: ErrorSet> std::fmt::Debug for Errors<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<S: ErrorSet> From<ApiError> for Errors<S> {
+    fn from(err: ApiError) -> Self {
+        Self(err, PhantomData)
+    }
+}
+
+impl<S: ErrorSet> From<sqlx::Error> for Errors<S> {
+    fn from(err: sqlx::Error) -> Self {
+        Self(err.into(), PhantomData)
+    }
+}
+
+impl<S: ErrorSet> From<Errors<S>> for poem::Error {
+    fn from(err: Errors<S>) -> Self {
+        err.0.into()
+    }
+}
+
+impl<S: ErrorSet> poem::IntoResponse for Errors<S> {
+    fn into_response(self) -> Response {
+        poem::Error::from(self.0).into_response()
+    }
+}
+
+impl<S: ErrorSet> ApiResponse for Errors<S> {
+    fn meta() -> MetaResponses {
+        let mut meta = ApiError::meta();
+        meta.responses
+            .retain(|r| r.status.is_some_and(|s| S::STATUSES.contains(&s)));
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ApiError::register(registry);
+    }
+}
+
+macro_rules! error_sets {
+    ($($(#[$doc:meta])* $name:ident = [$($status:literal),+];)+) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+            impl ErrorSet for $name {
+                const STATUSES: &'static [u16] = &[$($status),+];
+            }
+        )+
+    };
+}
+
+// Any request with a body can get 400 (not JSON) and 413 (too large); every
+// operation that uses the database can get 500 and 503.
+error_sets! {
+    /// Sending a code or a link.
+    SendErrors = [400, 413, 415, 429, 500, 502, 503];
+    /// Exchanging a code, a link or a refresh token for tokens.
+    VerifyErrors = [400, 401, 413, 415, 429, 500, 503];
+    /// Logging out with a refresh token.
+    LogoutErrors = [400, 413, 415, 500, 503];
+    /// Operations behind the bearer token.
+    BearerErrors = [400, 401, 413, 500, 503];
+    /// Ending one session by id.
+    DeleteSessionErrors = [400, 401, 404, 413, 500, 503];
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -20,7 +20,7 @@ use crate::{
     audit::{self, AuditEvent, AuditTx, RequestContext},
     auth::{email_address::EmailAddress, magic_link, otp::OtpCode, random_token, refresh::RefreshToken},
     email::templates,
-    error::ApiError,
+    error::{ApiError, Errors, LogoutErrors, SendErrors, VerifyErrors},
     rate_limit::{self, Limit},
     store::{self, sessions::RevokeReason},
 };
@@ -180,7 +180,11 @@ impl AuthApi {
         operation_id = "send_code",
         tag = "ApiTags::Auth"
     )]
-    async fn send_code(&self, req: &Request, body: Json<SendCodeRequest>) -> Result<Json<SendResponse>, ApiError> {
+    async fn send_code(
+        &self,
+        req: &Request,
+        body: Json<SendCodeRequest>,
+    ) -> Result<Json<SendResponse>, Errors<SendErrors>> {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
@@ -229,7 +233,11 @@ impl AuthApi {
         operation_id = "verify_code",
         tag = "ApiTags::Auth"
     )]
-    async fn verify_code(&self, req: &Request, body: Json<VerifyCodeRequest>) -> Result<Json<TokenPair>, ApiError> {
+    async fn verify_code(
+        &self,
+        req: &Request,
+        body: Json<VerifyCodeRequest>,
+    ) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
@@ -285,10 +293,7 @@ impl AuthApi {
             tx.record(AuditEvent::failure("otp.verification", reason, &ctx, now).email(email.as_str()))
                 .await?;
             tx.commit().await?;
-            return Err(ApiError::unauthorized(
-                "invalid_code",
-                "the code is invalid or has expired",
-            ));
+            return Err(ApiError::unauthorized("invalid_code", "the code is invalid or has expired").into());
         }
 
         if let Some(s) = &stored {
@@ -317,7 +322,7 @@ impl AuthApi {
         &self,
         req: &Request,
         body: Json<SendMagicLinkRequest>,
-    ) -> Result<Json<SendResponse>, ApiError> {
+    ) -> Result<Json<SendResponse>, Errors<SendErrors>> {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
@@ -389,7 +394,7 @@ impl AuthApi {
         &self,
         req: &Request,
         body: Json<VerifyMagicLinkRequest>,
-    ) -> Result<Json<TokenPair>, ApiError> {
+    ) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
         let state = &self.state;
         let ctx = request_context(req, state);
         let token = body.token.as_str();
@@ -423,10 +428,7 @@ impl AuthApi {
                 }
                 tx.record(event).await?;
                 tx.commit().await?;
-                return Err(ApiError::unauthorized(
-                    "invalid_link",
-                    "the link is invalid, used or expired",
-                ));
+                return Err(ApiError::unauthorized("invalid_link", "the link is invalid, used or expired").into());
             }
         };
         let email = EmailAddress::parse(&link.email)
@@ -473,7 +475,11 @@ impl AuthApi {
         operation_id = "refresh",
         tag = "ApiTags::Auth"
     )]
-    async fn refresh(&self, req: &Request, body: Json<RefreshRequest>) -> Result<Json<TokenPair>, ApiError> {
+    async fn refresh(
+        &self,
+        req: &Request,
+        body: Json<RefreshRequest>,
+    ) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
         let state = &self.state;
         let ctx = request_context(req, state);
         let refused =
@@ -496,7 +502,7 @@ impl AuthApi {
             tx.record(AuditEvent::failure("token.refresh", "Unknown refresh token", &ctx, now))
                 .await?;
             tx.commit().await?;
-            return Err(refused());
+            return Err(refused().into());
         };
         let user = store::users::User {
             id: s.user_id,
@@ -519,7 +525,7 @@ impl AuthApi {
         if let Some(reason) = ended {
             tx.record(fail(reason)).await?;
             tx.commit().await?;
-            return Err(refused());
+            return Err(refused().into());
         }
         let child = state.refresh_chain.child(&token);
 
@@ -565,7 +571,7 @@ impl AuthApi {
             };
             tx.record(fail(reason)).await?;
             tx.commit().await?;
-            return Err(refused());
+            return Err(refused().into());
         };
         // Within the interval, and while its child is still the live token,
         // it is a race between tabs: answer the same child.
@@ -598,7 +604,7 @@ impl AuthApi {
         .await?;
         tx.record(fail("Refresh token reused")).await?;
         tx.commit().await?;
-        Err(refused())
+        Err(refused().into())
     }
 
     /// End the session of a refresh token.
@@ -614,7 +620,11 @@ impl AuthApi {
         operation_id = "logout",
         tag = "ApiTags::Auth"
     )]
-    async fn logout(&self, req: &Request, body: Json<LogoutRequest>) -> Result<Json<SuccessResponse>, ApiError> {
+    async fn logout(
+        &self,
+        req: &Request,
+        body: Json<LogoutRequest>,
+    ) -> Result<Json<SuccessResponse>, Errors<LogoutErrors>> {
         let ctx = request_context(req, &self.state);
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;

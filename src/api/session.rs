@@ -13,7 +13,7 @@ use super::{ApiTags, SuccessResponse, auth::UserBody, request_context, security:
 use crate::{
     app::AppState,
     audit::{AuditEvent, AuditTx},
-    error::ApiError,
+    error::{ApiError, BearerErrors, DeleteSessionErrors, Errors},
     store::{self, sessions::RevokeReason},
 };
 
@@ -69,7 +69,7 @@ impl SessionApi {
         operation_id = "get_me",
         tag = "ApiTags::Sessions"
     )]
-    async fn get_me(&self, auth: BearerAuth) -> Result<Json<MeResponse>, ApiError> {
+    async fn get_me(&self, auth: BearerAuth) -> Result<Json<MeResponse>, Errors<BearerErrors>> {
         let mut conn = self.state.db.acquire().await?;
         let user = store::users::find(&mut conn, auth.0.sub)
             .await?
@@ -87,7 +87,7 @@ impl SessionApi {
         operation_id = "list_sessions",
         tag = "ApiTags::Sessions"
     )]
-    async fn list_sessions(&self, auth: BearerAuth) -> Result<Json<SessionsResponse>, ApiError> {
+    async fn list_sessions(&self, auth: BearerAuth) -> Result<Json<SessionsResponse>, Errors<BearerErrors>> {
         let mut conn = self.state.db.acquire().await?;
         let rows = store::sessions::list_live(&mut conn, auth.0.sub, self.state.clock.now()).await?;
         let sessions = rows
@@ -124,12 +124,12 @@ impl SessionApi {
         req: &Request,
         auth: BearerAuth,
         id: Path<Uuid>,
-    ) -> Result<Json<SuccessResponse>, ApiError> {
+    ) -> Result<Json<SuccessResponse>, Errors<DeleteSessionErrors>> {
         let ctx = request_context(req, &self.state);
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
         match store::sessions::revoke_owned(&mut tx, auth.0.sub, id.0, RevokeReason::Revoked, now).await? {
-            None => return Err(ApiError::not_found("no such session")),
+            None => return Err(ApiError::not_found("no such session").into()),
             Some(false) => {}
             Some(true) => {
                 tx.record(
@@ -156,7 +156,11 @@ impl SessionApi {
         operation_id = "logout_all",
         tag = "ApiTags::Sessions"
     )]
-    async fn logout_all(&self, req: &Request, auth: BearerAuth) -> Result<Json<LogoutAllResponse>, ApiError> {
+    async fn logout_all(
+        &self,
+        req: &Request,
+        auth: BearerAuth,
+    ) -> Result<Json<LogoutAllResponse>, Errors<BearerErrors>> {
         let ctx = request_context(req, &self.state);
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;

@@ -7,7 +7,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, listener::TcpAcceptor};
+use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, http::header, listener::TcpAcceptor};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 use crate::{
@@ -130,7 +130,13 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
                     .into_response()
             })),
         )
-        .nest("/docs", service.swagger_ui())
+        // 1.7 MB of Swagger UI: let browsers keep it for a few minutes.
+        .nest(
+            "/docs",
+            service
+                .swagger_ui()
+                .with(poem::middleware::SetHeader::new().overriding(header::CACHE_CONTROL, "public, max-age=300")),
+        )
         .at("/openapi.json", service.spec_endpoint())
         .at(
             "/openapi.yaml",

@@ -67,6 +67,7 @@ async fn the_server_serves_the_spec_and_swagger_ui(_: PgPoolOptions, db: PgConne
     let docs = app.get("/docs").await;
     assert_eq!(docs.status, 200);
     assert!(docs.header("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(docs.header("cache-control"), Some("public, max-age=300"));
     assert!(
         docs.text.contains("SwaggerUIBundle"),
         "Swagger UI is embedded, not loaded from a CDN"

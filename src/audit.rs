@@ -164,7 +164,7 @@ impl DerefMut for AuditTx {
 /// verification, a rate-limit hit) in its own short transaction.
 pub async fn record_alone(db: &PgPool, sink: &AuditSink, event: AuditEvent) -> Result<(), sqlx::Error> {
     let mut conn = db.acquire().await?;
-    store::audit::insert(&mut conn, &event).await?;
+    store::audit::insert_many(&mut conn, std::slice::from_ref(&event)).await?;
     sink.publish(std::slice::from_ref(&event));
     Ok(())
 }

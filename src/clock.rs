@@ -30,3 +30,8 @@ impl Clock {
         self.offset_ms.fetch_add(ms, Ordering::Relaxed);
     }
 }
+
+/// A setting's duration as a span of the clock's time (saturating).
+pub fn span(d: std::time::Duration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::MAX)
+}

@@ -121,7 +121,7 @@ pub async fn check(
         .map(|(limit, key)| store::rate_limits::Hit {
             bucket: limit.name(),
             subject: subject(*limit, key),
-            window: time::Duration::try_from(limit.quota(state).1).unwrap_or(time::Duration::DAY),
+            window: crate::clock::span(limit.quota(state).1),
         })
         .collect();
     if hits.is_empty() {

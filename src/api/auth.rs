@@ -163,10 +163,6 @@ fn sent() -> Json<SendResponse> {
     })
 }
 
-fn seconds(d: std::time::Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
-}
-
 #[OpenApi]
 impl AuthApi {
     /// Send a one-time code by email.
@@ -204,7 +200,7 @@ impl AuthApi {
         }
 
         let now = state.clock.now();
-        let expiry = seconds(config.otp_expiry);
+        let expiry = crate::clock::span(config.otp_expiry);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let id = store::otp::replace(&mut tx, &email, &hash, now, now + expiry, expiry).await?;
         tx.record(
@@ -355,7 +351,7 @@ impl AuthApi {
         }
 
         let now = state.clock.now();
-        let expiry = seconds(config.magic_link_expiry);
+        let expiry = crate::clock::span(config.magic_link_expiry);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let id = store::magic_links::insert(
             &mut tx,
@@ -531,9 +527,9 @@ impl AuthApi {
 
         // The common case, in one statement: the token is live, rotate it.
         // Sliding expiry, capped by the session's absolute limit.
-        let mut expires_at = now + seconds(state.config.refresh_token_expiry);
+        let mut expires_at = now + crate::clock::span(state.config.refresh_token_expiry);
         if let Some(max_age) = state.config.session_max_age {
-            expires_at = expires_at.min(s.session_created_at + seconds(max_age));
+            expires_at = expires_at.min(s.session_created_at + crate::clock::span(max_age));
         }
         if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, expires_at).await? {
             let pair = token_pair(state, &user, s.session_id, &child, now)?;
@@ -560,11 +556,11 @@ impl AuthApi {
         }
 
         // Not live: expired, or presented again after its rotation.
-        let t = store::sessions::find_presented(&mut tx, &token.hash())
+        let t = store::sessions::find_token_state(&mut tx, &token.hash())
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a locked session lost its token")))?;
-        let Some(rotated_at) = t.rotated_at.filter(|_| t.token_expires_at > now) else {
-            let reason = if t.token_expires_at <= now {
+        let Some(rotated_at) = t.rotated_at.filter(|_| t.expires_at > now) else {
+            let reason = if t.expires_at <= now {
                 "Refresh token expired"
             } else {
                 "Session ended"
@@ -575,7 +571,7 @@ impl AuthApi {
         };
         // Within the interval, and while its child is still the live token,
         // it is a race between tabs: answer the same child.
-        let interval = seconds(state.config.refresh_reuse_interval);
+        let interval = crate::clock::span(state.config.refresh_reuse_interval);
         let live_child = store::sessions::find_child(&mut tx, t.token_id).await?;
         let same_child = live_child.is_some_and(|c| c.live && c.token_hash == child.hash());
         if !interval.is_zero() && now - rotated_at <= interval && same_child {
@@ -768,7 +764,7 @@ async fn start_session(
         user.id,
         &refresh.hash(),
         now,
-        now + seconds(lifetime),
+        now + crate::clock::span(lifetime),
         ctx.user_agent.as_deref(),
         ctx.ip,
     )

@@ -87,19 +87,12 @@ pub async fn create(
     Ok(session_id)
 }
 
-/// A presented refresh token with its session and user, for `/auth/refresh`.
+/// What a refresh needs to know about a token that was not live.
 #[derive(Debug, Clone)]
-pub struct PresentedToken {
+pub struct TokenState {
     pub token_id: Uuid,
     pub rotated_at: Option<OffsetDateTime>,
-    pub token_expires_at: OffsetDateTime,
-    pub session_id: Uuid,
-    pub session_created_at: OffsetDateTime,
-    pub session_expires_at: OffsetDateTime,
-    pub session_revoked: bool,
-    pub user_id: Uuid,
-    pub email: String,
-    pub user_created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
 }
 
 /// A session locked for this transaction, with its user.
@@ -174,24 +167,15 @@ pub async fn rotate_if_live(
     .await
 }
 
-/// The token with this hash, its session and user, as committed now (call
-/// after [`lock_by_token_hash`]; the slow path of a refresh).
-pub async fn find_presented(
+/// The state of the token with this hash as committed now (call after
+/// [`lock_by_token_hash`]; the slow path of a refresh).
+pub async fn find_token_state(
     conn: &mut PgConnection,
     token_hash: &[u8; 32],
-) -> Result<Option<PresentedToken>, sqlx::Error> {
+) -> Result<Option<TokenState>, sqlx::Error> {
     sqlx::query_as!(
-        PresentedToken,
-        r#"
-        SELECT t.id AS token_id, t.rotated_at, t.expires_at AS token_expires_at,
-               s.id AS session_id, s.created_at AS session_created_at, s.expires_at AS session_expires_at,
-               s.revoked_at IS NOT NULL AS "session_revoked!",
-               u.id AS user_id, u.email, u.created_at AS user_created_at
-        FROM refresh_tokens t
-        JOIN sessions s ON s.id = t.session_id
-        JOIN users u ON u.id = s.user_id
-        WHERE t.token_hash = $1
-        "#,
+        TokenState,
+        "SELECT id AS token_id, rotated_at, expires_at FROM refresh_tokens WHERE token_hash = $1",
         token_hash.as_slice(),
     )
     .fetch_optional(conn)

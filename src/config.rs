@@ -20,6 +20,10 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// Largest request body accepted; larger bodies are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest duration a setting may take (10 years): beyond it, adding it to the
+/// current time would leave the range of timestamps.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
 /// Where the process runs: decides which defaults are safe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
@@ -562,13 +566,13 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
             return fallback;
         };
         match parse_duration(&v) {
-            Some(d) if d >= min => d,
+            Some(d) if d >= min && d <= MAX_DURATION => d,
             _ => {
                 let expected = if min.is_zero() {
-                    "a duration such as 30s, 15m, 1h or 30d".to_owned()
+                    "a duration such as 30s, 15m, 1h or 30d, at most 3650d".to_owned()
                 } else {
                     format!(
-                        "a duration such as 30s, 15m, 1h or 30d, at least {}",
+                        "a duration such as 30s, 15m, 1h or 30d, at least {} and at most 3650d",
                         humantime::format_duration(min)
                     )
                 };
@@ -748,6 +752,8 @@ mod tests {
             ("ACCESS_TOKEN_EXPIRY", "0s", "at least 1s"),
             ("REFRESH_TOKEN_EXPIRY", "-5", "a duration"),
             ("REFRESH_REUSE_INTERVAL", "ten", "a duration"),
+            ("REFRESH_TOKEN_EXPIRY", "100000y", "at most 3650d"),
+            ("RATE_LIMIT_SEND_INTERVAL", "99999999999999", "at most 3650d"),
             ("SESSION_MAX_AGE", "10s", "at least 1m"),
             (
                 "JWT_PREVIOUS_PUBLIC_KEY_FILES",

@@ -85,6 +85,10 @@ pub enum ApiError {
     /// The resource does not exist (or is not the caller's).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The body did not arrive within `REQUEST_BODY_TIMEOUT` (`request_timeout`);
+    /// the connection is closed.
+    #[oai(status = 408)]
+    RequestTimeout(Json<ErrorBody>),
     /// The body is larger than 64 KiB.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -237,19 +241,20 @@ macro_rules! error_sets {
     };
 }
 
-// Any request with a body can get 400 (not JSON) and 413 (too large); every
-// operation that uses the database can get 500 and 503.
+// Any request with a body can get 400 (not JSON), 408 (too slow) and 413 (too
+// large) from the body checks; every operation that uses the database can get
+// 500 and 503.
 error_sets! {
     /// Sending a code or a link.
-    SendErrors = [400, 413, 415, 429, 500, 502, 503];
+    SendErrors = [400, 408, 413, 415, 429, 500, 502, 503];
     /// Exchanging a code, a link or a refresh token for tokens.
-    VerifyErrors = [400, 401, 413, 415, 429, 500, 503];
+    VerifyErrors = [400, 401, 408, 413, 415, 429, 500, 503];
     /// Logging out with a refresh token.
-    LogoutErrors = [400, 413, 415, 500, 503];
+    LogoutErrors = [400, 408, 413, 415, 500, 503];
     /// Operations behind the bearer token.
-    BearerErrors = [400, 401, 413, 500, 503];
+    BearerErrors = [400, 401, 408, 413, 500, 503];
     /// Ending one session by id.
-    DeleteSessionErrors = [400, 401, 404, 413, 500, 503];
+    DeleteSessionErrors = [400, 401, 404, 408, 413, 500, 503];
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -45,7 +45,7 @@ async fn every_operation_documents_its_error_body() {
     assert!(paths.contains_key("/health") && paths.contains_key("/auth/logout"));
     let logout = &spec["paths"]["/auth/logout"]["post"];
     assert_eq!(logout["operationId"], "logout");
-    for status in ["400", "413", "415", "500", "503"] {
+    for status in ["400", "408", "413", "415", "500", "503"] {
         let schema = &logout["responses"][status]["content"]["application/json; charset=utf-8"]["schema"]["$ref"];
         assert_eq!(
             schema, "#/components/schemas/ErrorBody",

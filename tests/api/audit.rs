@@ -485,3 +485,53 @@ async fn console_and_both_formats_print_metric_lines(_: PgPoolOptions, db: PgCon
         assert_eq!(lines.len(), usize::from(format == "both"), "{format}");
     }
 }
+
+#[sqlx::test]
+async fn audit_tail_follow_prints_new_events_as_they_are_recorded(opts: PgPoolOptions, db: PgConnectOptions) {
+    use std::io::BufRead as _;
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let insert = |error: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("INSERT INTO audit_events (event, success, error) VALUES ('auth.logout', false, $1)")
+                .bind(error)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    insert("before").await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["audit", "tail", "--follow", "--json", "--event", "auth.logout"])
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("DATABASE_URL", database_url(&db))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(next_line(&mut rx).await["error"], "before");
+    insert("after").await;
+    assert_eq!(
+        next_line(&mut rx).await["error"],
+        "after",
+        "a new event is printed while following"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The next JSON line a child printed, within 10 s.
+async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    serde_json::from_str(&line.expect("a line within 10 s").expect("the child is running")).unwrap()
+}

@@ -1,5 +1,5 @@
--- sesame audit queries: the questions the original design answered with jq over
--- its JSON Lines file, asked of the audit_events table instead.
+-- sesame audit queries: what operators ask of the audit trail, as SQL over the
+-- audit_events table (the events and their fields are described in docs/API.md).
 --
 -- Run them all with psql over a window of your choice:
 --   psql "$DATABASE_URL" -v since='24 hours' -f docs/audit-queries.sql

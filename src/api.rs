@@ -1,14 +1,30 @@
-//! The HTTP operations, one module per OpenAPI tag, and the middleware around them.
+//! The HTTP operations, one module per flow, and the middleware around them.
+//!
+//! A handler reads like its flow: parse → limit → load → decide (a pure
+//! function in [`crate::auth`]) → store → record → answer.
+//! - [`login_code`], [`login_link`]: signing in with a code or a magic link;
+//!   [`sign_in`] holds the steps they share, [`page`] the magic-link page.
+//! - [`refresh`]: rotating a refresh token, and logging out with one.
+//! - [`session`]: the signed-in user and their sessions (bearer token).
+//! - [`health`]: the server and its database.
+//! - [`bodies`]: response bodies shared by several operations; [`types`]:
+//!   strict request field types; [`security`]: the bearer scheme;
+//!   [`middleware`]: request ids, body checks, CORS, tracing.
 
-pub mod auth;
+pub mod bodies;
 pub mod health;
+pub mod login_code;
+pub mod login_link;
 pub mod middleware;
+pub mod page;
+pub mod refresh;
 pub mod security;
 pub mod session;
+pub mod sign_in;
 pub mod types;
 
 use poem::Request;
-use poem_openapi::{Object, OpenApiService, Tags};
+use poem_openapi::{OpenApiService, Tags};
 
 use crate::{app::AppState, audit::RequestContext};
 
@@ -24,13 +40,21 @@ pub enum ApiTags {
 }
 
 /// Every API of sesame, as one OpenAPI service.
-pub type Apis = (auth::AuthApi, session::SessionApi, health::HealthApi);
+pub type Apis = (
+    login_code::LoginCodeApi,
+    login_link::LoginLinkApi,
+    refresh::RefreshApi,
+    session::SessionApi,
+    health::HealthApi,
+);
 
 /// The OpenAPI service: routes and the generated document.
 pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
-            auth::AuthApi { state: state.clone() },
+            login_code::LoginCodeApi { state: state.clone() },
+            login_link::LoginLinkApi { state: state.clone() },
+            refresh::RefreshApi { state: state.clone() },
             session::SessionApi { state: state.clone() },
             health::HealthApi { state: state.clone() },
         ),
@@ -43,19 +67,6 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
          rotating, single-use refresh token. Every error answers \
          `{\"success\": false, \"error\": \"…\", \"code\": \"…\"}` with a stable `code`.",
     )
-}
-
-/// A body that says only "it worked".
-#[derive(Object, Debug, Clone)]
-pub struct SuccessResponse {
-    /// Always `true`.
-    pub success: bool,
-}
-
-impl SuccessResponse {
-    pub fn ok() -> Self {
-        Self { success: true }
-    }
 }
 
 /// Longest `User-Agent` kept with sessions and events.

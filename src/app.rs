@@ -157,7 +157,7 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
                         .query()
                         .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
                         .map(|(_, v)| v.into_owned());
-                    api::auth::magic_link_page(&state, token.as_deref()).into_response()
+                    api::page::magic_link_page(&state.config.frontend_url, token.as_deref()).into_response()
                 }
             })),
         )

@@ -10,7 +10,10 @@
 //! the console and the file.
 
 pub mod file;
+mod names;
 pub mod report;
+
+pub use names::{Event, Reason};
 
 use std::{
     borrow::Cow,
@@ -43,7 +46,7 @@ pub struct RequestContext {
 /// One audit event, as stored in `audit_events`.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
-    /// Dotted name from SPEC, e.g. `auth.login`.
+    /// Dotted name, e.g. `auth.login` ([`Event`]; any text when read back from the table).
     pub event: Cow<'static, str>,
     pub success: bool,
     pub user_id: Option<Uuid>,
@@ -64,9 +67,9 @@ impl RequestContext {
 
 impl AuditEvent {
     /// A successful event at `now`.
-    pub fn success(event: &'static str, context: &RequestContext, now: OffsetDateTime) -> Self {
+    pub fn success(event: Event, context: &RequestContext, now: OffsetDateTime) -> Self {
         Self {
-            event: Cow::Borrowed(event),
+            event: Cow::Borrowed(event.as_str()),
             success: true,
             user_id: None,
             email: None,
@@ -78,12 +81,7 @@ impl AuditEvent {
     }
 
     /// A failed event at `now`, with its reason.
-    pub fn failure(
-        event: &'static str,
-        reason: impl Into<String>,
-        context: &RequestContext,
-        now: OffsetDateTime,
-    ) -> Self {
+    pub fn failure(event: Event, reason: impl Into<String>, context: &RequestContext, now: OffsetDateTime) -> Self {
         Self {
             success: false,
             error: Some(reason.into()),
@@ -240,7 +238,7 @@ impl AuditSink {
     }
 }
 
-/// The JSON Lines record of SPEC:
+/// The JSON Lines record (`docs/API.md`):
 /// `{"event","timestamp","email"?,"userId"?,"success","error"?,"metadata"?}`.
 pub fn json_line(e: &AuditEvent) -> String {
     #[derive(Serialize)]
@@ -270,7 +268,7 @@ pub fn json_line(e: &AuditEvent) -> String {
     serde_json::to_string(&line).unwrap_or_else(|_| format!(r#"{{"event":"{}","success":{}}}"#, e.event, e.success))
 }
 
-/// `2025-01-15T10:30:00.000Z`: UTC, milliseconds, as the original design wrote.
+/// `2025-01-15T10:30:00.000Z`: UTC, milliseconds, as the TypeScript design sesame reimplements wrote it.
 pub fn timestamp(t: OffsetDateTime) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
@@ -313,15 +311,15 @@ mod tests {
         let at = OffsetDateTime::from_unix_timestamp(1_736_937_005).expect("valid") + time::Duration::milliseconds(10);
         let ctx = RequestContext::none();
         let e = if success {
-            AuditEvent::success("auth.login", &ctx, at)
+            AuditEvent::success(Event::AuthLogin, &ctx, at)
         } else {
-            AuditEvent::failure("otp.verification", "Invalid code", &ctx, at)
+            AuditEvent::failure(Event::OtpVerification, Reason::WrongCode, &ctx, at)
         };
         e.user(Uuid::nil()).email("user@example.com").meta("method", "otp")
     }
 
     #[test]
-    fn console_lines_follow_the_original_design() {
+    fn console_lines_have_the_documented_metric_format() {
         assert_eq!(
             console_line(&sample(true), false),
             "[METRIC] ✅ auth.login                   | userId=00000000-0000-0000-0000-000000000000, email=user@example.com, method=otp"

@@ -1,10 +1,14 @@
-//! Domain logic of authentication: no HTTP, no SQL.
+//! Domain logic of authentication: no HTTP, no SQL, no IO. The rules that
+//! decide who gets in are pure functions here ([`login`], [`session`]), over
+//! plain data and the time the caller passes in.
 
 pub mod email_address;
 pub mod jwt;
+pub mod login;
 pub mod magic_link;
 pub mod otp;
 pub mod refresh;
+pub mod session;
 
 use base64::Engine as _;
 use rand::Rng as _;

@@ -7,19 +7,20 @@
 //! by [`render`]. Clients get a stable `code`; the cause chain of a 500 or 503
 //! goes to the log once, never to the client.
 
-use poem::{
-    Response,
-    error::{MethodNotAllowedError, NotFoundError},
-    http::{StatusCode, header},
-};
+mod code;
+mod render;
+
 use std::marker::PhantomData;
 
+use poem::{Response, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Object,
-    error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError},
     payload::Json,
     registry::{MetaResponses, Registry},
 };
+
+pub use code::ErrorCode;
+pub use render::{error_response, render};
 
 /// The body of every error response.
 #[derive(Object, Debug, Clone, PartialEq, Eq)]
@@ -34,11 +35,11 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    pub fn new(code: &str, error: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, error: impl Into<String>) -> Self {
         Self {
             success: false,
             error: error.into(),
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
         }
     }
 }
@@ -46,7 +47,7 @@ impl ErrorBody {
 impl poem_openapi::types::Example for ErrorBody {
     fn example() -> Self {
         Self::new(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "a required field in SendCodeRequest is missing or null",
         )
     }
@@ -116,26 +117,37 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
-        Self::BadRequest(Json(ErrorBody::new(code, message)))
+    /// An error with `code`, its status and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let body = Json(ErrorBody::new(code, message));
+        match code.status() {
+            StatusCode::UNAUTHORIZED => {
+                // RFC 6750 §3: say why a presented bearer token was refused.
+                let challenge = if code == ErrorCode::InvalidToken {
+                    r#"Bearer error="invalid_token""#
+                } else {
+                    "Bearer"
+                };
+                Self::Unauthorized(body, challenge.to_owned())
+            }
+            StatusCode::NOT_FOUND => Self::NotFound(body),
+            StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout(body),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(body),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(body),
+            StatusCode::BAD_GATEWAY => Self::BadGateway(body),
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(body),
+            s if s.is_client_error() => Self::BadRequest(body),
+            _ => Self::Internal(body),
+        }
     }
 
-    pub fn unauthorized(code: &str, message: impl Into<String>) -> Self {
-        // RFC 6750 §3: say why a presented bearer token was refused.
-        let challenge = if code == "invalid_token" {
-            r#"Bearer error="invalid_token""#
-        } else {
-            "Bearer"
-        };
-        Self::Unauthorized(Json(ErrorBody::new(code, message)), challenge.to_owned())
-    }
-
+    /// A 429 for `limit`, retryable after `retry_after` seconds.
     pub fn rate_limited(limit: &str, message: &str, retry_after: u64) -> Self {
         Self::RateLimited(
             Json(RateLimitedBody {
                 success: false,
                 error: message.to_owned(),
-                code: "rate_limited".to_owned(),
+                code: ErrorCode::RateLimited.as_str().to_owned(),
                 limit: limit.to_owned(),
                 retry_after,
             }),
@@ -143,37 +155,30 @@ impl ApiError {
         )
     }
 
-    pub fn email_failed() -> Self {
-        Self::BadGateway(Json(ErrorBody::new(
-            "email_failed",
-            "the email could not be sent; try again later",
-        )))
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::NotFound(Json(ErrorBody::new("not_found", message)))
-    }
-
     /// A failure the client cannot fix; logged here, once, with its cause chain.
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         let err = err.into();
         tracing::error!(error = format!("{err:#}"), "internal error");
-        Self::Internal(Json(ErrorBody::new("internal_error", "internal server error")))
+        ErrorCode::InternalError.into()
     }
 
     /// Too much work queued (code hashing); the client should retry shortly.
     pub fn overloaded() -> Self {
         tracing::warn!("shedding load: the code-hashing queue is full");
-        Self::Unavailable(Json(ErrorBody::new("overloaded", "the server is busy; retry shortly")))
+        ErrorCode::Overloaded.into()
     }
 
     /// The database could not be reached; logged here with its cause.
     pub fn database_unavailable(err: &sqlx::Error) -> Self {
         tracing::warn!(error = %err, "database unavailable");
-        Self::Unavailable(Json(ErrorBody::new(
-            "database_unavailable",
-            "the database is unavailable; retry shortly",
-        )))
+        ErrorCode::DatabaseUnavailable.into()
+    }
+}
+
+/// The error with the code's own message.
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        Self::new(code, code.message())
     }
 }
 
@@ -279,135 +284,4 @@ pub fn is_connection_error(err: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
-}
-
-/// Rewrites any error that reached the edge of the app into the SPEC body.
-pub fn render(err: poem::Error) -> Response {
-    if err.is_from_response() {
-        // Already an ApiError (or another typed response): keep it as it is.
-        return err.into_response();
-    }
-    let (status, code, message) = classify(&err);
-    if status.is_server_error() {
-        tracing::error!(error = %err, "unhandled error");
-    }
-    let mut resp = error_response(status, code, &message);
-    if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, poem::http::HeaderValue::from_static("Bearer"));
-    }
-    resp
-}
-
-/// A response with the SPEC error body, for the places outside typed handlers.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "success": false, "error": message, "code": code });
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .body(body.to_string())
-}
-
-fn classify(err: &poem::Error) -> (StatusCode, &'static str, String) {
-    if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
-        return (
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            describe_payload_error(&e.reason),
-        );
-    }
-    if let Some(e) = err.downcast_ref::<ParseParamError>() {
-        return (
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("invalid parameter `{}`: {}", e.name, e.reason),
-        );
-    }
-    if let Some(e) = err.downcast_ref::<ParsePathError>() {
-        return (
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("invalid path segment `{}`", e.name),
-        );
-    }
-    if let Some(e) = err.downcast_ref::<ContentTypeError>() {
-        let message = match e {
-            ContentTypeError::NotSupported { .. } => "the body must be sent as `Content-Type: application/json`",
-            ContentTypeError::ExpectContentType => "the `Content-Type: application/json` header is required",
-        };
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            message.to_owned(),
-        );
-    }
-    if err.is::<AuthorizationError>() {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "a bearer access token is required".to_owned(),
-        );
-    }
-    if err.is::<NotFoundError>() {
-        return (StatusCode::NOT_FOUND, "not_found", "no such route".to_owned());
-    }
-    if err.is::<MethodNotAllowedError>() {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route".to_owned(),
-        );
-    }
-    let status = err.status();
-    match status {
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            status,
-            "payload_too_large",
-            "the request body is larger than 64 KiB".to_owned(),
-        ),
-        StatusCode::NOT_FOUND => (status, "not_found", "not found".to_owned()),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            status,
-            "method_not_allowed",
-            "method not allowed on this route".to_owned(),
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, "unsupported_media_type", "unsupported content type".to_owned()),
-        StatusCode::UNAUTHORIZED => (status, "invalid_token", "a valid bearer token is required".to_owned()),
-        s if s.is_client_error() => (s, "bad_request", "the request is invalid".to_owned()),
-        s if s == StatusCode::SERVICE_UNAVAILABLE => {
-            (s, "unavailable", "the service is unavailable; retry shortly".to_owned())
-        }
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal server error".to_owned(),
-        ),
-    }
-}
-
-/// Turns poem-openapi's parse messages into one a client developer can act on,
-/// without echoing the submitted values back.
-fn describe_payload_error(reason: &str) -> String {
-    // The messages look like `Type "string" expects an input value. (occurred
-    // while parsing "LogoutRequest")` or `Expected input type "string", found 5.`.
-    let quoted: Vec<&str> = reason.split('"').skip(1).step_by(2).collect();
-    let within = match quoted.last() {
-        Some(outer) if quoted.len() > 1 => format!(" in {outer}"),
-        _ => String::new(),
-    };
-    if reason.contains("expects an input value") {
-        return format!("a required field{within} is missing or null");
-    }
-    if reason.starts_with("Expected input type") {
-        let ty = quoted.first().copied().unwrap_or("object");
-        if quoted.len() > 1 {
-            return format!("a field{within} has the wrong type: expected {ty}");
-        }
-        return format!("expected a JSON {ty}");
-    }
-    if let Some(field) = reason.split("unknown field `").nth(1).and_then(|s| s.split('`').next()) {
-        let field: String = field.chars().take(64).collect();
-        return format!("unknown field `{field}`{within}");
-    }
-    format!("a field{within} has an invalid value")
 }

@@ -12,12 +12,12 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     app::AppState,
-    audit::{self, AuditEvent, RequestContext},
+    audit::{self, AuditEvent, Event, Reason, RequestContext},
     error::ApiError,
     store,
 };
 
-/// The limits of SPEC, each counted per address or per client IP.
+/// The limits of `docs/API.md`, each counted per address or per client IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     /// One send (code or link) per address per `RATE_LIMIT_SEND_INTERVAL`.
@@ -148,7 +148,7 @@ pub async fn check(
     let Some((limit, max, window, retry_after)) = refused else {
         return Ok(());
     };
-    let mut event = AuditEvent::failure("rate_limit.exceeded", "rate limited", ctx, now)
+    let mut event = AuditEvent::failure(Event::RateLimitExceeded, Reason::RateLimited, ctx, now)
         .meta("limit", limit.name())
         .meta("keyKind", limit.key_kind())
         .meta("retryAfter", retry_after);

@@ -10,7 +10,11 @@ use poem::{
 use poem_openapi::OperationId;
 use tracing::Instrument;
 
-use crate::{config::MAX_BODY_BYTES, error::error_response as error, metrics::Metrics};
+use crate::{
+    config::MAX_BODY_BYTES,
+    error::{ErrorCode, error_response as error},
+    metrics::Metrics,
+};
 
 /// The id of a request: the client's `X-Request-Id` when well-formed, else a new UUID.
 #[derive(Debug, Clone)]
@@ -66,8 +70,7 @@ pub async fn check_body<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
     let declared = req.header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Ok(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "the request body is larger than 64 KiB",
         ));
     }
@@ -79,24 +82,15 @@ pub async fn check_body<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
             Ok(Ok(bytes)) => bytes,
             Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => {
                 return Ok(error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    ErrorCode::PayloadTooLarge,
                     "the request body is larger than 64 KiB",
                 ));
             }
             Ok(Err(_)) => {
-                return Ok(error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    "the request body could not be read",
-                ));
+                return Ok(error(ErrorCode::InvalidBody, "the request body could not be read"));
             }
             Err(_) => {
-                let mut resp = error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    "the request body did not arrive in time",
-                );
+                let mut resp = error(ErrorCode::RequestTimeout, "the request body did not arrive in time");
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return Ok(resp);
@@ -116,7 +110,7 @@ pub async fn check_body<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Resu
                 } else {
                     "the request body is not valid JSON"
                 };
-                return Ok(error(StatusCode::BAD_REQUEST, "invalid_json", message));
+                return Ok(error(ErrorCode::InvalidJson, message));
             }
         }
         req.set_body(bytes);

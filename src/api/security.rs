@@ -3,7 +3,11 @@
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
-use crate::{app::AppState, auth::jwt::Claims, error::ApiError};
+use crate::{
+    app::AppState,
+    auth::jwt::Claims,
+    error::{ApiError, ErrorCode},
+};
 
 /// A valid access token (JWT) from `/auth/verify-code`, `/auth/verify-magic-link` or `/auth/refresh`.
 #[derive(SecurityScheme)]
@@ -16,6 +20,6 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not attached to requests")))?;
     state.jwt.verify(&bearer.token).map_err(|e| {
         tracing::debug!(error = %e, "bearer token refused");
-        ApiError::unauthorized("invalid_token", "the access token is missing, invalid or expired").into()
+        ApiError::from(ErrorCode::InvalidToken).into()
     })
 }

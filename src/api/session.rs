@@ -9,11 +9,16 @@ use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{ApiTags, SuccessResponse, auth::UserBody, request_context, security::BearerAuth};
+use super::{
+    ApiTags,
+    bodies::{SuccessResponse, UserBody},
+    request_context,
+    security::BearerAuth,
+};
 use crate::{
     app::AppState,
-    audit::{AuditEvent, AuditTx},
-    error::{ApiError, BearerErrors, DeleteSessionErrors, Errors},
+    audit::{AuditEvent, AuditTx, Event},
+    error::{ApiError, BearerErrors, DeleteSessionErrors, ErrorCode, Errors},
     store::{self, sessions::RevokeReason},
 };
 
@@ -73,7 +78,7 @@ impl SessionApi {
         let mut conn = self.state.db.acquire().await?;
         let user = store::users::find(&mut conn, auth.0.sub)
             .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the user of this token no longer exists"))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the user of this token no longer exists"))?;
         Ok(Json(MeResponse {
             success: true,
             user: user.into(),
@@ -129,11 +134,11 @@ impl SessionApi {
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
         match store::sessions::revoke_owned(&mut tx, auth.0.sub, id.0, RevokeReason::Revoked, now).await? {
-            None => return Err(ApiError::not_found("no such session").into()),
+            None => return Err(ApiError::new(ErrorCode::NotFound, "no such session").into()),
             Some(false) => {}
             Some(true) => {
                 tx.record(
-                    AuditEvent::success("auth.logout", &ctx, now)
+                    AuditEvent::success(Event::AuthLogout, &ctx, now)
                         .user(auth.0.sub)
                         .email(&auth.0.email)
                         .meta("scope", "session")
@@ -166,7 +171,7 @@ impl SessionApi {
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
         let revoked = store::sessions::revoke_all(&mut tx, auth.0.sub, RevokeReason::LogoutAll, now).await?;
         tx.record(
-            AuditEvent::success("auth.logout", &ctx, now)
+            AuditEvent::success(Event::AuthLogout, &ctx, now)
                 .user(auth.0.sub)
                 .email(&auth.0.email)
                 .meta("scope", "all")

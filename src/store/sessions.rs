@@ -92,6 +92,8 @@ pub async fn create(
 pub struct TokenState {
     pub token_id: Uuid,
     pub rotated_at: Option<OffsetDateTime>,
+    /// Rotated, or ended with its session.
+    pub revoked: bool,
     pub expires_at: OffsetDateTime,
 }
 
@@ -175,7 +177,10 @@ pub async fn find_token_state(
 ) -> Result<Option<TokenState>, sqlx::Error> {
     sqlx::query_as!(
         TokenState,
-        "SELECT id AS token_id, rotated_at, expires_at FROM refresh_tokens WHERE token_hash = $1",
+        r#"
+        SELECT id AS token_id, rotated_at, revoked_at IS NOT NULL AS "revoked!", expires_at
+        FROM refresh_tokens WHERE token_hash = $1
+        "#,
         token_hash.as_slice(),
     )
     .fetch_optional(conn)

@@ -9,7 +9,7 @@ use std::{
 use serde_json::{Value, json};
 use sesame::{
     app::AppState,
-    audit::{AuditEvent, AuditTx, RequestContext},
+    audit::{AuditEvent, AuditTx, Event, RequestContext},
     clock::Clock,
     config::MetricsFormat,
 };
@@ -28,7 +28,7 @@ async fn count_events(pool: &PgPool, event: &str) -> i64 {
         .unwrap()
 }
 
-fn event(name: &'static str) -> AuditEvent {
+fn event(name: Event) -> AuditEvent {
     AuditEvent::success(name, &RequestContext::none(), Clock::system().now())
         .email("ada@example.com")
         .meta("emailDomain", "example.com")
@@ -41,11 +41,11 @@ async fn an_event_in_a_rolled_back_transaction_leaves_no_row_and_no_line(opts: P
     let state = AppState::new(file_config(db, &path), Clock::system()).unwrap();
 
     let mut tx = AuditTx::begin(&state.db, &state.audit).await.unwrap();
-    tx.record(event("otp.generated")).await.unwrap();
+    tx.record(event(Event::OtpGenerated)).await.unwrap();
     drop(tx); // rolled back
 
     let mut tx = AuditTx::begin(&state.db, &state.audit).await.unwrap();
-    tx.record(event("otp.sent")).await.unwrap();
+    tx.record(event(Event::OtpSent)).await.unwrap();
     tx.commit().await.unwrap();
 
     state.audit.close().await;
@@ -68,7 +68,7 @@ async fn an_event_in_a_rolled_back_transaction_leaves_no_row_and_no_line(opts: P
             .unwrap_or_else(|| panic!("{key} in {raw}"))
     };
     let order = ["event", "timestamp", "email", "success", "metadata"].map(at);
-    assert!(order.is_sorted(), "SPEC key order: {raw}");
+    assert!(order.is_sorted(), "the documented key order: {raw}");
     assert!(
         !raw.contains("userId") && !raw.contains("\"error\""),
         "absent fields are omitted: {raw}"

@@ -1,4 +1,4 @@
-//! Every error the framework raises answers with the SPEC body and a stable code.
+//! Every error the framework raises answers with the error envelope of `docs/API.md` and a stable code.
 
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -104,7 +104,7 @@ impl TestResponse {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Asserts the SPEC error body with this status and code.
+    /// Asserts the error envelope (`docs/API.md`) with this status and code.
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "status; body: {}", self.text);
         assert_eq!(self.json["success"], Value::Bool(false), "body: {}", self.text);

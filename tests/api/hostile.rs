@@ -1,4 +1,4 @@
-//! Hostile input: every request gets a 4xx with the SPEC body (never a 5xx),
+//! Hostile input: every request gets a 4xx with the error envelope (never a 5xx),
 //! and the server keeps serving.
 
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@ use crate::{
     mailbox::SmtpSink,
 };
 
-/// An SMTP-backed config with limits on (SPEC defaults unless changed).
+/// An SMTP-backed config with limits on (the documented defaults unless changed).
 fn limited(db: PgConnectOptions, sink: &SmtpSink) -> Config {
     let mut config = smtp_config(db, sink);
     config.rate_limits.enabled = true;

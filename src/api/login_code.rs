@@ -1,0 +1,234 @@
+//! Signing in with a one-time code: `POST /auth/send-code` and `POST /auth/verify-code`.
+//!
+//! Clients see one generic 401 for every refused code; the precise reason goes
+//! to the audit event `otp.verification.detail`.
+
+use poem::Request;
+use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
+use time::OffsetDateTime;
+
+use super::{
+    ApiTags,
+    bodies::{SendResponse, TokenPair},
+    request_context,
+    sign_in::{Sent, Source, deliver, limit, may_sign_in, parse_email, start_session},
+    types::Text,
+};
+use crate::{
+    app::AppState,
+    audit::{AuditEvent, AuditTx, Event, RequestContext, timestamp},
+    auth::{
+        email_address::EmailAddress,
+        login::{CodeCheck, CodeRecord, CodeVerdict, code_check, code_verdict},
+        otp::OtpCode,
+    },
+    email::templates,
+    error::{ApiError, ErrorCode, Errors, SendErrors, VerifyErrors},
+    rate_limit::{self, Limit},
+    store::{self, otp::StoredCode},
+};
+
+pub struct LoginCodeApi {
+    pub state: AppState,
+}
+
+/// An address to send a one-time code to.
+#[derive(Object, Debug)]
+#[oai(example)]
+pub struct SendCodeRequest {
+    /// The address; trimmed and lower-cased.
+    #[oai(validator(max_length = 320))]
+    pub email: Text,
+}
+
+/// A code received by email.
+#[derive(Object, Debug)]
+#[oai(example)]
+pub struct VerifyCodeRequest {
+    #[oai(validator(max_length = 320))]
+    pub email: Text,
+    /// The digits; spaces and dashes are ignored (`123 456`, `123-456`).
+    #[oai(validator(max_length = 64))]
+    pub code: Text,
+}
+
+#[OpenApi]
+impl LoginCodeApi {
+    /// Send a one-time code by email.
+    ///
+    /// Answers the same 200 whether or not the address has an account, in about
+    /// the same time. A new code replaces the previous one, but the count of
+    /// wrong tries does not start over within `OTP_EXPIRY`.
+    #[oai(
+        path = "/auth/send-code",
+        method = "post",
+        operation_id = "send_code",
+        tag = "ApiTags::Auth"
+    )]
+    async fn send_code(
+        &self,
+        req: &Request,
+        body: Json<SendCodeRequest>,
+    ) -> Result<Json<SendResponse>, Errors<SendErrors>> {
+        let state = &self.state;
+        let ctx = request_context(req, state);
+        let email = parse_email(&body.email)?;
+        limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
+        let config = &state.config;
+        let code = OtpCode::generate(config.otp_length);
+        let hash = hash_code(state, code.clone()).await?;
+        if !may_sign_in(state, &email).await? {
+            state.mailer.imitate_send().await;
+            return Ok(Json(SendResponse::sent()));
+        }
+
+        let now = state.clock.now();
+        let expiry = crate::clock::span(config.otp_expiry);
+        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+        let id = store::otp::replace(&mut tx, &email, &hash, now, now + expiry, expiry).await?;
+        tx.record(
+            AuditEvent::success(Event::OtpGenerated, &ctx, now)
+                .email(email.as_str())
+                .meta("emailDomain", email.domain()),
+        )
+        .await?;
+        tx.commit().await?;
+
+        let message = templates::code(email.as_str(), code.expose(), config.otp_expiry);
+        deliver(state, &ctx, &email, &message, Sent::Code(id)).await?;
+        Ok(Json(SendResponse::sent()))
+    }
+
+    /// Exchange an emailed code for a token pair.
+    ///
+    /// Every failure (no code, expired, too many tries, wrong code) answers the
+    /// same 401 `invalid_code`; the reason is recorded in the audit event
+    /// `otp.verification.detail`. At most `OTP_MAX_ATTEMPTS` wrong tries per
+    /// address within `OTP_EXPIRY`, whatever the number of resends. A code
+    /// works once; signing in the first time creates the user.
+    #[oai(
+        path = "/auth/verify-code",
+        method = "post",
+        operation_id = "verify_code",
+        tag = "ApiTags::Auth"
+    )]
+    async fn verify_code(
+        &self,
+        req: &Request,
+        body: Json<VerifyCodeRequest>,
+    ) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+        let state = &self.state;
+        let ctx = request_context(req, state);
+        let email = parse_email(&body.email)?;
+        let checks = rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx);
+        limit(state, &ctx, &checks, Some(&email)).await?;
+        let typed = OtpCode::parse(body.code.as_str(), state.config.otp_length);
+
+        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+        let stored = store::otp::find_for_update(&mut tx, &email).await?;
+        let now = state.clock.now();
+        let record = stored.as_ref().map(code_record);
+        let max_attempts = state.config.otp_max_attempts;
+        let matches = match (code_check(record.as_ref(), now, max_attempts), typed, &stored) {
+            (CodeCheck::Compare, Some(code), Some(s)) => check_code(state, code, s.code_hash.clone()).await?,
+            (CodeCheck::Imitate, ..) => imitate_check(state).await.map(|()| false)?,
+            _ => false,
+        };
+        let verdict = code_verdict(record.as_ref(), now, max_attempts, matches);
+        let (CodeVerdict::Right, Some(stored)) = (verdict, &stored) else {
+            refuse(&mut tx, &ctx, &email, verdict, stored.as_ref(), now).await?;
+            tx.commit().await?;
+            return Err(ApiError::from(ErrorCode::InvalidCode).into());
+        };
+        store::otp::consume(&mut tx, stored.id, now).await?;
+        tx.record(AuditEvent::success(Event::OtpVerification, &ctx, now).email(email.as_str()))
+            .await?;
+        let pair = start_session(&mut tx, state, &ctx, &email, Source::Otp, now).await?;
+        tx.commit().await?;
+        Ok(Json(pair))
+    }
+}
+
+/// What the verdict needs of a stored code.
+fn code_record(s: &StoredCode) -> CodeRecord {
+    CodeRecord {
+        expires_at: s.expires_at,
+        attempts: u32::try_from(s.attempts).unwrap_or(0),
+        consumed: s.consumed_at.is_some(),
+    }
+}
+
+/// Records a refused code: a wrong one counts as a try; the detail event
+/// carries the reason, the tries so far and, for an expired code, its expiry.
+async fn refuse(
+    tx: &mut AuditTx,
+    ctx: &RequestContext,
+    email: &EmailAddress,
+    verdict: CodeVerdict,
+    stored: Option<&StoredCode>,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let reason = verdict.reason().unwrap_or(crate::audit::Reason::WrongCode);
+    let mut detail = AuditEvent::failure(Event::OtpVerificationDetail, reason, ctx, now).email(email.as_str());
+    match (verdict, stored) {
+        (CodeVerdict::Wrong, Some(s)) => {
+            let attempts = store::otp::add_failed_attempt(tx, s.id).await?;
+            detail = detail.meta("attempts", attempts);
+        }
+        (CodeVerdict::BudgetSpent, Some(s)) => detail = detail.meta("attempts", s.attempts),
+        (CodeVerdict::Expired, Some(s)) => detail = detail.meta("expiredAt", timestamp(s.expires_at)),
+        _ => {}
+    }
+    tx.record(detail).await?;
+    tx.record(AuditEvent::failure(Event::OtpVerification, reason, ctx, now).email(email.as_str()))
+        .await?;
+    Ok(())
+}
+
+/// Hashes a code on the bounded hash queue.
+async fn hash_code(state: &AppState, code: OtpCode) -> Result<String, ApiError> {
+    let hasher = state.otp.clone();
+    state
+        .hash_queue
+        .run(move || hasher.hash(&code))
+        .await
+        .map_err(|_| ApiError::overloaded())?
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("hashing a code: {e}")))
+}
+
+/// Checks a code against its hash on the bounded hash queue.
+async fn check_code(state: &AppState, code: OtpCode, phc: String) -> Result<bool, ApiError> {
+    let hasher = state.otp.clone();
+    state
+        .hash_queue
+        .run(move || hasher.verify(&code, &phc))
+        .await
+        .map_err(|_| ApiError::overloaded())
+}
+
+/// Costs what a real check costs, for addresses with no live code.
+async fn imitate_check(state: &AppState) -> Result<(), ApiError> {
+    let hasher = state.otp.clone();
+    state
+        .hash_queue
+        .run(move || hasher.verify_dummy())
+        .await
+        .map_err(|_| ApiError::overloaded())
+}
+
+impl Example for SendCodeRequest {
+    fn example() -> Self {
+        Self {
+            email: Text("ada@example.com".to_owned()),
+        }
+    }
+}
+
+impl Example for VerifyCodeRequest {
+    fn example() -> Self {
+        Self {
+            email: Text("ada@example.com".to_owned()),
+            code: Text("123456".to_owned()),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Signing in with a magic link: `POST /auth/send-magic-link`,
+//! `POST /auth/verify-magic-link`, and the page behind
+//! `GET /auth/verify-magic-link` that POSTs the token when its button is pressed.
+
+use poem::Request;
+use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
+
+use super::{
+    ApiTags,
+    bodies::{SendResponse, TokenPair},
+    page::{PageResponse, magic_link_page},
+    request_context,
+    sign_in::{Sent, Source, deliver, limit, may_sign_in, parse_email, start_session},
+    types::Text,
+};
+use crate::{
+    app::AppState,
+    audit::{AuditEvent, AuditTx, Event, Reason},
+    auth::{
+        email_address::EmailAddress,
+        is_token_shaped,
+        login::{LinkRecord, link_verdict},
+        magic_link::{self, RedirectError},
+        random_token,
+    },
+    config::origin_of,
+    email::templates,
+    error::{ApiError, ErrorCode, Errors, SendErrors, VerifyErrors},
+    rate_limit::{self, Limit},
+    store,
+};
+
+pub struct LoginLinkApi {
+    pub state: AppState,
+}
+
+/// An address to send a magic link to.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase")]
+#[oai(example)]
+pub struct SendMagicLinkRequest {
+    /// The address; trimmed and lower-cased.
+    #[oai(validator(max_length = 320))]
+    pub email: Text,
+    /// Where the link should lead instead of `FRONTEND_URL/auth/verify`; its
+    /// origin must be on `REDIRECT_ALLOW_LIST`.
+    #[oai(validator(max_length = 2048))]
+    pub redirect_to: Option<Text>,
+}
+
+/// The token from a magic link.
+#[derive(Object, Debug)]
+#[oai(example)]
+pub struct VerifyMagicLinkRequest {
+    #[oai(validator(max_length = 1024))]
+    pub token: Text,
+}
+
+#[OpenApi]
+impl LoginLinkApi {
+    /// Send a magic link by email.
+    ///
+    /// The link points at `FRONTEND_URL/auth/verify?token=…`, or at `redirectTo`
+    /// when its origin is on `REDIRECT_ALLOW_LIST` (anything else is 400
+    /// `invalid_redirect`, never an open redirect). Answers the same 200 whether
+    /// or not the address has an account.
+    #[oai(
+        path = "/auth/send-magic-link",
+        method = "post",
+        operation_id = "send_magic_link",
+        tag = "ApiTags::Auth"
+    )]
+    async fn send_magic_link(
+        &self,
+        req: &Request,
+        body: Json<SendMagicLinkRequest>,
+    ) -> Result<Json<SendResponse>, Errors<SendErrors>> {
+        let state = &self.state;
+        let ctx = request_context(req, state);
+        let email = parse_email(&body.email)?;
+        let config = &state.config;
+        let token = random_token();
+        let redirect_to = body.redirect_to.as_ref().map(Text::as_str);
+        let target = magic_link::target(&config.frontend_url, &config.redirect_allow_list, redirect_to)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRedirect, redirect_message(&e)))?;
+        // Store the parsed URL, never the raw input.
+        let redirect_to = redirect_to.map(|_| target.as_str());
+        let url = magic_link::with_token(&target, &token);
+        limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
+        if !may_sign_in(state, &email).await? {
+            state.mailer.imitate_send().await;
+            return Ok(Json(SendResponse::sent()));
+        }
+
+        let now = state.clock.now();
+        let expires_at = now + crate::clock::span(config.magic_link_expiry);
+        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+        let hash = magic_link::hash(&token);
+        let id = store::magic_links::insert(&mut tx, &email, &hash, redirect_to, now, expires_at).await?;
+        let mut event = AuditEvent::success(Event::MagicLinkGenerated, &ctx, now)
+            .email(email.as_str())
+            .meta("emailDomain", email.domain());
+        if redirect_to.is_some() {
+            event = event.meta("redirectOrigin", origin_of(&url));
+        }
+        tx.record(event).await?;
+        tx.commit().await?;
+
+        let message = templates::magic_link(email.as_str(), url.as_str(), config.magic_link_expiry);
+        deliver(state, &ctx, &email, &message, Sent::Link(id)).await?;
+        Ok(Json(SendResponse::sent()))
+    }
+
+    /// Exchange a magic-link token for a token pair.
+    ///
+    /// A link works once and only through this POST. Every failure (unknown,
+    /// used or expired link) answers the same 401 `invalid_link`.
+    #[oai(
+        path = "/auth/verify-magic-link",
+        method = "post",
+        operation_id = "verify_magic_link",
+        tag = "ApiTags::Auth"
+    )]
+    async fn verify_magic_link(
+        &self,
+        req: &Request,
+        body: Json<VerifyMagicLinkRequest>,
+    ) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+        let state = &self.state;
+        let ctx = request_context(req, state);
+        let token = body.token.as_str();
+        limit(
+            state,
+            &ctx,
+            &rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx),
+            None,
+        )
+        .await?;
+        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+        let stored = match is_token_shaped(token) {
+            true => store::magic_links::find_for_update(&mut tx, &magic_link::hash(token)).await?,
+            false => None,
+        };
+        let now = state.clock.now();
+        let record = stored.as_ref().map(|l| LinkRecord {
+            expires_at: l.expires_at,
+            consumed: l.consumed_at.is_some(),
+        });
+        let verdict = link_verdict(record.as_ref(), now);
+        let link = match (stored, verdict.reason()) {
+            (Some(link), None) => link,
+            (stored, reason) => {
+                let reason = reason.unwrap_or(Reason::LinkNotFound);
+                let mut event = AuditEvent::failure(Event::MagicLinkVerification, reason, &ctx, now);
+                if let Some(link) = stored {
+                    event = event.email(link.email);
+                }
+                tx.record(event).await?;
+                tx.commit().await?;
+                return Err(ApiError::from(ErrorCode::InvalidLink).into());
+            }
+        };
+        let email = EmailAddress::parse(&link.email)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a stored magic link has an invalid address")))?;
+        store::magic_links::consume(&mut tx, link.id, now).await?;
+        tx.record(AuditEvent::success(Event::MagicLinkVerification, &ctx, now).email(email.as_str()))
+            .await?;
+        let pair = start_session(&mut tx, state, &ctx, &email, Source::MagicLink, now).await?;
+        tx.commit().await?;
+        Ok(Json(pair))
+    }
+
+    /// A page that signs in with a magic link when its button is pressed.
+    ///
+    /// For teams without a frontend route: point `FRONTEND_URL` at sesame and
+    /// links open this page (also served at `/auth/verify`). Opening it does
+    /// not use the link — mail scanners that prefetch URLs cannot burn it; the
+    /// button POSTs the token to `/auth/verify-magic-link` and, on success,
+    /// hands the tokens to `FRONTEND_URL` in the URL fragment
+    /// (`#access_token=…&refresh_token=…&token_type=bearer&expires_in=…`).
+    #[oai(
+        path = "/auth/verify-magic-link",
+        method = "get",
+        operation_id = "magic_link_page",
+        tag = "ApiTags::Auth"
+    )]
+    async fn magic_link_page(&self, token: Query<Option<String>>) -> PageResponse {
+        magic_link_page(&self.state.config.frontend_url, token.0.as_deref())
+    }
+}
+
+fn redirect_message(e: &RedirectError) -> &'static str {
+    match e {
+        RedirectError::NotAUrl => "`redirectTo` must be an absolute http(s) URL",
+        RedirectError::NotAllowed => "`redirectTo` is not on the allow list",
+    }
+}
+
+impl Example for SendMagicLinkRequest {
+    fn example() -> Self {
+        Self {
+            email: Text("ada@example.com".to_owned()),
+            redirect_to: Some(Text("https://app.example.com/welcome".to_owned())),
+        }
+    }
+}
+
+impl Example for VerifyMagicLinkRequest {
+    fn example() -> Self {
+        Self {
+            token: Text("q3Zr9yV0mJ8bK2xW7tH5nL1cP4sD6fG0aE9uR3iO8kY".to_owned()),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Keeping and ending a session with its refresh token: `POST /auth/refresh`
+//! (rotation, with reuse detection) and `POST /auth/logout`.
+
+use poem::Request;
+use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
+use time::OffsetDateTime;
+
+use super::{
+    ApiTags,
+    bodies::{SuccessResponse, TokenPair},
+    request_context,
+    sign_in::{SessionOf, Source, TokenKind, limit, record_tokens, token_pair},
+    types::Text,
+};
+use crate::{
+    app::AppState,
+    audit::{AuditEvent, AuditTx, Event, Reason, RequestContext},
+    auth::{
+        refresh::RefreshToken,
+        session::{RefreshDecision, SessionRecord, TokenRecord, refresh_decision, session_end, session_expiry},
+    },
+    error::{ApiError, ErrorCode, Errors, LogoutErrors, VerifyErrors},
+    rate_limit::{self, Limit},
+    store::{
+        self,
+        sessions::{LockedSession, RevokeReason},
+        users::User,
+    },
+};
+
+pub struct RefreshApi {
+    pub state: AppState,
+}
+
+/// A refresh token to exchange.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase", example)]
+pub struct RefreshRequest {
+    /// The latest refresh token of the session.
+    #[oai(validator(max_length = 1024))]
+    pub refresh_token: Text,
+}
+
+/// A refresh token to end the session of.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase")]
+#[oai(example)]
+pub struct LogoutRequest {
+    /// The refresh token of the session to end.
+    #[oai(validator(max_length = 1024))]
+    pub refresh_token: Text,
+}
+
+#[OpenApi]
+impl RefreshApi {
+    /// Exchange a refresh token for a new pair (rotation).
+    ///
+    /// Each refresh token works once: the answer carries its successor in the
+    /// same session, and the session's expiry slides forward
+    /// (`REFRESH_TOKEN_EXPIRY`, capped by `SESSION_MAX_AGE`). Presenting a token
+    /// that was already exchanged is reuse: the whole session is ended and every
+    /// token of it stops working, except within `REFRESH_REUSE_INTERVAL` (10s)
+    /// of the exchange, when the same successor is answered again, so that
+    /// racing browser tabs converge on one token. Every failure is 401
+    /// `invalid_refresh_token`.
+    #[oai(
+        path = "/auth/refresh",
+        method = "post",
+        operation_id = "refresh",
+        tag = "ApiTags::Auth"
+    )]
+    async fn refresh(
+        &self,
+        req: &Request,
+        body: Json<RefreshRequest>,
+    ) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+        let state = &self.state;
+        let ctx = request_context(req, state);
+        limit(
+            state,
+            &ctx,
+            &rate_limit::for_client(Limit::RefreshPerIpMinute, &ctx),
+            None,
+        )
+        .await?;
+        let presented = RefreshToken::parse(body.refresh_token.as_str());
+        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+        let locked = match &presented {
+            Some(t) => store::sessions::lock_by_token_hash(&mut tx, &t.hash()).await?,
+            None => None,
+        };
+        let now = state.clock.now();
+        let (Some(token), Some(s)) = (presented, locked) else {
+            let event = AuditEvent::failure(Event::TokenRefresh, Reason::UnknownRefreshToken, &ctx, now);
+            return refused(tx, event).await;
+        };
+        let r = Refresh {
+            state,
+            ctx: &ctx,
+            user: User {
+                id: s.user_id,
+                email: s.email.clone(),
+                created_at: s.user_created_at,
+            },
+            session: &s,
+            token: &token,
+            now,
+        };
+        if let Some(reason) = session_end(&session_record(&s), now) {
+            return refused(tx, r.failure(reason)).await;
+        }
+        // The common case, in one statement: the token is live (the `Rotate`
+        // branch of `refresh_decision`, checked by the SQL), rotate it.
+        let child = state.refresh_chain.child(&token);
+        let expires_at = session_expiry(
+            s.session_created_at,
+            now,
+            crate::clock::span(state.config.refresh_token_expiry),
+            state.config.session_max_age.map(crate::clock::span),
+        );
+        if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, expires_at).await? {
+            return r.answer(tx, &child, false).await;
+        }
+        r.not_live(tx, &child).await
+    }
+
+    /// End the session of a refresh token.
+    ///
+    /// Revokes the session (refresh-token family) the token belongs to, so no
+    /// token of it can be refreshed again. Idempotent: an unknown, malformed or
+    /// already-ended token also answers 200, so the answer reveals nothing.
+    /// Access tokens already issued stay valid until they expire (they are
+    /// stateless JWTs); keep them short-lived.
+    #[oai(
+        path = "/auth/logout",
+        method = "post",
+        operation_id = "logout",
+        tag = "ApiTags::Auth"
+    )]
+    async fn logout(
+        &self,
+        req: &Request,
+        body: Json<LogoutRequest>,
+    ) -> Result<Json<SuccessResponse>, Errors<LogoutErrors>> {
+        let ctx = request_context(req, &self.state);
+        let now = self.state.clock.now();
+        let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
+        let owner = match RefreshToken::parse(body.refresh_token.as_str()) {
+            Some(token) => store::sessions::lock_by_token_hash(&mut tx, &token.hash()).await?,
+            None => None,
+        };
+        let event = match owner {
+            Some(owner) if !owner.session_revoked => {
+                store::sessions::revoke(&mut tx, owner.session_id, RevokeReason::Logout, now).await?;
+                AuditEvent::success(Event::AuthLogout, &ctx, now)
+                    .user(owner.user_id)
+                    .meta("sessionId", owner.session_id.to_string())
+            }
+            Some(owner) => AuditEvent::failure(Event::AuthLogout, Reason::SessionAlreadyEnded, &ctx, now)
+                .user(owner.user_id)
+                .meta("sessionId", owner.session_id.to_string()),
+            None => AuditEvent::failure(Event::AuthLogout, Reason::UnknownRefreshToken, &ctx, now),
+        };
+        tx.record(event).await?;
+        tx.commit().await?;
+        Ok(Json(SuccessResponse::ok()))
+    }
+}
+
+/// What the decision needs of a locked session.
+fn session_record(s: &LockedSession) -> SessionRecord {
+    SessionRecord {
+        revoked: s.session_revoked,
+        expires_at: s.session_expires_at,
+    }
+}
+
+/// Records `event`, commits, and refuses.
+async fn refused(mut tx: AuditTx, event: AuditEvent) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+    tx.record(event).await?;
+    tx.commit().await?;
+    Err(ApiError::from(ErrorCode::InvalidRefreshToken).into())
+}
+
+/// One refresh of a locked session.
+struct Refresh<'a> {
+    state: &'a AppState,
+    ctx: &'a RequestContext,
+    user: User,
+    session: &'a LockedSession,
+    token: &'a RefreshToken,
+    now: OffsetDateTime,
+}
+
+impl Refresh<'_> {
+    fn of(&self) -> SessionOf<'_> {
+        SessionOf {
+            user: &self.user,
+            session_id: self.session.session_id,
+        }
+    }
+
+    fn event(&self, event: AuditEvent) -> AuditEvent {
+        event
+            .user(self.user.id)
+            .email(&self.user.email)
+            .meta("sessionId", self.session.session_id.to_string())
+    }
+
+    fn failure(&self, reason: Reason) -> AuditEvent {
+        self.event(AuditEvent::failure(Event::TokenRefresh, reason, self.ctx, self.now))
+    }
+
+    /// The token was not live: expired, ended, or presented again after its
+    /// rotation; decide between answering the same child and ending the session.
+    async fn not_live(self, mut tx: AuditTx, child: &RefreshToken) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+        let t = store::sessions::find_token_state(&mut tx, &self.token.hash())
+            .await?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a locked session lost its token")))?;
+        let child_is_live = match t.rotated_at {
+            Some(_) => store::sessions::find_child(&mut tx, t.token_id)
+                .await?
+                .is_some_and(|c| c.live && c.token_hash == child.hash()),
+            None => false,
+        };
+        let token = TokenRecord {
+            rotated_at: t.rotated_at,
+            revoked: t.revoked,
+            expires_at: t.expires_at,
+        };
+        let interval = crate::clock::span(self.state.config.refresh_reuse_interval);
+        match refresh_decision(&session_record(self.session), &token, child_is_live, self.now, interval) {
+            RefreshDecision::SameChild => {
+                store::sessions::touch(&mut tx, self.session.session_id, self.now).await?;
+                self.answer(tx, child, true).await
+            }
+            RefreshDecision::Reuse { rotated_ago } => {
+                let session_id = self.session.session_id;
+                store::sessions::revoke(&mut tx, session_id, RevokeReason::ReuseDetected, self.now).await?;
+                let reuse = AuditEvent::failure(
+                    Event::TokenReuseDetected,
+                    Reason::RefreshTokenReused,
+                    self.ctx,
+                    self.now,
+                );
+                tx.record(self.event(reuse).meta("rotatedSecondsAgo", rotated_ago.whole_seconds()))
+                    .await?;
+                refused(tx, self.failure(Reason::RefreshTokenReused)).await
+            }
+            RefreshDecision::Refuse(reason) => refused(tx, self.failure(reason)).await,
+            // The session is locked and the rotation just found the token not
+            // live: a decision to rotate means the two disagree.
+            RefreshDecision::Rotate => Err(ApiError::internal(anyhow::anyhow!(
+                "a refresh token was not live to the store but live to the refresh rule"
+            ))
+            .into()),
+        }
+    }
+
+    /// Answers `child` with a fresh access token and records the refresh: a
+    /// rotation issued both tokens; an answer within the reuse interval only
+    /// a new access token.
+    async fn answer(
+        self,
+        mut tx: AuditTx,
+        child: &RefreshToken,
+        within_reuse_interval: bool,
+    ) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+        let pair = token_pair(self.state, self.of(), child, self.now)?;
+        let mut event = self.event(AuditEvent::success(Event::TokenRefresh, self.ctx, self.now));
+        let kinds: &[TokenKind] = if within_reuse_interval {
+            event = event.meta("withinReuseInterval", true);
+            &[TokenKind::Access]
+        } else {
+            &[TokenKind::Access, TokenKind::Refresh]
+        };
+        tx.record(event).await?;
+        record_tokens(
+            &mut tx,
+            self.state,
+            self.ctx,
+            self.of(),
+            Source::Refresh,
+            kinds,
+            self.now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Json(pair))
+    }
+}
+
+impl Example for RefreshRequest {
+    fn example() -> Self {
+        Self {
+            refresh_token: Text("B8Ly4nQ_x2Vt7Rk9mPz3Wc5Hs1Jd6Fg0Ae8Ui4Oy2Tq".to_owned()),
+        }
+    }
+}
+
+impl Example for LogoutRequest {
+    fn example() -> Self {
+        Self {
+            refresh_token: Text("B8Ly4nQ_x2Vt7Rk9mPz3Wc5Hs1Jd6Fg0Ae8Ui4Oy2Tq".to_owned()),
+        }
+    }
+}

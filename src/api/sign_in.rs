@@ -1,0 +1,210 @@
+//! The steps the sign-in flows share: checking the address, counting the
+//! request against its limits, delivering the email, and starting a session
+//! with its first token pair.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{bodies::TokenPair, types::Text};
+use crate::{
+    app::AppState,
+    audit::{AuditEvent, AuditTx, Event, RequestContext, record_alone},
+    auth::{email_address::EmailAddress, refresh::RefreshToken, session::session_expiry},
+    config::compact_duration,
+    email::Message,
+    error::{ApiError, ErrorCode},
+    rate_limit::{self, Limit},
+    store::{self, users::User},
+};
+
+/// The address of a request body, trimmed and lower-cased; 400 `invalid_email` if implausible.
+pub fn parse_email(raw: &Text) -> Result<EmailAddress, ApiError> {
+    EmailAddress::parse(raw.as_str()).ok_or_else(|| ErrorCode::InvalidEmail.into())
+}
+
+/// Counts the request against `checks`; 429 when a limit is over.
+pub async fn limit(
+    state: &AppState,
+    ctx: &RequestContext,
+    checks: &[(Limit, String)],
+    email: Option<&EmailAddress>,
+) -> Result<(), ApiError> {
+    rate_limit::check(state, ctx, checks, email.map(EmailAddress::as_str)).await
+}
+
+/// Whether `email` may receive a sign-in message: always, unless
+/// `ALLOW_SIGNUP=false` and the address has no account.
+pub async fn may_sign_in(state: &AppState, email: &EmailAddress) -> Result<bool, ApiError> {
+    if state.config.allow_signup {
+        return Ok(true);
+    }
+    let mut conn = state.db.acquire().await?;
+    Ok(store::users::exists(&mut conn, email).await?)
+}
+
+/// What an email carries: the id of its code or link.
+pub enum Sent {
+    Code(Uuid),
+    Link(Uuid),
+}
+
+/// Sends `message` and records `otp.sent` / `magic_link.sent` either way. On
+/// failure the code or link is made unusable and the client gets 502.
+pub async fn deliver(
+    state: &AppState,
+    ctx: &RequestContext,
+    email: &EmailAddress,
+    message: &Message,
+    sent: Sent,
+) -> Result<(), ApiError> {
+    let event = match sent {
+        Sent::Code(_) => Event::OtpSent,
+        Sent::Link(_) => Event::MagicLinkSent,
+    };
+    let Err(e) = state.mailer.send(message).await else {
+        let done = AuditEvent::success(event, ctx, state.clock.now()).email(email.as_str());
+        return Ok(record_alone(&state.db, &state.audit, done).await?);
+    };
+    tracing::warn!(error = %e, event = event.as_str(), "email delivery failed");
+    let now = state.clock.now();
+    let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+    match sent {
+        Sent::Code(id) => store::otp::consume(&mut tx, id, now).await?,
+        Sent::Link(id) => store::magic_links::consume(&mut tx, id, now).await?,
+    }
+    tx.record(AuditEvent::failure(event, e.to_string(), ctx, now).email(email.as_str()))
+        .await?;
+    tx.commit().await?;
+    Err(ErrorCode::EmailFailed.into())
+}
+
+/// How a session's tokens came to be: the `method` of `auth.login` and the
+/// `source` of `token.generated`.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    Otp,
+    MagicLink,
+    Refresh,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Otp => "otp",
+            Self::MagicLink => "magic-link",
+            Self::Refresh => "refresh",
+        }
+    }
+}
+
+/// A kind of token, as `token.generated` names it.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+/// A user's session, as the token events describe it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOf<'a> {
+    pub user: &'a User,
+    pub session_id: Uuid,
+}
+
+/// Creates (or finds) the user, starts a session with its first refresh token,
+/// signs an access token, and records `auth.login` and `token.generated`.
+pub async fn start_session(
+    tx: &mut AuditTx,
+    state: &AppState,
+    ctx: &RequestContext,
+    email: &EmailAddress,
+    source: Source,
+    now: OffsetDateTime,
+) -> Result<TokenPair, ApiError> {
+    let config = &state.config;
+    let user = store::users::upsert_on_login(tx, email, now).await?;
+    let refresh = RefreshToken::generate();
+    let expires_at = session_expiry(
+        now,
+        now,
+        crate::clock::span(config.refresh_token_expiry),
+        config.session_max_age.map(crate::clock::span),
+    );
+    let (ua, ip) = (ctx.user_agent.as_deref(), ctx.ip);
+    let session_id = store::sessions::create(tx, user.id, &refresh.hash(), now, expires_at, ua, ip).await?;
+    tx.record(
+        AuditEvent::success(Event::AuthLogin, ctx, now)
+            .user(user.id)
+            .email(&user.email)
+            .meta("method", source.as_str())
+            .meta("sessionId", session_id.to_string()),
+    )
+    .await?;
+    let session = SessionOf {
+        user: &user,
+        session_id,
+    };
+    record_tokens(
+        tx,
+        state,
+        ctx,
+        session,
+        source,
+        &[TokenKind::Access, TokenKind::Refresh],
+        now,
+    )
+    .await?;
+    token_pair(state, session, &refresh, now)
+}
+
+/// Records one `token.generated` per kind issued.
+pub async fn record_tokens(
+    tx: &mut AuditTx,
+    state: &AppState,
+    ctx: &RequestContext,
+    session: SessionOf<'_>,
+    source: Source,
+    kinds: &[TokenKind],
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    for kind in kinds {
+        let (name, ttl) = match kind {
+            TokenKind::Access => ("access", state.config.access_token_expiry),
+            TokenKind::Refresh => ("refresh", state.config.refresh_token_expiry),
+        };
+        tx.record(
+            AuditEvent::success(Event::TokenGenerated, ctx, now)
+                .user(session.user.id)
+                .email(&session.user.email)
+                .meta("tokenType", name)
+                .meta("source", source.as_str())
+                .meta("expiresIn", compact_duration(ttl))
+                .meta("sessionId", session.session_id.to_string()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A fresh access token with `refresh`, as the API answers them.
+pub fn token_pair(
+    state: &AppState,
+    session: SessionOf<'_>,
+    refresh: &RefreshToken,
+    now: OffsetDateTime,
+) -> Result<TokenPair, ApiError> {
+    let ttl = state.config.access_token_expiry;
+    let user = session.user;
+    let access = state
+        .jwt
+        .issue(user.id, &user.email, session.session_id, now, ttl)
+        .map_err(ApiError::internal)?;
+    Ok(TokenPair {
+        success: true,
+        token: access.token,
+        refresh_token: refresh.expose().to_owned(),
+        token_type: "Bearer".to_owned(),
+        expires_in: ttl.as_secs(),
+        user: user.clone().into(),
+    })
+}

@@ -1,0 +1,213 @@
+//! The names of audit events and the reasons recorded with failed ones.
+//!
+//! They are part of the contract (`docs/API.md`): teams query them with SQL
+//! and alert on them, so they are enums here and a test compares them with
+//! the documentation.
+
+/// The name of an audit event (`audit_events.event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A code was created for an address.
+    OtpGenerated,
+    /// The email carrying a code was handed to the transport (or failed).
+    OtpSent,
+    /// A code was checked: accepted or refused.
+    OtpVerification,
+    /// The precise reason a code was refused, with the attempt count.
+    OtpVerificationDetail,
+    /// A magic link was created for an address.
+    MagicLinkGenerated,
+    /// The email carrying a link was handed to the transport (or failed).
+    MagicLinkSent,
+    /// A magic link was presented: accepted or refused.
+    MagicLinkVerification,
+    /// A session started (`metadata.method`: `otp` | `magic-link`).
+    AuthLogin,
+    /// One session or all of a user's sessions ended.
+    AuthLogout,
+    /// A token was issued (`metadata.tokenType`: `access` | `refresh`).
+    TokenGenerated,
+    /// A refresh token was presented: rotated, answered again, or refused.
+    TokenRefresh,
+    /// A rotated refresh token came back: its session was ended.
+    TokenReuseDetected,
+    /// A request was refused by a rate limit.
+    RateLimitExceeded,
+}
+
+impl Event {
+    /// Every event, in the order of the documentation.
+    pub const ALL: &'static [Self] = &[
+        Self::OtpGenerated,
+        Self::OtpSent,
+        Self::OtpVerification,
+        Self::OtpVerificationDetail,
+        Self::MagicLinkGenerated,
+        Self::MagicLinkSent,
+        Self::MagicLinkVerification,
+        Self::AuthLogin,
+        Self::AuthLogout,
+        Self::TokenGenerated,
+        Self::TokenRefresh,
+        Self::TokenReuseDetected,
+        Self::RateLimitExceeded,
+    ];
+
+    /// The dotted name, e.g. `auth.login`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OtpGenerated => "otp.generated",
+            Self::OtpSent => "otp.sent",
+            Self::OtpVerification => "otp.verification",
+            Self::OtpVerificationDetail => "otp.verification.detail",
+            Self::MagicLinkGenerated => "magic_link.generated",
+            Self::MagicLinkSent => "magic_link.sent",
+            Self::MagicLinkVerification => "magic_link.verification",
+            Self::AuthLogin => "auth.login",
+            Self::AuthLogout => "auth.logout",
+            Self::TokenGenerated => "token.generated",
+            Self::TokenRefresh => "token.refresh",
+            Self::TokenReuseDetected => "token.reuse_detected",
+            Self::RateLimitExceeded => "rate_limit.exceeded",
+        }
+    }
+}
+
+/// Why something was refused, as written to an event's `error` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No live code for the address (none sent, or already used).
+    NoCode,
+    /// The code's `OTP_EXPIRY` has passed.
+    CodeExpired,
+    /// `OTP_MAX_ATTEMPTS` wrong tries were made within `OTP_EXPIRY`.
+    AttemptsExhausted,
+    /// The typed code is not the one sent.
+    WrongCode,
+    /// No link has this token.
+    LinkNotFound,
+    /// The link was used already.
+    LinkUsed,
+    /// The link's `MAGIC_LINK_EXPIRY` has passed.
+    LinkExpired,
+    /// No session has this refresh token.
+    UnknownRefreshToken,
+    /// The session was ended (logout, revocation, reuse).
+    SessionEnded,
+    /// The session passed its expiry.
+    SessionExpired,
+    /// The refresh token passed its expiry.
+    RefreshTokenExpired,
+    /// A rotated refresh token was presented again.
+    RefreshTokenReused,
+    /// Logout of a session that had ended already.
+    SessionAlreadyEnded,
+    /// A rate limit refused the request.
+    RateLimited,
+}
+
+impl Reason {
+    /// The text stored in `audit_events.error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoCode => "No OTP found for email",
+            Self::CodeExpired => "OTP expired",
+            Self::AttemptsExhausted => "Max attempts exceeded",
+            Self::WrongCode => "Invalid code",
+            Self::LinkNotFound => "Link not found",
+            Self::LinkUsed => "Link already used",
+            Self::LinkExpired => "Link expired",
+            Self::UnknownRefreshToken => "Unknown refresh token",
+            Self::SessionEnded => "Session ended",
+            Self::SessionExpired => "Session expired",
+            Self::RefreshTokenExpired => "Refresh token expired",
+            Self::RefreshTokenReused => "Refresh token reused",
+            Self::SessionAlreadyEnded => "Session already ended",
+            Self::RateLimited => "rate limited",
+        }
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> Self {
+        reason.as_str().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backticked dotted names in the first column of the table under `heading`.
+    fn table_events(doc: &str, heading: &str) -> Vec<String> {
+        doc.split(heading)
+            .nth(1)
+            .unwrap_or_else(|| panic!("the document has a `{heading}` table"))
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('|').nth(1))
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_owned))
+            .collect()
+    }
+
+    fn sorted(mut names: Vec<String>) -> Vec<String> {
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn all_events() -> Vec<String> {
+        sorted(Event::ALL.iter().map(|e| e.as_str().to_owned()).collect())
+    }
+
+    #[test]
+    fn the_readme_lists_exactly_the_events() {
+        let readme = include_str!("../../README.md");
+        let paragraph = readme
+            .split("\nEvents: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("the README has an `Events: ` paragraph");
+        // Event names, not the metadata fields named beside them.
+        let named = paragraph
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|n| n.contains('.') && !n.starts_with("metadata."))
+            .filter(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_'))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(sorted(named), all_events());
+    }
+
+    #[test]
+    fn the_api_doc_lists_exactly_the_events() {
+        let doc = include_str!("../../docs/API.md");
+        assert_eq!(sorted(table_events(doc, "| event | when | metadata |")), all_events());
+    }
+
+    #[test]
+    fn names_and_reasons_are_distinct() {
+        let events: std::collections::HashSet<_> = Event::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(events.len(), Event::ALL.len());
+        let reasons = [
+            Reason::NoCode,
+            Reason::CodeExpired,
+            Reason::AttemptsExhausted,
+            Reason::WrongCode,
+            Reason::LinkNotFound,
+            Reason::LinkUsed,
+            Reason::LinkExpired,
+            Reason::UnknownRefreshToken,
+            Reason::SessionEnded,
+            Reason::SessionExpired,
+            Reason::RefreshTokenExpired,
+            Reason::RefreshTokenReused,
+            Reason::SessionAlreadyEnded,
+            Reason::RateLimited,
+        ];
+        let texts: std::collections::HashSet<_> = reasons.iter().map(|r| r.as_str()).collect();
+        assert_eq!(texts.len(), reasons.len());
+    }
+}

@@ -192,7 +192,7 @@ impl AuthApi {
         )
         .await?;
         let config = &state.config;
-        let code = OtpCode::generate(config.otp_length);
+        let code = OtpCode::generate(config.login.otp_length);
         let hash = hash_code(state, code.clone()).await?;
         if !may_sign_in(state, &email).await? {
             state.mailer.imitate_send().await;
@@ -200,7 +200,7 @@ impl AuthApi {
         }
 
         let now = state.clock.now();
-        let expiry = crate::clock::span(config.otp_expiry);
+        let expiry = crate::clock::span(config.login.otp_expiry);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let id = store::otp::replace(&mut tx, &email, &hash, now, now + expiry, expiry).await?;
         tx.record(
@@ -211,7 +211,7 @@ impl AuthApi {
         .await?;
         tx.commit().await?;
 
-        let message = templates::code(email.as_str(), code.expose(), config.otp_expiry);
+        let message = templates::code(email.as_str(), code.expose(), config.login.otp_expiry);
         deliver(state, &ctx, &email, &message, Sent::Code(id)).await?;
         Ok(sent())
     }
@@ -244,7 +244,7 @@ impl AuthApi {
             Some(email.as_str()),
         )
         .await?;
-        let code = OtpCode::parse(body.code.as_str(), state.config.otp_length);
+        let code = OtpCode::parse(body.code.as_str(), state.config.login.otp_length);
 
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let stored = store::otp::find_for_update(&mut tx, &email).await?;
@@ -260,7 +260,7 @@ impl AuthApi {
                 Some(("No OTP found for email", None))
             }
             Some(s) if s.expires_at <= now => Some(("OTP expired", None)),
-            Some(s) if s.attempts >= i32::try_from(state.config.otp_max_attempts).unwrap_or(i32::MAX) => {
+            Some(s) if s.attempts >= i32::try_from(state.config.login.otp_max_attempts).unwrap_or(i32::MAX) => {
                 Some(("Max attempts exceeded", Some(s.attempts)))
             }
             Some(s) => {
@@ -325,16 +325,19 @@ impl AuthApi {
         let config = &state.config;
         let token = random_token();
         let redirect_to = body.redirect_to.as_ref().map(Text::as_str);
-        let target = magic_link::target(&config.frontend_url, &config.redirect_allow_list, redirect_to).map_err(
-            |e| match e {
-                magic_link::RedirectError::NotAUrl => {
-                    ApiError::bad_request("invalid_redirect", "`redirectTo` must be an absolute http(s) URL")
-                }
-                magic_link::RedirectError::NotAllowed => {
-                    ApiError::bad_request("invalid_redirect", "`redirectTo` is not on the allow list")
-                }
-            },
-        )?;
+        let target = magic_link::target(
+            &config.login.frontend_url,
+            &config.login.redirect_allow_list,
+            redirect_to,
+        )
+        .map_err(|e| match e {
+            magic_link::RedirectError::NotAUrl => {
+                ApiError::bad_request("invalid_redirect", "`redirectTo` must be an absolute http(s) URL")
+            }
+            magic_link::RedirectError::NotAllowed => {
+                ApiError::bad_request("invalid_redirect", "`redirectTo` is not on the allow list")
+            }
+        })?;
         // Store the parsed URL, never the raw input.
         let redirect_to = redirect_to.map(|_| target.as_str());
         let url = magic_link::with_token(&target, &token);
@@ -351,7 +354,7 @@ impl AuthApi {
         }
 
         let now = state.clock.now();
-        let expiry = crate::clock::span(config.magic_link_expiry);
+        let expiry = crate::clock::span(config.login.magic_link_expiry);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let id = store::magic_links::insert(
             &mut tx,
@@ -371,7 +374,7 @@ impl AuthApi {
         tx.record(event).await?;
         tx.commit().await?;
 
-        let message = templates::magic_link(email.as_str(), url.as_str(), config.magic_link_expiry);
+        let message = templates::magic_link(email.as_str(), url.as_str(), config.login.magic_link_expiry);
         deliver(state, &ctx, &email, &message, Sent::Link(id)).await?;
         Ok(sent())
     }
@@ -527,8 +530,8 @@ impl AuthApi {
 
         // The common case, in one statement: the token is live, rotate it.
         // Sliding expiry, capped by the session's absolute limit.
-        let mut expires_at = now + crate::clock::span(state.config.refresh_token_expiry);
-        if let Some(max_age) = state.config.session_max_age {
+        let mut expires_at = now + crate::clock::span(state.config.tokens.refresh_token_expiry);
+        if let Some(max_age) = state.config.tokens.session_max_age {
             expires_at = expires_at.min(s.session_created_at + crate::clock::span(max_age));
         }
         if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, expires_at).await? {
@@ -571,7 +574,7 @@ impl AuthApi {
         };
         // Within the interval, and while its child is still the live token,
         // it is a race between tabs: answer the same child.
-        let interval = crate::clock::span(state.config.refresh_reuse_interval);
+        let interval = crate::clock::span(state.config.tokens.refresh_reuse_interval);
         let live_child = store::sessions::find_child(&mut tx, t.token_id).await?;
         let same_child = live_child.is_some_and(|c| c.live && c.token_hash == child.hash());
         if !interval.is_zero() && now - rotated_at <= interval && same_child {
@@ -670,7 +673,7 @@ document.getElementById('go').addEventListener('click', async function () {{
   }} catch (e) {{ msg.textContent = 'Could not reach the server. Try again.'; this.disabled = false; }}
 }});
 </script>"#,
-            frontend = serde_json::Value::String(state.config.frontend_url.to_string()),
+            frontend = serde_json::Value::String(state.config.login.frontend_url.to_string()),
         ),
         None => "<h1>Sign in</h1><p>This link is incomplete. Open the full link from your email.</p>".to_owned(),
     };
@@ -689,7 +692,7 @@ document.getElementById('go').addEventListener('click', async function () {{
 /// Whether `email` may receive a sign-in message: always, unless
 /// `ALLOW_SIGNUP=false` and the address has no account.
 async fn may_sign_in(state: &AppState, email: &EmailAddress) -> Result<bool, ApiError> {
-    if state.config.allow_signup {
+    if state.config.login.allow_signup {
         return Ok(true);
     }
     let mut conn = state.db.acquire().await?;
@@ -755,9 +758,9 @@ async fn start_session(
     let config = &state.config;
     let user = store::users::upsert_on_login(tx, email, now).await?;
     let refresh = RefreshToken::generate();
-    let lifetime = match config.session_max_age {
-        Some(max) => config.refresh_token_expiry.min(max),
-        None => config.refresh_token_expiry,
+    let lifetime = match config.tokens.session_max_age {
+        Some(max) => config.tokens.refresh_token_expiry.min(max),
+        None => config.tokens.refresh_token_expiry,
     };
     let session_id = store::sessions::create(
         tx,
@@ -796,9 +799,9 @@ async fn record_token_events(
     let config = &state.config;
     for kind in kinds {
         let ttl = if *kind == "access" {
-            config.access_token_expiry
+            config.tokens.access_token_expiry
         } else {
-            config.refresh_token_expiry
+            config.tokens.refresh_token_expiry
         };
         tx.record(
             AuditEvent::success("token.generated", ctx, now)
@@ -822,7 +825,7 @@ fn token_pair(
     refresh: &RefreshToken,
     now: OffsetDateTime,
 ) -> Result<TokenPair, ApiError> {
-    let ttl = state.config.access_token_expiry;
+    let ttl = state.config.tokens.access_token_expiry;
     let access = state
         .jwt
         .issue(user.id, &user.email, session_id, now, ttl)

@@ -12,16 +12,16 @@ use sesame::auth::otp::{OtpCode, OtpHasher};
 fn otp_hash(c: &mut Criterion) {
     let config = sesame::config::Config::from_lookup(|_| None).expect("defaults are valid");
     let hasher = OtpHasher::new(
-        config.otp_secret.expose().as_bytes(),
-        config.otp_hash_memory_kib,
-        config.otp_hash_iterations,
+        config.login.otp_secret.expose().as_bytes(),
+        config.login.otp_hash_memory_kib,
+        config.login.otp_hash_iterations,
     )
     .expect("default parameters are valid");
-    let code = OtpCode::generate(config.otp_length);
+    let code = OtpCode::generate(config.login.otp_length);
     let phc = hasher.hash(&code).expect("hashes");
     let params = format!(
         "Argon2id m={} KiB t={} p=1, keyed",
-        config.otp_hash_memory_kib, config.otp_hash_iterations
+        config.login.otp_hash_memory_kib, config.login.otp_hash_iterations
     );
     c.bench_function(&format!("otp hash ({params})"), |b| {
         b.iter(|| hasher.hash(std::hint::black_box(&code)));

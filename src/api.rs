@@ -77,6 +77,7 @@ const MAX_USER_AGENT_CHARS: usize = 512;
 pub fn request_context(req: &Request, state: &AppState) -> RequestContext {
     let forwarded = state
         .config
+        .server
         .trust_proxy_headers
         .then(|| req.header("x-forwarded-for"))
         .flatten()

@@ -55,10 +55,10 @@ impl AppState {
     /// State for `config`, with a lazily connecting pool to its database.
     pub fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
-        let options = config.database()?.clone();
+        let options = config.database.connect_options()?.clone();
         let db = PgPoolOptions::new()
-            .max_connections(config.database_max_connections)
-            .acquire_timeout(config.database_acquire_timeout)
+            .max_connections(config.database.max_connections)
+            .acquire_timeout(config.database.acquire_timeout)
             // No ping before every checkout: it doubled the round trips of a
             // one-query request. A dead connection fails its query instead
             // (503 for that request) and is discarded.
@@ -71,11 +71,11 @@ impl AppState {
 
     fn assemble(config: Config, db: PgPool, clock: Clock, metrics: Metrics, audit: AuditSink) -> anyhow::Result<Self> {
         let jwt = JwtKeys::from_config(&config)?;
-        let refresh_chain = RefreshChain::new(config.jwt_secret.expose().as_bytes());
+        let refresh_chain = RefreshChain::new(config.tokens.jwt_secret.expose().as_bytes());
         let otp = OtpHasher::new(
-            config.otp_secret.expose().as_bytes(),
-            config.otp_hash_memory_kib,
-            config.otp_hash_iterations,
+            config.login.otp_secret.expose().as_bytes(),
+            config.login.otp_hash_memory_kib,
+            config.login.otp_hash_iterations,
         )
         .map_err(|e| anyhow::anyhow!("OTP_HASH_MEMORY_KIB / OTP_HASH_ITERATIONS: {e}"))?;
         let mailer = Mailer::from_config(&config).context("setting up the email transport")?;
@@ -96,7 +96,7 @@ impl AppState {
     /// State that never touches a database: for printing the OpenAPI document.
     pub fn offline() -> Self {
         let mut config = Config::from_lookup(|_| None).unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"));
-        config.metrics_enabled = false;
+        config.audit.metrics_enabled = false;
         let db = PgPoolOptions::new().connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
         let metrics = Metrics::default();
         let audit = AuditSink::new(&config, metrics.clone()).unwrap_or_else(|e| unreachable!("no file to open: {e}"));
@@ -157,12 +157,12 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
                         .query()
                         .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
                         .map(|(_, v)| v.into_owned());
-                    api::page::magic_link_page(&state.config.frontend_url, token.as_deref()).into_response()
+                    api::page::magic_link_page(&state.config.login.frontend_url, token.as_deref()).into_response()
                 }
             })),
         )
         .nest("/", service);
-    let cors = middleware::Cors::new(&state.config.cors_allowed_origins);
+    let cors = middleware::Cors::new(&state.config.server.cors_allowed_origins);
     route
         .around(middleware::check_body)
         .catch_all_error(|err| async move { error::render(err) })
@@ -172,7 +172,7 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
         })
         .around(middleware::trace)
         .data(state.metrics.clone())
-        .data(middleware::BodyTimeout(state.config.request_body_timeout))
+        .data(middleware::BodyTimeout(state.config.server.request_body_timeout))
         .data(state.clone())
 }
 
@@ -186,7 +186,7 @@ pub struct Application {
 impl Application {
     /// Binds `HOST:PORT` (port 0 picks a free port) and prepares the state.
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
-        let bind = SocketAddr::new(config.host, config.port);
+        let bind = SocketAddr::new(config.server.host, config.server.port);
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("binding {bind} (set HOST and PORT)"))?;

@@ -187,7 +187,7 @@ struct Console {
 impl AuditSink {
     /// The outputs `config` asks for. The file is opened lazily by its writer thread.
     pub fn new(config: &Config, metrics: Metrics) -> std::io::Result<Self> {
-        let (console, file) = match (config.metrics_enabled, config.metrics_format) {
+        let (console, file) = match (config.audit.metrics_enabled, config.audit.metrics_format) {
             (false, _) | (_, MetricsFormat::None) => (false, false),
             (true, MetricsFormat::Console) => (true, false),
             (true, MetricsFormat::File) => (false, true),
@@ -195,7 +195,7 @@ impl AuditSink {
         };
         let file = if file {
             Some(file::FileWriter::start(
-                config.metrics_file_path.clone(),
+                config.audit.metrics_file_path.clone(),
                 metrics.clone(),
             )?)
         } else {

@@ -49,7 +49,7 @@ pub async fn run_once(state: &AppState) -> Result<Option<Report>, sqlx::Error> {
     }
     let result = async {
         let now = state.clock.now();
-        let audit_events = match state.config.audit_retention {
+        let audit_events = match state.config.audit.audit_retention {
             Some(keep) => drain!(store::cleanup::delete_audit_events_before(&mut conn, now - keep, BATCH)),
             None => 0,
         };
@@ -79,7 +79,7 @@ pub async fn run_once(state: &AppState) -> Result<Option<Report>, sqlx::Error> {
 /// Runs the job every `CLEANUP_INTERVAL` until the task is aborted.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let interval = state.config.cleanup_interval;
+        let interval = state.config.audit.cleanup_interval;
         tokio::time::sleep(interval.min(FIRST_RUN_DELAY)).await;
         loop {
             match run_once(&state).await {

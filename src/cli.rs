@@ -167,7 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn load_config() -> anyhow::Result<Config> {
     let config = Config::from_env()?;
-    telemetry::init(config.log_format, &config.rust_log);
+    telemetry::init(config.server.log_format, &config.server.rust_log);
     Ok(config)
 }
 
@@ -200,7 +200,7 @@ fn generate_keys(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
 
 /// Commands that only read the trail write no console or file output of their own.
 fn quiet(mut config: Config) -> Config {
-    config.metrics_enabled = false;
+    config.audit.metrics_enabled = false;
     config
 }
 
@@ -258,7 +258,7 @@ async fn tail(
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     use sqlx::{ConnectOptions as _, Connection as _};
-    let options = config.database()?;
+    let options = config.database.connect_options()?;
     let mut conn = options
         .connect()
         .await

@@ -87,10 +87,11 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let transport = match config.email_provider {
+        let transport = match config.email.provider {
             EmailProvider::Console => Transport::Console,
             EmailProvider::Smtp => {
                 let url = config
+                    .email
                     .smtp_url
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("SMTP_URL is required when EMAIL_PROVIDER=smtp"))?;
@@ -98,11 +99,12 @@ impl Mailer {
             }
             EmailProvider::Resend => {
                 let key = config
+                    .email
                     .resend_api_key
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("RESEND_API_KEY is required when EMAIL_PROVIDER=resend"))?;
                 let client = reqwest::Client::builder().timeout(SEND_TIMEOUT).build()?;
-                let url = config.resend_api_url.join("emails")?;
+                let url = config.email.resend_api_url.join("emails")?;
                 Transport::Resend {
                     client,
                     url,
@@ -112,7 +114,7 @@ impl Mailer {
         };
         Ok(Self {
             transport: Arc::new(transport),
-            from: config.from_email.clone(),
+            from: config.email.from_email.clone(),
             typical_send_us: Arc::new(AtomicU64::new(0)),
         })
     }

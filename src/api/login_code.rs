@@ -75,7 +75,7 @@ impl LoginCodeApi {
         let email = parse_email(&body.email)?;
         limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
         let config = &state.config;
-        let code = OtpCode::generate(config.otp_length);
+        let code = OtpCode::generate(config.login.otp_length);
         let hash = hash_code(state, code.clone()).await?;
         if !may_sign_in(state, &email).await? {
             state.mailer.imitate_send().await;
@@ -83,7 +83,7 @@ impl LoginCodeApi {
         }
 
         let now = state.clock.now();
-        let expiry = crate::clock::span(config.otp_expiry);
+        let expiry = crate::clock::span(config.login.otp_expiry);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let id = store::otp::replace(&mut tx, &email, &hash, now, now + expiry, expiry).await?;
         tx.record(
@@ -94,7 +94,7 @@ impl LoginCodeApi {
         .await?;
         tx.commit().await?;
 
-        let message = templates::code(email.as_str(), code.expose(), config.otp_expiry);
+        let message = templates::code(email.as_str(), code.expose(), config.login.otp_expiry);
         deliver(state, &ctx, &email, &message, Sent::Code(id)).await?;
         Ok(Json(SendResponse::sent()))
     }
@@ -122,13 +122,13 @@ impl LoginCodeApi {
         let email = parse_email(&body.email)?;
         let checks = rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx);
         limit(state, &ctx, &checks, Some(&email)).await?;
-        let typed = OtpCode::parse(body.code.as_str(), state.config.otp_length);
+        let typed = OtpCode::parse(body.code.as_str(), state.config.login.otp_length);
 
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let stored = store::otp::find_for_update(&mut tx, &email).await?;
         let now = state.clock.now();
         let record = stored.as_ref().map(code_record);
-        let max_attempts = state.config.otp_max_attempts;
+        let max_attempts = state.config.login.otp_max_attempts;
         let matches = match (code_check(record.as_ref(), now, max_attempts), typed, &stored) {
             (CodeCheck::Compare, Some(code), Some(s)) => check_code(state, code, s.code_hash.clone()).await?,
             (CodeCheck::Imitate, ..) => imitate_check(state).await.map(|()| false)?,

@@ -81,8 +81,12 @@ impl LoginLinkApi {
         let config = &state.config;
         let token = random_token();
         let redirect_to = body.redirect_to.as_ref().map(Text::as_str);
-        let target = magic_link::target(&config.frontend_url, &config.redirect_allow_list, redirect_to)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidRedirect, redirect_message(&e)))?;
+        let target = magic_link::target(
+            &config.login.frontend_url,
+            &config.login.redirect_allow_list,
+            redirect_to,
+        )
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRedirect, redirect_message(&e)))?;
         // Store the parsed URL, never the raw input.
         let redirect_to = redirect_to.map(|_| target.as_str());
         let url = magic_link::with_token(&target, &token);
@@ -93,7 +97,7 @@ impl LoginLinkApi {
         }
 
         let now = state.clock.now();
-        let expires_at = now + crate::clock::span(config.magic_link_expiry);
+        let expires_at = now + crate::clock::span(config.login.magic_link_expiry);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let hash = magic_link::hash(&token);
         let id = store::magic_links::insert(&mut tx, &email, &hash, redirect_to, now, expires_at).await?;
@@ -106,7 +110,7 @@ impl LoginLinkApi {
         tx.record(event).await?;
         tx.commit().await?;
 
-        let message = templates::magic_link(email.as_str(), url.as_str(), config.magic_link_expiry);
+        let message = templates::magic_link(email.as_str(), url.as_str(), config.login.magic_link_expiry);
         deliver(state, &ctx, &email, &message, Sent::Link(id)).await?;
         Ok(Json(SendResponse::sent()))
     }
@@ -185,7 +189,7 @@ impl LoginLinkApi {
         tag = "ApiTags::Auth"
     )]
     async fn magic_link_page(&self, token: Query<Option<String>>) -> PageResponse {
-        magic_link_page(&self.state.config.frontend_url, token.0.as_deref())
+        magic_link_page(&self.state.config.login.frontend_url, token.0.as_deref())
     }
 }
 

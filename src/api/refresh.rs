@@ -115,8 +115,8 @@ impl RefreshApi {
         let expires_at = session_expiry(
             s.session_created_at,
             now,
-            crate::clock::span(state.config.refresh_token_expiry),
-            state.config.session_max_age.map(crate::clock::span),
+            crate::clock::span(state.config.tokens.refresh_token_expiry),
+            state.config.tokens.session_max_age.map(crate::clock::span),
         );
         if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, expires_at).await? {
             return r.answer(tx, &child, false).await;
@@ -228,7 +228,7 @@ impl Refresh<'_> {
             revoked: t.revoked,
             expires_at: t.expires_at,
         };
-        let interval = crate::clock::span(self.state.config.refresh_reuse_interval);
+        let interval = crate::clock::span(self.state.config.tokens.refresh_reuse_interval);
         match refresh_decision(&session_record(self.session), &token, child_is_live, self.now, interval) {
             RefreshDecision::SameChild => {
                 store::sessions::touch(&mut tx, self.session.session_id, self.now).await?;

@@ -35,7 +35,7 @@ pub async fn limit(
 /// Whether `email` may receive a sign-in message: always, unless
 /// `ALLOW_SIGNUP=false` and the address has no account.
 pub async fn may_sign_in(state: &AppState, email: &EmailAddress) -> Result<bool, ApiError> {
-    if state.config.allow_signup {
+    if state.config.login.allow_signup {
         return Ok(true);
     }
     let mut conn = state.db.acquire().await?;
@@ -127,8 +127,8 @@ pub async fn start_session(
     let expires_at = session_expiry(
         now,
         now,
-        crate::clock::span(config.refresh_token_expiry),
-        config.session_max_age.map(crate::clock::span),
+        crate::clock::span(config.tokens.refresh_token_expiry),
+        config.tokens.session_max_age.map(crate::clock::span),
     );
     let (ua, ip) = (ctx.user_agent.as_deref(), ctx.ip);
     let session_id = store::sessions::create(tx, user.id, &refresh.hash(), now, expires_at, ua, ip).await?;
@@ -169,8 +169,8 @@ pub async fn record_tokens(
 ) -> Result<(), ApiError> {
     for kind in kinds {
         let (name, ttl) = match kind {
-            TokenKind::Access => ("access", state.config.access_token_expiry),
-            TokenKind::Refresh => ("refresh", state.config.refresh_token_expiry),
+            TokenKind::Access => ("access", state.config.tokens.access_token_expiry),
+            TokenKind::Refresh => ("refresh", state.config.tokens.refresh_token_expiry),
         };
         tx.record(
             AuditEvent::success(Event::TokenGenerated, ctx, now)
@@ -193,7 +193,7 @@ pub fn token_pair(
     refresh: &RefreshToken,
     now: OffsetDateTime,
 ) -> Result<TokenPair, ApiError> {
-    let ttl = state.config.access_token_expiry;
+    let ttl = state.config.tokens.access_token_expiry;
     let user = session.user;
     let access = state
         .jwt

@@ -165,12 +165,13 @@ impl JwtKeys {
 
     /// The keys the settings ask for: EdDSA when `JWT_PRIVATE_KEY_FILE` is set, else HS256.
     pub fn from_config(config: &crate::config::Config) -> Result<Self, KeyError> {
-        let (iss, aud) = (&config.jwt_issuer, &config.jwt_audience);
-        match &config.jwt_private_key_file {
-            None => Ok(Self::hs256(config.jwt_secret.expose().as_bytes(), iss, aud)),
+        let (iss, aud) = (&config.tokens.jwt_issuer, &config.tokens.jwt_audience);
+        match &config.tokens.jwt_private_key_file {
+            None => Ok(Self::hs256(config.tokens.jwt_secret.expose().as_bytes(), iss, aud)),
             Some(path) => {
                 let private = read("JWT_PRIVATE_KEY_FILE", path)?;
                 let previous = config
+                    .tokens
                     .jwt_previous_public_key_files
                     .iter()
                     .map(|p| read("JWT_PREVIOUS_PUBLIC_KEY_FILES", p))

@@ -120,8 +120,8 @@ async fn metrics_format_none_or_disabled_writes_no_file_but_always_the_table(
     ] {
         let path = temp_dir("none").join("metrics.jsonl");
         let mut config = file_config(db.clone(), &path);
-        config.metrics_enabled = enabled;
-        config.metrics_format = format;
+        config.audit.metrics_enabled = enabled;
+        config.audit.metrics_format = format;
         let app = TestApp::spawn_with(config).await;
         assert_eq!(app.logout(&"N".repeat(43)).await.status, 200);
         app.stop().await;
@@ -365,7 +365,7 @@ async fn cleanup_deletes_old_audit_rows_and_expired_codes_only(opts: PgPoolOptio
     .unwrap();
 
     let mut config = test_config(db.clone());
-    config.audit_retention = Some(Duration::from_secs(24 * 3600));
+    config.audit.audit_retention = Some(Duration::from_secs(24 * 3600));
     let state = AppState::new(config, Clock::system()).unwrap();
     let report = sesame::cleanup::run_once(&state)
         .await

@@ -166,7 +166,7 @@ async fn every_response_carries_a_request_id(_: PgPoolOptions, db: PgConnectOpti
 #[sqlx::test]
 async fn cors_allows_the_frontend_origin_only(_: PgPoolOptions, db: PgConnectOptions) {
     let mut config = test_config(db);
-    config.cors_allowed_origins = vec!["https://app.example.com".to_owned()];
+    config.server.cors_allowed_origins = vec!["https://app.example.com".to_owned()];
     let app = TestApp::spawn_with(config).await;
 
     let preflight = app

@@ -28,11 +28,11 @@ pub fn test_config(db: PgConnectOptions) -> Config {
     let mut config =
         Config::from_lookup(|k| (k == "JWT_SECRET").then(|| "test-only-secret-0123456789abcdef0123".to_owned()))
             .expect("defaults are valid");
-    config.database = Some(db);
-    config.port = 0;
-    config.database_acquire_timeout = Duration::from_secs(1);
+    config.database.url = Some(db);
+    config.server.port = 0;
+    config.database.acquire_timeout = Duration::from_secs(1);
     // Tests that look at the console or the file turn them on themselves.
-    config.metrics_format = MetricsFormat::None;
+    config.audit.metrics_format = MetricsFormat::None;
     // Most tests send many codes quickly; the rate-limit tests turn limits on.
     config.rate_limits.enabled = false;
     config
@@ -41,9 +41,9 @@ pub fn test_config(db: PgConnectOptions) -> Config {
 /// `test_config` delivering email to `sink` over SMTP.
 pub fn smtp_config(db: PgConnectOptions, sink: &SmtpSink) -> Config {
     let mut config = test_config(db);
-    config.email_provider = EmailProvider::Smtp;
-    config.smtp_url = Some(Secret::new(sink.url()));
-    config.from_email = "Sesame <noreply@sesame.test>".to_owned();
+    config.email.provider = EmailProvider::Smtp;
+    config.email.smtp_url = Some(Secret::new(sink.url()));
+    config.email.from_email = "Sesame <noreply@sesame.test>".to_owned();
     config
 }
 
@@ -57,8 +57,8 @@ pub async fn spawn_with_smtp(db: PgConnectOptions) -> (TestApp, SmtpSink) {
 /// `test_config` writing audit lines to `path`.
 pub fn file_config(db: PgConnectOptions, path: &std::path::Path) -> Config {
     let mut config = test_config(db);
-    config.metrics_format = MetricsFormat::File;
-    config.metrics_file_path = path.to_owned();
+    config.audit.metrics_format = MetricsFormat::File;
+    config.audit.metrics_file_path = path.to_owned();
     config
 }
 

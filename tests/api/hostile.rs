@@ -132,7 +132,7 @@ async fn huge_values_and_bodies_are_refused_before_any_work(opts: PgPoolOptions,
 #[sqlx::test]
 async fn nul_bytes_and_control_characters_never_reach_the_database_as_errors(_: PgPoolOptions, db: PgConnectOptions) {
     let mut config = test_config(db);
-    config.redirect_allow_list = vec!["https://app.example.com".to_owned()];
+    config.login.redirect_allow_list = vec!["https://app.example.com".to_owned()];
     let app = TestApp::spawn_with(config).await;
     let nul = "\u{0}";
     let cases = [
@@ -216,7 +216,7 @@ async fn a_huge_authorization_header_is_401(_: PgPoolOptions, db: PgConnectOptio
 #[sqlx::test]
 async fn a_body_that_never_finishes_is_timed_out_while_others_are_served(_: PgPoolOptions, db: PgConnectOptions) {
     let mut config = test_config(db);
-    config.request_body_timeout = Duration::from_secs(1);
+    config.server.request_body_timeout = Duration::from_secs(1);
     let app = TestApp::spawn_with(config).await;
     let port = app.address.rsplit(':').next().unwrap().to_owned();
 

@@ -303,7 +303,7 @@ async fn with_signup_off_unknown_addresses_get_nothing_but_the_same_answer(opts:
         .unwrap();
     let sink = SmtpSink::start().await;
     let mut config = smtp_config(db, &sink);
-    config.allow_signup = false;
+    config.login.allow_signup = false;
     let app = TestApp::spawn_with(config).await;
 
     let member = app.send_code("member@example.com").await;
@@ -350,7 +350,8 @@ async fn login_and_failures_reach_the_json_lines_file(_: PgPoolOptions, db: PgCo
     let path = temp_dir("login-lines").join("metrics.jsonl");
     let mut config = smtp_config(db.clone(), &sink);
     let file = file_config(db, &path);
-    (config.metrics_format, config.metrics_file_path) = (file.metrics_format, file.metrics_file_path);
+    (config.audit.metrics_format, config.audit.metrics_file_path) =
+        (file.audit.metrics_format, file.audit.metrics_file_path);
     let app = TestApp::spawn_with(config).await;
 
     app.verify_code("ada@example.com", "123456").await;
@@ -400,7 +401,7 @@ async fn tls_required_refuses_a_server_without_starttls(opts: PgPoolOptions, db:
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let sink = SmtpSink::start().await;
     let mut config = smtp_config(db, &sink);
-    config.smtp_url = Some(sesame::config::Secret::new(format!("{}?tls=required", sink.url())));
+    config.email.smtp_url = Some(sesame::config::Secret::new(format!("{}?tls=required", sink.url())));
     let app = TestApp::spawn_with(config).await;
     app.send_code("ada@example.com").await.assert_error(502, "email_failed");
     assert!(sink.messages().is_empty(), "nothing is sent in the clear");

@@ -124,7 +124,7 @@ async fn links_expire(opts: PgPoolOptions, db: PgConnectOptions) {
 async fn only_allow_listed_redirects_are_used(_: PgPoolOptions, db: PgConnectOptions) {
     let sink = SmtpSink::start().await;
     let mut config = smtp_config(db, &sink);
-    config.redirect_allow_list = vec!["https://admin.example.com".to_owned()];
+    config.login.redirect_allow_list = vec!["https://admin.example.com".to_owned()];
     let app = TestApp::spawn_with(config).await;
 
     let ok = app
@@ -186,10 +186,10 @@ async fn two_first_logins_of_one_address_make_one_user(opts: PgPoolOptions, db: 
 async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOptions) {
     let resend = ResendStandIn::start().await;
     let mut config = test_config(db);
-    config.email_provider = EmailProvider::Resend;
-    config.resend_api_key = Some(Secret::new("re_test_key"));
-    config.resend_api_url = url::Url::parse(&resend.url()).unwrap();
-    config.from_email = "Sesame <noreply@sesame.test>".to_owned();
+    config.email.provider = EmailProvider::Resend;
+    config.email.resend_api_key = Some(Secret::new("re_test_key"));
+    config.email.resend_api_url = url::Url::parse(&resend.url()).unwrap();
+    config.email.from_email = "Sesame <noreply@sesame.test>".to_owned();
     let app = TestApp::spawn_with(config).await;
 
     assert_eq!(app.send_code("ada@example.com").await.status, 200);

@@ -213,7 +213,7 @@ async fn x_forwarded_for_counts_only_when_trusted(opts: PgPoolOptions, db: PgCon
         .unwrap();
     assert_eq!(ips, ["127.0.0.1"], "the socket peer, not the header");
 
-    config.trust_proxy_headers = true;
+    config.server.trust_proxy_headers = true;
     let proxied = TestApp::spawn_with(config).await;
     for (i, client) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"].iter().enumerate() {
         let resp = post_from(
@@ -232,7 +232,7 @@ async fn the_code_budget_per_address_holds_whatever_the_client_ip(opts: PgPoolOp
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let sink = SmtpSink::start().await;
     let mut config = limited(db, &sink);
-    config.trust_proxy_headers = true;
+    config.server.trust_proxy_headers = true;
     let app = TestApp::spawn_with(config).await;
     app.send_code("ada@example.com").await;
     let code = sink.last_to("ada@example.com").code();

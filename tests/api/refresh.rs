@@ -146,7 +146,7 @@ async fn with_the_interval_off_any_second_presentation_is_reuse(opts: PgPoolOpti
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let sink = SmtpSink::start().await;
     let mut config = smtp_config(db, &sink);
-    config.refresh_reuse_interval = Duration::ZERO;
+    config.tokens.refresh_reuse_interval = Duration::ZERO;
     let app = TestApp::spawn_with(config).await;
     let first = app.sign_in(&sink, "ada@example.com").await;
     assert_eq!(app.refresh(rt(&first)).await.status, 200);
@@ -210,7 +210,7 @@ async fn twenty_concurrent_refreshes_on_one_instance(opts: PgPoolOptions, db: Pg
 
     sqlx::query("TRUNCATE users CASCADE").execute(&pool).await.unwrap();
     let mut config = smtp_config(db, &sink);
-    config.refresh_reuse_interval = Duration::ZERO;
+    config.tokens.refresh_reuse_interval = Duration::ZERO;
     let strict = TestApp::spawn_with(config).await;
     check_concurrency(&[&strict], &sink, &pool, false).await;
 }
@@ -226,7 +226,7 @@ async fn twenty_concurrent_refreshes_across_two_instances(opts: PgPoolOptions, d
     sqlx::query("TRUNCATE users CASCADE").execute(&pool).await.unwrap();
     let strict = |db| {
         let mut c = smtp_config(db, &sink);
-        c.refresh_reuse_interval = Duration::ZERO;
+        c.tokens.refresh_reuse_interval = Duration::ZERO;
         c
     };
     let a = TestApp::spawn_with(strict(db.clone())).await;
@@ -239,7 +239,7 @@ async fn sessions_slide_and_stop_at_their_absolute_limit(opts: PgPoolOptions, db
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let sink = SmtpSink::start().await;
     let mut config = smtp_config(db.clone(), &sink);
-    config.refresh_token_expiry = Duration::from_secs(3600);
+    config.tokens.refresh_token_expiry = Duration::from_secs(3600);
     let app = TestApp::spawn_with(config).await;
 
     // Sliding: refreshed every 50 minutes, a 1-hour token lives on.
@@ -256,8 +256,8 @@ async fn sessions_slide_and_stop_at_their_absolute_limit(opts: PgPoolOptions, db
 
     // Absolute: SESSION_MAX_AGE caps the slide.
     let mut config = smtp_config(db, &sink);
-    config.refresh_token_expiry = Duration::from_secs(3600);
-    config.session_max_age = Some(Duration::from_secs(90 * 60));
+    config.tokens.refresh_token_expiry = Duration::from_secs(3600);
+    config.tokens.session_max_age = Some(Duration::from_secs(90 * 60));
     let capped = TestApp::spawn_with(config).await;
     let pair = capped.sign_in(&sink, "bob@example.com").await;
     capped.state.clock.advance(Duration::from_secs(50 * 60));

@@ -30,8 +30,8 @@ fn key_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
 
 async fn eddsa_app(db: PgConnectOptions, sink: &SmtpSink, private: &Path, previous: &[PathBuf]) -> TestApp {
     let mut config = smtp_config(db, sink);
-    config.jwt_private_key_file = Some(private.to_owned());
-    config.jwt_previous_public_key_files = previous.to_vec();
+    config.tokens.jwt_private_key_file = Some(private.to_owned());
+    config.tokens.jwt_previous_public_key_files = previous.to_vec();
     TestApp::spawn_with(config).await
 }
 
@@ -46,7 +46,7 @@ async fn forged_tampered_and_stale_hs256_tokens_are_refused(_: PgPoolOptions, db
     let good = pair["token"].as_str().unwrap();
     assert_eq!(me_status(&app, good).await, 200);
     let claims = app.state.jwt.verify(good).unwrap();
-    let secret = app.state.config.jwt_secret.expose().to_owned();
+    let secret = app.state.config.tokens.jwt_secret.expose().to_owned();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sign = |header: Header, claims: &Value| {
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()

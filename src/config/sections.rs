@@ -1,0 +1,344 @@
+//! Reading each section of [`Config`](super::Config): variable names, defaults, and
+//! the checks that span variables. Every section reads through the one shared
+//! [`Reader`], so its problems join the others'; what a section needs from another
+//! (the environment, `JWT_SECRET`, `FRONTEND_URL`) arrives as a parameter.
+
+use std::{net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use sqlx::postgres::PgConnectOptions;
+use url::Url;
+
+use super::{
+    AppEnv, AuditSettings, DatabaseSettings, EXAMPLE_JWT_SECRET, EmailProvider, EmailSettings, LogFormat,
+    LoginSettings, MIN_JWT_SECRET_BYTES, MetricsFormat, RateLimits, Secret, ServerSettings, TokenSettings, origin_of,
+    reader::Reader,
+};
+
+/// `APP_ENV` (`NODE_ENV` when unset): read first, since production tightens other checks.
+pub(super) fn app_env(r: &mut Reader<'_>) -> AppEnv {
+    match r.raw("APP_ENV").or_else(|| r.raw("NODE_ENV")) {
+        None => AppEnv::Development,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "development" | "dev" | "test" => AppEnv::Development,
+            "production" | "prod" => AppEnv::Production,
+            _ => {
+                r.problem("APP_ENV", "`development` or `production`", Some(&v));
+                AppEnv::Development
+            }
+        },
+    }
+}
+
+impl ServerSettings {
+    /// `frontend_url` gives the default CORS origin.
+    pub(super) fn read(r: &mut Reader<'_>, app_env: AppEnv, frontend_url: &Url) -> Self {
+        Self {
+            app_env,
+            host: r.parse(
+                "HOST",
+                IpAddr::from([127, 0, 0, 1]),
+                "an IP address such as 127.0.0.1 or 0.0.0.0",
+            ),
+            port: r.parse("PORT", 3001u16, "a port number from 0 to 65535"),
+            request_body_timeout: r.duration("REQUEST_BODY_TIMEOUT", "10s", Duration::from_millis(100)),
+            log_format: r.choice(
+                "LOG_FORMAT",
+                LogFormat::Pretty,
+                &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
+            ),
+            rust_log: rust_log(r),
+            trust_proxy_headers: r.bool("TRUST_PROXY_HEADERS", false),
+            cors_allowed_origins: r
+                .origins("CORS_ALLOWED_ORIGINS")
+                .unwrap_or_else(|| vec![origin_of(frontend_url)]),
+        }
+    }
+}
+
+fn rust_log(r: &mut Reader<'_>) -> String {
+    let rust_log = r.string("RUST_LOG", "info");
+    if tracing_subscriber::EnvFilter::try_new(&rust_log).is_err() {
+        r.problem(
+            "RUST_LOG",
+            "a tracing filter such as `info` or `sesame=debug,info`",
+            Some(&rust_log),
+        );
+    }
+    rust_log
+}
+
+impl DatabaseSettings {
+    pub(super) fn read(r: &mut Reader<'_>) -> Self {
+        Self {
+            url: database_url(r),
+            max_connections: r.int_in("DATABASE_MAX_CONNECTIONS", 10, 1, 1000),
+            acquire_timeout: r.duration("DATABASE_ACQUIRE_TIMEOUT", "3s", Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The URL holds a password: a bad one is not echoed.
+fn database_url(r: &mut Reader<'_>) -> Option<PgConnectOptions> {
+    let v = r.raw("DATABASE_URL")?;
+    match PgConnectOptions::from_str(&v) {
+        Ok(opts) if v.starts_with("postgres://") || v.starts_with("postgresql://") => Some(opts),
+        _ => {
+            r.secret_problem(
+                "DATABASE_URL",
+                "a PostgreSQL URL such as postgres://user:pass@127.0.0.1:5432/sesame",
+            );
+            None
+        }
+    }
+}
+
+impl TokenSettings {
+    pub(super) fn read(r: &mut Reader<'_>, app_env: AppEnv) -> Self {
+        let jwt_secret = jwt_secret(r, app_env);
+        let jwt_issuer = r.string("JWT_ISSUER", "sesame");
+        let jwt_audience = r.string("JWT_AUDIENCE", "sesame");
+        let access_token_expiry = r.duration("ACCESS_TOKEN_EXPIRY", "1h", Duration::from_secs(1));
+        let refresh_token_expiry = r.duration("REFRESH_TOKEN_EXPIRY", "30d", Duration::from_secs(1));
+        let refresh_reuse_interval = r.duration("REFRESH_REUSE_INTERVAL", "10s", Duration::ZERO);
+        let session_max_age = r.optional_duration("SESSION_MAX_AGE", "none", "90d", Duration::from_secs(60));
+        let jwt_private_key_file = r.raw("JWT_PRIVATE_KEY_FILE").map(PathBuf::from);
+        let jwt_previous_public_key_files = previous_public_key_files(r, jwt_private_key_file.is_some());
+        Self {
+            jwt_secret,
+            jwt_issuer,
+            jwt_audience,
+            access_token_expiry,
+            refresh_token_expiry,
+            refresh_reuse_interval,
+            session_max_age,
+            jwt_private_key_file,
+            jwt_previous_public_key_files,
+        }
+    }
+}
+
+/// Production refuses a missing, short or example secret; development makes one up.
+fn jwt_secret(r: &mut Reader<'_>, app_env: AppEnv) -> Secret {
+    let production = app_env.is_production();
+    match r.raw("JWT_SECRET") {
+        Some(v) if production && v == EXAMPLE_JWT_SECRET => {
+            r.secret_problem(
+                "JWT_SECRET",
+                "a random secret of your own; the example value is refused in production",
+            );
+            Secret::new(v)
+        }
+        Some(v) if production && v.len() < MIN_JWT_SECRET_BYTES => {
+            r.secret_problem(
+                "JWT_SECRET",
+                "at least 32 bytes in production (e.g. `openssl rand -base64 48`)",
+            );
+            Secret::new(v)
+        }
+        Some(v) => Secret::new(v),
+        None if production => {
+            r.secret_problem(
+                "JWT_SECRET",
+                "a random secret of at least 32 bytes; it is required in production",
+            );
+            Secret::new(String::new())
+        }
+        // Development: a per-process random secret, so nothing guessable signs tokens.
+        None => Secret::new(random_hex(32)),
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    // uuid v4 draws from the OS CSPRNG; two of them give 244 random bits.
+    let mut s = String::with_capacity(bytes * 2);
+    while s.len() < bytes * 2 {
+        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(bytes * 2);
+    s
+}
+
+/// Retired keys only make sense next to a signing key of the same kind.
+fn previous_public_key_files(r: &mut Reader<'_>, has_private_key: bool) -> Vec<PathBuf> {
+    let files: Vec<PathBuf> = r
+        .raw("JWT_PREVIOUS_PUBLIC_KEY_FILES")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    if !has_private_key && !files.is_empty() {
+        r.problem(
+            "JWT_PREVIOUS_PUBLIC_KEY_FILES",
+            "to be used together with JWT_PRIVATE_KEY_FILE (EdDSA signing)",
+            None,
+        );
+    }
+    files
+}
+
+impl LoginSettings {
+    /// `jwt_secret` seeds the OTP pepper when `OTP_SECRET` is unset.
+    pub(super) fn read(r: &mut Reader<'_>, app_env: AppEnv, jwt_secret: &Secret) -> Self {
+        Self {
+            otp_length: r.int_in("OTP_LENGTH", 6, 4, 10),
+            otp_expiry: r.duration("OTP_EXPIRY", "10m", Duration::from_secs(1)),
+            otp_max_attempts: r.int_in("OTP_MAX_ATTEMPTS", 5, 1, 100),
+            otp_secret: otp_secret(r, app_env, jwt_secret),
+            otp_hash_memory_kib: r.int_in("OTP_HASH_MEMORY_KIB", 512, 8, 4 * 1024 * 1024),
+            otp_hash_iterations: r.int_in("OTP_HASH_ITERATIONS", 1, 1, 100),
+            magic_link_expiry: r.duration("MAGIC_LINK_EXPIRY", "15m", Duration::from_secs(1)),
+            allow_signup: r.bool("ALLOW_SIGNUP", true),
+            frontend_url: r.http_url("FRONTEND_URL", "http://localhost:3000"),
+            redirect_allow_list: r.origins("REDIRECT_ALLOW_LIST").unwrap_or_default(),
+        }
+    }
+}
+
+/// The pepper of code hashes: set, or derived from `JWT_SECRET`.
+fn otp_secret(r: &mut Reader<'_>, app_env: AppEnv, jwt_secret: &Secret) -> Secret {
+    match r.raw("OTP_SECRET") {
+        Some(v) if app_env.is_production() && v.len() < MIN_JWT_SECRET_BYTES => {
+            r.secret_problem(
+                "OTP_SECRET",
+                "at least 32 bytes in production, or unset to derive it from JWT_SECRET",
+            );
+            Secret::new(v)
+        }
+        Some(v) => Secret::new(v),
+        None => Secret::new(format!("sesame-otp-pepper:{}", jwt_secret.expose())),
+    }
+}
+
+impl EmailSettings {
+    /// Production needs a real transport and a sender; each transport needs its settings.
+    pub(super) fn read(r: &mut Reader<'_>, app_env: AppEnv) -> Self {
+        let provider = email_provider(r, app_env);
+        let smtp_url = smtp_url(r);
+        if provider == EmailProvider::Smtp && smtp_url.is_none() {
+            r.problem(
+                "SMTP_URL",
+                "a URL such as smtp://127.0.0.1:2525 (required when EMAIL_PROVIDER=smtp)",
+                None,
+            );
+        }
+        let resend_api_key = r.raw("RESEND_API_KEY").map(Secret::new);
+        if provider == EmailProvider::Resend && resend_api_key.is_none() {
+            r.problem(
+                "RESEND_API_KEY",
+                "your Resend API key (required when EMAIL_PROVIDER=resend)",
+                None,
+            );
+        }
+        Self {
+            provider,
+            smtp_url,
+            resend_api_key,
+            resend_api_url: r.http_url("RESEND_API_URL", "https://api.resend.com"),
+            from_email: from_email(r, app_env),
+        }
+    }
+}
+
+fn email_provider(r: &mut Reader<'_>, app_env: AppEnv) -> EmailProvider {
+    let production = app_env.is_production();
+    let Some(v) = r.raw("EMAIL_PROVIDER") else {
+        if production {
+            r.problem("EMAIL_PROVIDER", "`smtp` or `resend` (required in production)", None);
+        }
+        return EmailProvider::Console;
+    };
+    match v.to_ascii_lowercase().as_str() {
+        "console" if production => {
+            r.problem(
+                "EMAIL_PROVIDER",
+                "`smtp` or `resend`; `console` prints codes to the log and is refused in production",
+                Some(&v),
+            );
+            EmailProvider::Console
+        }
+        "console" => EmailProvider::Console,
+        "smtp" => EmailProvider::Smtp,
+        "resend" => EmailProvider::Resend,
+        _ => {
+            r.problem("EMAIL_PROVIDER", "`console`, `smtp` or `resend`", Some(&v));
+            EmailProvider::Console
+        }
+    }
+}
+
+/// The URL may hold a password: a bad one is not echoed.
+fn smtp_url(r: &mut Reader<'_>) -> Option<Secret> {
+    let v = r.raw("SMTP_URL")?;
+    let ok = Url::parse(&v)
+        .map(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some())
+        .unwrap_or(false);
+    if !ok {
+        r.secret_problem(
+            "SMTP_URL",
+            "a URL such as smtp://127.0.0.1:2525 or smtps://user:pass@host:465",
+        );
+    }
+    Some(Secret::new(v))
+}
+
+/// One line with an `@`: the header it becomes must not be split.
+fn from_email(r: &mut Reader<'_>, app_env: AppEnv) -> String {
+    match r.raw("FROM_EMAIL") {
+        Some(v) if v.contains('@') && !v.contains(['\r', '\n']) => v,
+        Some(v) => {
+            r.problem(
+                "FROM_EMAIL",
+                "a sender address such as `Sesame <noreply@example.com>`",
+                Some(&v),
+            );
+            v
+        }
+        None if app_env.is_production() => {
+            r.problem(
+                "FROM_EMAIL",
+                "a sender address such as `noreply@example.com` (required in production)",
+                None,
+            );
+            String::new()
+        }
+        None => "sesame@localhost".to_owned(),
+    }
+}
+
+impl AuditSettings {
+    pub(super) fn read(r: &mut Reader<'_>) -> Self {
+        Self {
+            metrics_enabled: r.bool("METRICS_ENABLED", true),
+            metrics_format: r.choice(
+                "METRICS_FORMAT",
+                MetricsFormat::Console,
+                &[
+                    ("console", MetricsFormat::Console),
+                    ("file", MetricsFormat::File),
+                    ("both", MetricsFormat::Both),
+                    ("none", MetricsFormat::None),
+                ],
+            ),
+            metrics_file_path: PathBuf::from(r.string("METRICS_FILE_PATH", "./logs/metrics.jsonl")),
+            cleanup_interval: r.duration("CLEANUP_INTERVAL", "1h", Duration::from_secs(1)),
+            audit_retention: r.optional_duration("AUDIT_RETENTION", "forever", "1d", Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl RateLimits {
+    pub(super) fn read(r: &mut Reader<'_>) -> Self {
+        Self {
+            enabled: r.bool("RATE_LIMIT_ENABLED", true),
+            send_interval: r.duration("RATE_LIMIT_SEND_INTERVAL", "60s", Duration::ZERO),
+            send_per_address_per_hour: r.int_in("RATE_LIMIT_SEND_PER_ADDRESS_PER_HOUR", 10, 1, 1_000_000),
+            send_per_ip_per_hour: r.int_in("RATE_LIMIT_SEND_PER_IP_PER_HOUR", 30, 1, 1_000_000),
+            verify_per_ip_per_minute: r.int_in("RATE_LIMIT_VERIFY_PER_IP_PER_MINUTE", 30, 1, 1_000_000),
+            refresh_per_ip_per_minute: r.int_in("RATE_LIMIT_REFRESH_PER_IP_PER_MINUTE", 300, 1, 1_000_000),
+        }
+    }
+}

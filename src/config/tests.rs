@@ -1,0 +1,322 @@
+//! Unit tests of reading settings: the defaults, each refusal and its message, and the
+//! agreement of the code, its field docs and `.env.example`.
+
+use std::collections::HashMap;
+
+use super::*;
+
+fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Config::from_lookup(|k| map.get(k).cloned())
+}
+
+fn problems(vars: &[(&str, &str)]) -> Vec<String> {
+    match load(vars) {
+        Ok(_) => panic!("expected {vars:?} to be refused"),
+        Err(e) => e.problems,
+    }
+}
+
+const PROD_OK: &[(&str, &str)] = &[
+    ("APP_ENV", "production"),
+    ("JWT_SECRET", "0123456789abcdef0123456789abcdef-long-enough"),
+    ("EMAIL_PROVIDER", "smtp"),
+    ("SMTP_URL", "smtp://127.0.0.1:2525"),
+    ("FROM_EMAIL", "noreply@example.com"),
+];
+
+fn prod_with(overrides: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut v: Vec<_> = PROD_OK
+        .iter()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+        .copied()
+        .collect();
+    v.extend(overrides.iter().filter(|(_, val)| !val.is_empty()).copied());
+    v
+}
+
+#[test]
+fn defaults_match_the_spec() {
+    let c = load(&[]).expect("empty environment is a valid development config");
+    assert_eq!(c.server.app_env, AppEnv::Development);
+    assert_eq!(c.server.host, IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(c.server.port, 3001);
+    assert!(c.database.url.is_none());
+    assert_eq!(c.server.log_format, LogFormat::Pretty);
+    assert_eq!(c.server.rust_log, "info");
+    assert_eq!(c.tokens.access_token_expiry, Duration::from_secs(3600));
+    assert_eq!(c.tokens.refresh_token_expiry, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.tokens.refresh_reuse_interval, Duration::from_secs(10));
+    assert_eq!(c.tokens.session_max_age, None);
+    assert!(c.tokens.jwt_private_key_file.is_none() && c.tokens.jwt_previous_public_key_files.is_empty());
+    assert_eq!(c.login.otp_length, 6);
+    assert_eq!(c.login.otp_expiry, Duration::from_secs(600));
+    assert_eq!(c.login.otp_max_attempts, 5);
+    assert_eq!(c.login.magic_link_expiry, Duration::from_secs(900));
+    assert!(c.login.allow_signup);
+    assert_eq!(
+        (c.tokens.jwt_issuer.as_str(), c.tokens.jwt_audience.as_str()),
+        ("sesame", "sesame")
+    );
+    assert_eq!(c.login.frontend_url.as_str(), "http://localhost:3000/");
+    assert_eq!(c.server.cors_allowed_origins, vec!["http://localhost:3000".to_owned()]);
+    assert_eq!(c.email.provider, EmailProvider::Console);
+    assert!(c.audit.metrics_enabled);
+    assert_eq!(c.audit.metrics_format, MetricsFormat::Console);
+    assert_eq!(c.audit.metrics_file_path, PathBuf::from("./logs/metrics.jsonl"));
+    assert_eq!(c.audit.cleanup_interval, Duration::from_secs(3600));
+    assert_eq!(c.audit.audit_retention, None);
+    let c = load(&[("AUDIT_RETENTION", "90d")]).expect("valid");
+    assert_eq!(c.audit.audit_retention, Some(Duration::from_secs(90 * 86_400)));
+    assert!(c.rate_limits.enabled);
+    assert_eq!(c.rate_limits.send_interval, Duration::from_secs(60));
+    assert_eq!(c.rate_limits.send_per_address_per_hour, 10);
+    assert_eq!(c.rate_limits.send_per_ip_per_hour, 30);
+    assert_eq!(c.rate_limits.verify_per_ip_per_minute, 30);
+    assert!(!c.server.trust_proxy_headers);
+    assert!(
+        c.tokens.jwt_secret.expose().len() >= MIN_JWT_SECRET_BYTES,
+        "development generates a strong secret"
+    );
+}
+
+#[test]
+fn a_valid_production_config_loads() {
+    let c = load(PROD_OK).expect("valid production config");
+    assert_eq!(c.server.app_env, AppEnv::Production);
+    assert_eq!(c.email.provider, EmailProvider::Smtp);
+}
+
+#[test]
+fn each_bad_value_names_its_variable_and_the_expected_form() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("APP_ENV", "staging", "`development` or `production`"),
+        ("HOST", "localhost:80", "an IP address"),
+        ("PORT", "70000", "a port number"),
+        ("PORT", "abc", "a port number"),
+        ("DATABASE_URL", "mysql://x", "a PostgreSQL URL"),
+        ("DATABASE_MAX_CONNECTIONS", "0", "a whole number from 1 to 1000"),
+        ("DATABASE_ACQUIRE_TIMEOUT", "soon", "a duration"),
+        ("REQUEST_BODY_TIMEOUT", "0", "a duration"),
+        ("LOG_FORMAT", "xml", "one of `pretty`, `json`"),
+        ("RUST_LOG", "info,[", "a tracing filter"),
+        ("ACCESS_TOKEN_EXPIRY", "1 fortnight", "a duration"),
+        ("ACCESS_TOKEN_EXPIRY", "0s", "at least 1s"),
+        ("REFRESH_TOKEN_EXPIRY", "-5", "a duration"),
+        ("REFRESH_REUSE_INTERVAL", "ten", "a duration"),
+        ("REFRESH_TOKEN_EXPIRY", "100000y", "at most 3650d"),
+        ("RATE_LIMIT_SEND_INTERVAL", "99999999999999", "at most 3650d"),
+        ("SESSION_MAX_AGE", "10s", "at least 1m"),
+        (
+            "JWT_PREVIOUS_PUBLIC_KEY_FILES",
+            "old.pem",
+            "together with JWT_PRIVATE_KEY_FILE",
+        ),
+        ("OTP_LENGTH", "3", "a whole number from 4 to 10"),
+        ("OTP_EXPIRY", "x", "a duration"),
+        ("OTP_MAX_ATTEMPTS", "0", "a whole number from 1 to 100"),
+        ("OTP_HASH_MEMORY_KIB", "4", "a whole number from 8 to"),
+        ("OTP_HASH_ITERATIONS", "0", "a whole number from 1 to 100"),
+        ("ALLOW_SIGNUP", "nope", "`true` or `false`"),
+        ("MAGIC_LINK_EXPIRY", "1y2", "a duration"),
+        ("FRONTEND_URL", "localhost:3000", "an absolute http(s) URL"),
+        ("FRONTEND_URL", "ftp://example.com", "an absolute http(s) URL"),
+        (
+            "REDIRECT_ALLOW_LIST",
+            "https://ok.example.com,not a url",
+            "a comma-separated list of origins",
+        ),
+        (
+            "REDIRECT_ALLOW_LIST",
+            "https://example.com/path",
+            "a comma-separated list of origins",
+        ),
+        ("CORS_ALLOWED_ORIGINS", "*", "a comma-separated list of origins"),
+        ("EMAIL_PROVIDER", "pigeon", "`console`, `smtp` or `resend`"),
+        ("SMTP_URL", "http://mail", "smtp://"),
+        ("RESEND_API_URL", "api.resend.com", "an absolute http(s) URL"),
+        ("FROM_EMAIL", "nobody", "a sender address"),
+        ("METRICS_ENABLED", "maybe", "`true` or `false`"),
+        ("METRICS_FORMAT", "syslog", "one of `console`, `file`, `both`, `none`"),
+        ("CLEANUP_INTERVAL", "0", "at least 1s"),
+        ("AUDIT_RETENTION", "10m", "at least 1h"),
+        ("AUDIT_RETENTION", "always", "a duration"),
+        ("RATE_LIMIT_ENABLED", "2", "`true` or `false`"),
+        ("RATE_LIMIT_SEND_INTERVAL", "later", "a duration"),
+        ("RATE_LIMIT_SEND_PER_ADDRESS_PER_HOUR", "0", "a whole number"),
+        ("RATE_LIMIT_SEND_PER_IP_PER_HOUR", "-1", "a whole number"),
+        ("RATE_LIMIT_VERIFY_PER_IP_PER_MINUTE", "many", "a whole number"),
+        ("RATE_LIMIT_REFRESH_PER_IP_PER_MINUTE", "1.5", "a whole number"),
+        ("TRUST_PROXY_HEADERS", "sometimes", "`true` or `false`"),
+    ];
+    for (name, value, expected) in cases {
+        let p = problems(&[(name, value)]);
+        assert_eq!(p.len(), 1, "{name}={value}: {p:?}");
+        assert!(
+            p[0].starts_with(&format!("{name}: expected")),
+            "{name}={value}: {}",
+            p[0]
+        );
+        assert!(p[0].contains(expected), "{name}={value}: {} lacks {expected:?}", p[0]);
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let p = problems(&[("PORT", "x"), ("OTP_LENGTH", "99"), ("LOG_FORMAT", "xml")]);
+    assert_eq!(p.len(), 3, "{p:?}");
+}
+
+#[test]
+fn production_refuses_a_missing_short_or_example_jwt_secret() {
+    for secret in ["", "too-short", EXAMPLE_JWT_SECRET] {
+        let p = problems(&prod_with(&[("JWT_SECRET", secret)]));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("JWT_SECRET: expected"), "{}", p[0]);
+        if !secret.is_empty() {
+            assert!(!p[0].contains(secret), "the secret must not be echoed: {}", p[0]);
+        }
+    }
+}
+
+#[test]
+fn development_accepts_any_jwt_secret() {
+    let c = load(&[("JWT_SECRET", "short")]).expect("development allows a short secret");
+    assert_eq!(c.tokens.jwt_secret.expose(), "short");
+}
+
+#[test]
+fn production_refuses_console_email_and_needs_a_sender() {
+    let p = problems(&prod_with(&[("EMAIL_PROVIDER", "console"), ("SMTP_URL", "")]));
+    assert!(p.iter().any(|m| m.starts_with("EMAIL_PROVIDER: expected")), "{p:?}");
+    let p = problems(&prod_with(&[("FROM_EMAIL", "")]));
+    assert!(p.iter().any(|m| m.starts_with("FROM_EMAIL: expected")), "{p:?}");
+}
+
+#[test]
+fn a_transport_needs_its_settings() {
+    let p = problems(&[("EMAIL_PROVIDER", "smtp")]);
+    assert_eq!(
+        p,
+        vec!["SMTP_URL: expected a URL such as smtp://127.0.0.1:2525 (required when EMAIL_PROVIDER=smtp)"]
+    );
+    let p = problems(&[("EMAIL_PROVIDER", "resend")]);
+    assert_eq!(
+        p,
+        vec!["RESEND_API_KEY: expected your Resend API key (required when EMAIL_PROVIDER=resend)"]
+    );
+}
+
+#[test]
+fn secrets_are_not_echoed_or_debug_printed() {
+    let p = problems(&[("SMTP_URL", "ftp://user:hunter2@mail")]);
+    assert!(!p[0].contains("hunter2"), "{}", p[0]);
+    let c = load(&[("JWT_SECRET", "hunter2-hunter2")]).expect("valid");
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn node_env_is_read_when_app_env_is_unset() {
+    let mut vars = prod_with(&[("APP_ENV", "")]);
+    vars.push(("NODE_ENV", "production"));
+    assert_eq!(load(&vars).expect("valid").server.app_env, AppEnv::Production);
+}
+
+#[test]
+fn durations_accept_units_and_bare_seconds() {
+    assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+    assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+    assert_eq!(parse_duration("30d"), Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("soon"), None);
+    for (secs, text) in [(30 * 86_400, "30d"), (3600, "1h"), (900, "15m"), (90, "90s"), (0, "0s")] {
+        assert_eq!(compact_duration(Duration::from_secs(secs)), text);
+    }
+}
+
+#[test]
+fn origin_lists_are_normalised() {
+    let c = load(&[(
+        "REDIRECT_ALLOW_LIST",
+        " https://App.example.com/ , http://localhost:5173 ",
+    )])
+    .expect("valid");
+    assert_eq!(
+        c.login.redirect_allow_list,
+        vec!["https://app.example.com", "http://localhost:5173"]
+    );
+}
+
+/// The settings `.env.example` assigns, name to value.
+fn env_example() -> HashMap<String, String> {
+    include_str!("../../.env.example")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// `.env.example` lists every setting the code reads, and its values are the defaults.
+#[test]
+fn env_example_lists_every_setting_with_its_default() {
+    let example = env_example();
+    let read: Vec<&str> = [
+        include_str!("../config.rs"),
+        include_str!("sections.rs"),
+        include_str!("reader.rs"),
+    ]
+    .iter()
+    .flat_map(|source| source.split('"'))
+    .filter(|w| w.len() > 2 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+    .filter(|w| w.contains('_') || *w == "PORT" || *w == "HOST")
+    .collect();
+    assert!(read.len() >= 35, "found only {read:?}");
+    for name in &read {
+        if *name == "NODE_ENV" {
+            continue; // a fallback alias of APP_ENV
+        }
+        assert!(example.contains_key(*name), ".env.example lacks {name}");
+    }
+    for name in example.keys() {
+        assert!(
+            read.contains(&name.as_str()),
+            ".env.example lists {name}, which the code does not read"
+        );
+    }
+    let from_example = Config::from_lookup(|k| example.get(k).cloned()).expect(".env.example is a valid config");
+    let defaults = load(&[]).expect("defaults");
+    let (mut a, mut b) = (from_example, defaults);
+    (a.database.url, b.database.url) = (None, None);
+    (a.tokens.jwt_secret, b.tokens.jwt_secret) = (Secret::new(""), Secret::new(""));
+    (a.login.otp_secret, b.login.otp_secret) = (Secret::new(""), Secret::new(""));
+    assert_eq!(
+        format!("{a:?}"),
+        format!("{b:?}"),
+        ".env.example values must be the defaults"
+    );
+}
+
+/// Each setting has a field doc saying `(`NAME`, default VALUE …)`, and VALUE is the one
+/// `.env.example` shows (whose `JWT_SECRET` and `DATABASE_URL` are examples, not defaults).
+#[test]
+fn field_docs_name_each_variable_and_its_default() {
+    let docs: Vec<&str> = include_str!("../config.rs")
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("///"))
+        .collect();
+    for (name, value) in env_example() {
+        let tag = format!("(`{name}`, default ");
+        let Some(rest) = docs
+            .iter()
+            .find_map(|l| l.split_once(tag.as_str()).map(|(_, rest)| rest))
+        else {
+            panic!("no field doc says {tag}…)");
+        };
+        let documented = rest.split([' ', ',', ';', ')']).next().unwrap_or_default();
+        if !value.is_empty() && name != "JWT_SECRET" && name != "DATABASE_URL" {
+            assert_eq!(documented, value, "the field doc of {name}");
+        }
+    }
+}

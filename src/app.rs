@@ -23,6 +23,7 @@ use crate::{
     email::Mailer,
     error,
     metrics::Metrics,
+    rate_limit::RateLimiter,
 };
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -44,6 +45,8 @@ pub struct AppState {
     pub jwt: JwtKeys,
     /// Derives each refresh token's child from it (see `auth::refresh`).
     pub refresh_chain: RefreshChain,
+    /// Counts requests against the rate limits of the config.
+    pub limiter: RateLimiter,
     /// Hashes and checks one-time codes.
     pub otp: OtpHasher,
     /// Where hashing runs: bounded, one job per core.
@@ -79,6 +82,7 @@ impl AppState {
         )
         .map_err(|e| anyhow::anyhow!("OTP_HASH_MEMORY_KIB / OTP_HASH_ITERATIONS: {e}"))?;
         let mailer = Mailer::from_config(&config).context("setting up the email transport")?;
+        let limiter = RateLimiter::new(db.clone(), config.rate_limits.clone(), clock.clone(), audit.clone());
         Ok(Self {
             db,
             config: Arc::new(config),
@@ -87,6 +91,7 @@ impl AppState {
             audit,
             jwt,
             refresh_chain,
+            limiter,
             otp,
             hash_queue: HashQueue::for_this_machine(),
             mailer,

@@ -184,13 +184,10 @@ impl AuthApi {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
-        rate_limit::check(
-            state,
-            &ctx,
-            &rate_limit::for_send(email.as_str(), &ctx),
-            Some(email.as_str()),
-        )
-        .await?;
+        state
+            .limiter
+            .check(&ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(email.as_str()))
+            .await?;
         let config = &state.config;
         let code = OtpCode::generate(config.otp_length);
         let hash = hash_code(state, code.clone()).await?;
@@ -237,13 +234,14 @@ impl AuthApi {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
-        rate_limit::check(
-            state,
-            &ctx,
-            &rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx),
-            Some(email.as_str()),
-        )
-        .await?;
+        state
+            .limiter
+            .check(
+                &ctx,
+                &rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx),
+                Some(email.as_str()),
+            )
+            .await?;
         let code = OtpCode::parse(body.code.as_str(), state.config.otp_length);
 
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
@@ -338,13 +336,10 @@ impl AuthApi {
         // Store the parsed URL, never the raw input.
         let redirect_to = redirect_to.map(|_| target.as_str());
         let url = magic_link::with_token(&target, &token);
-        rate_limit::check(
-            state,
-            &ctx,
-            &rate_limit::for_send(email.as_str(), &ctx),
-            Some(email.as_str()),
-        )
-        .await?;
+        state
+            .limiter
+            .check(&ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(email.as_str()))
+            .await?;
         if !may_sign_in(state, &email).await? {
             state.mailer.imitate_send().await;
             return Ok(sent());
@@ -394,13 +389,10 @@ impl AuthApi {
         let state = &self.state;
         let ctx = request_context(req, state);
         let token = body.token.as_str();
-        rate_limit::check(
-            state,
-            &ctx,
-            &rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx),
-            None,
-        )
-        .await?;
+        state
+            .limiter
+            .check(&ctx, &rate_limit::for_client(Limit::VerifyPerIpMinute, &ctx), None)
+            .await?;
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let stored = if crate::auth::is_token_shaped(token) {
             store::magic_links::find_for_update(&mut tx, &magic_link::hash(token)).await?
@@ -480,13 +472,10 @@ impl AuthApi {
         let ctx = request_context(req, state);
         let refused =
             || ApiError::unauthorized("invalid_refresh_token", "the refresh token is invalid, used or expired");
-        rate_limit::check(
-            state,
-            &ctx,
-            &rate_limit::for_client(Limit::RefreshPerIpMinute, &ctx),
-            None,
-        )
-        .await?;
+        state
+            .limiter
+            .check(&ctx, &rate_limit::for_client(Limit::RefreshPerIpMinute, &ctx), None)
+            .await?;
         let presented = RefreshToken::parse(body.refresh_token.as_str());
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let locked = match &presented {

@@ -13,15 +13,12 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use crate::{
     api::{self, middleware},
     audit::AuditSink,
-    auth::{
-        jwt::JwtKeys,
-        otp::{HashQueue, OtpHasher},
-        refresh::RefreshChain,
-    },
+    auth::{jwt::JwtKeys, otp::OtpHasher, refresh::RefreshChain},
     clock::Clock,
     config::Config,
     email::Mailer,
     error,
+    hash_queue::HashQueue,
     metrics::Metrics,
     rate_limit::RateLimiter,
 };

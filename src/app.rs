@@ -70,7 +70,7 @@ impl AppState {
     }
 
     fn assemble(config: Config, db: PgPool, clock: Clock, metrics: Metrics, audit: AuditSink) -> anyhow::Result<Self> {
-        let jwt = JwtKeys::from_config(&config)?;
+        let jwt = crate::keys::load(&config)?;
         let refresh_chain = RefreshChain::new(config.jwt_secret.expose().as_bytes());
         let otp = OtpHasher::new(
             config.otp_secret.expose().as_bytes(),

@@ -7,6 +7,7 @@
 //! Map of the crate, in the direction data flows:
 //! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`).
 //! - [`config`]: every setting, typed and validated at start-up.
+//! - [`keys`]: reads the JWT key files at start-up into [`auth::jwt::JwtKeys`].
 //! - [`app`]: [`app::AppState`], [`app::Application`] (bind, serve, shut down) and the routes.
 //! - [`api`]: the HTTP operations, one module per OpenAPI tag, and the middleware.
 //! - [`auth`]: pure domain logic (tokens, hashing); no HTTP, no SQL.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod email;
 pub mod error;
 pub mod hash_queue;
+pub mod keys;
 pub mod metrics;
 pub mod rate_limit;
 pub mod store;

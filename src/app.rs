@@ -13,16 +13,14 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 use crate::{
     api::{self, middleware},
     audit::AuditSink,
-    auth::{
-        jwt::JwtKeys,
-        otp::{HashQueue, OtpHasher},
-        refresh::RefreshChain,
-    },
+    auth::{jwt::JwtKeys, otp::OtpHasher, refresh::RefreshChain},
     clock::Clock,
     config::Config,
     email::Mailer,
     error,
+    hash_queue::HashQueue,
     metrics::Metrics,
+    rate_limit::RateLimiter,
 };
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -44,6 +42,8 @@ pub struct AppState {
     pub jwt: JwtKeys,
     /// Derives each refresh token's child from it (see `auth::refresh`).
     pub refresh_chain: RefreshChain,
+    /// Counts requests against the rate limits of the config.
+    pub limiter: RateLimiter,
     /// Hashes and checks one-time codes.
     pub otp: OtpHasher,
     /// Where hashing runs: bounded, one job per core.
@@ -70,7 +70,7 @@ impl AppState {
     }
 
     fn assemble(config: Config, db: PgPool, clock: Clock, metrics: Metrics, audit: AuditSink) -> anyhow::Result<Self> {
-        let jwt = JwtKeys::from_config(&config)?;
+        let jwt = crate::keys::load(&config)?;
         let refresh_chain = RefreshChain::new(config.tokens.jwt_secret.expose().as_bytes());
         let otp = OtpHasher::new(
             config.login.otp_secret.expose().as_bytes(),
@@ -79,6 +79,7 @@ impl AppState {
         )
         .map_err(|e| anyhow::anyhow!("OTP_HASH_MEMORY_KIB / OTP_HASH_ITERATIONS: {e}"))?;
         let mailer = Mailer::from_config(&config).context("setting up the email transport")?;
+        let limiter = RateLimiter::new(db.clone(), config.rate_limits.clone(), clock.clone(), audit.clone());
         Ok(Self {
             db,
             config: Arc::new(config),
@@ -87,6 +88,7 @@ impl AppState {
             audit,
             jwt,
             refresh_chain,
+            limiter,
             otp,
             hash_queue: HashQueue::for_this_machine(),
             mailer,
@@ -111,24 +113,17 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
     let spec_yaml = service.spec_yaml();
     let metrics = state.metrics.clone();
     let jwks = state.jwt.jwks().to_string();
+    let frontend_url = state.config.login.frontend_url.clone();
     let route = Route::new()
         .at(
             "/.well-known/jwks.json",
-            poem::get(poem::endpoint::make_sync(move |_| {
-                jwks.clone()
-                    .with_content_type("application/json")
-                    .with_header("cache-control", "public, max-age=300")
-                    .into_response()
-            })),
+            text_get("application/json", Some("public, max-age=300"), move || jwks.clone()),
         )
         .at(
             "/metrics",
-            poem::get(poem::endpoint::make_sync(move |_| {
-                metrics
-                    .render()
-                    .with_content_type("text/plain; version=0.0.4; charset=utf-8")
-                    .into_response()
-            })),
+            text_get("text/plain; version=0.0.4; charset=utf-8", None, move || {
+                metrics.render()
+            }),
         )
         // 1.7 MB of Swagger UI: let browsers keep it for a few minutes.
         .nest(
@@ -140,28 +135,42 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
         .at("/openapi.json", service.spec_endpoint())
         .at(
             "/openapi.yaml",
-            poem::get(poem::endpoint::make_sync(move |_| {
-                spec_yaml
-                    .clone()
-                    .with_content_type("application/yaml; charset=utf-8")
-                    .into_response()
-            })),
+            text_get("application/yaml; charset=utf-8", None, move || spec_yaml.clone()),
         )
         .at(
             "/auth/verify",
-            poem::get(poem::endpoint::make_sync({
-                let state = state.clone();
-                move |req| {
-                    let token = req
-                        .uri()
-                        .query()
-                        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
-                        .map(|(_, v)| v.into_owned());
-                    api::page::magic_link_page(&state.config.login.frontend_url, token.as_deref()).into_response()
-                }
+            poem::get(poem::endpoint::make_sync(move |req| {
+                let token = req
+                    .uri()
+                    .query()
+                    .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
+                    .map(|(_, v)| v.into_owned());
+                api::page::magic_link_page(&frontend_url, token.as_deref()).into_response()
             })),
         )
         .nest("/", service);
+    with_middleware(route, state)
+}
+
+/// A GET route answering `body()` as `content_type`, with `cache_control` if given.
+fn text_get(
+    content_type: &'static str,
+    cache_control: Option<&'static str>,
+    body: impl Fn() -> String + Send + Sync + 'static,
+) -> poem::RouteMethod {
+    poem::get(poem::endpoint::make_sync(move |_| {
+        let mut resp = body().with_content_type(content_type).into_response();
+        if let Some(value) = cache_control {
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, header::HeaderValue::from_static(value));
+        }
+        resp
+    }))
+}
+
+/// The middleware around every route: body checks, the error envelope, CORS,
+/// request tracing, and the state handlers read.
+fn with_middleware(route: Route, state: &AppState) -> impl Endpoint + 'static {
     let cors = middleware::Cors::new(&state.config.server.cors_allowed_origins);
     route
         .around(middleware::check_body)

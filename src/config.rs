@@ -223,7 +223,7 @@ pub struct AuditSettings {
     pub audit_retention: Option<Duration>,
 }
 
-/// Per-address and per-client limits (SPEC "Rules").
+/// Per-address and per-client limits (`docs/API.md`, "Rate limits").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
     /// Whether any limit applies (`RATE_LIMIT_ENABLED`, default true).

@@ -19,6 +19,7 @@ use poem_openapi::{
     registry::{MetaResponses, Registry},
 };
 
+use crate::rate_limit::LimitError;
 pub use code::ErrorCode;
 pub use render::{error_response, render};
 
@@ -260,6 +261,26 @@ error_sets! {
     BearerErrors = [400, 401, 408, 413, 500, 503];
     /// Ending one session by id.
     DeleteSessionErrors = [400, 401, 404, 408, 413, 500, 503];
+}
+
+impl<S: ErrorSet> From<LimitError> for Errors<S> {
+    fn from(err: LimitError) -> Self {
+        Self(err.into(), PhantomData)
+    }
+}
+
+impl From<LimitError> for ApiError {
+    /// Over a limit: 429 `rate_limited` with `Retry-After`.
+    fn from(err: LimitError) -> Self {
+        match err {
+            LimitError::Exceeded {
+                limit,
+                retry_after,
+                message,
+            } => Self::rate_limited(limit.name(), &message, retry_after),
+            LimitError::Database(err) => err.into(),
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -7,9 +7,11 @@
 //! Map of the crate, in the direction data flows:
 //! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`).
 //! - [`config`]: every setting, typed and validated at start-up.
+//! - [`keys`]: reads the JWT key files at start-up into [`auth::jwt::JwtKeys`].
 //! - [`app`]: [`app::AppState`], [`app::Application`] (bind, serve, shut down) and the routes.
 //! - [`api`]: the HTTP operations, one module per OpenAPI tag, and the middleware.
 //! - [`auth`]: pure domain logic (tokens, hashing); no HTTP, no SQL.
+//! - [`hash_queue`]: the threads that hash one-time codes, with a bounded queue.
 //! - [`email`]: the [`email::Mailer`] (console, SMTP, Resend) and the message templates.
 //! - [`store`]: all SQL, as small functions that compose inside one transaction.
 //! - [`audit`]: audit events: recorded in the transaction of their change, then fanned out.
@@ -28,6 +30,8 @@ pub mod clock;
 pub mod config;
 pub mod email;
 pub mod error;
+pub mod hash_queue;
+pub mod keys;
 pub mod metrics;
 pub mod rate_limit;
 pub mod store;

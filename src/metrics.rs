@@ -113,36 +113,41 @@ impl Metrics {
                 escape(op)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP sesame_http_request_duration_seconds HTTP request latency, by operation."
-        );
-        let _ = writeln!(out, "# TYPE sesame_http_request_duration_seconds histogram");
-        for (op, h) in &r.latency {
-            let op = escape(op);
-            for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
-                let _ = writeln!(
-                    out,
-                    "sesame_http_request_duration_seconds_bucket{{operation=\"{op}\",le=\"{le}\"}} {n}"
-                );
-            }
+        render_latency(&mut out, &r.latency);
+        out
+    }
+}
+
+/// The latency histograms, one per operation.
+fn render_latency(out: &mut String, latency: &BTreeMap<String, Histogram>) {
+    let _ = writeln!(
+        out,
+        "# HELP sesame_http_request_duration_seconds HTTP request latency, by operation."
+    );
+    let _ = writeln!(out, "# TYPE sesame_http_request_duration_seconds histogram");
+    for (op, h) in latency {
+        let op = escape(op);
+        for (le, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
             let _ = writeln!(
                 out,
-                "sesame_http_request_duration_seconds_bucket{{operation=\"{op}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "sesame_http_request_duration_seconds_sum{{operation=\"{op}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "sesame_http_request_duration_seconds_count{{operation=\"{op}\"}} {}",
-                h.count
+                "sesame_http_request_duration_seconds_bucket{{operation=\"{op}\",le=\"{le}\"}} {n}"
             );
         }
-        out
+        let _ = writeln!(
+            out,
+            "sesame_http_request_duration_seconds_bucket{{operation=\"{op}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "sesame_http_request_duration_seconds_sum{{operation=\"{op}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "sesame_http_request_duration_seconds_count{{operation=\"{op}\"}} {}",
+            h.count
+        );
     }
 }
 

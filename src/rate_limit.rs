@@ -2,18 +2,21 @@
 //!
 //! A request names the limits it falls under; one statement counts a hit on
 //! each ([`store::rate_limits::hit`]) and the request is refused when any is
-//! over, before it does any work (no email, no hash). The refusal is a 429
-//! `rate_limited` with `Retry-After`, and the event `rate_limit.exceeded`
-//! records which limit and what kind of key, never the raw key in logs.
+//! over, before it does any work (no email, no hash). A refusal is a
+//! [`LimitError::Exceeded`] naming the limit and when it clears (the API
+//! answers it with a 429 `rate_limited` and `Retry-After`), and the event
+//! `rate_limit.exceeded` records which limit and what kind of key, never the
+//! raw key in logs.
 
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
+use sqlx::PgPool;
 
 use crate::{
-    app::AppState,
-    audit::{self, AuditEvent, Event, Reason, RequestContext},
-    error::ApiError,
+    audit::{self, AuditEvent, AuditSink, Event, Reason, RequestContext},
+    clock::Clock,
+    config::RateLimits,
     store,
 };
 
@@ -55,9 +58,8 @@ impl Limit {
         }
     }
 
-    /// (allowed hits, window) under the current settings.
-    fn quota(self, state: &AppState) -> (u32, Duration) {
-        let l = &state.config.rate_limits;
+    /// (allowed hits, window) under the settings `l`.
+    fn quota(self, l: &RateLimits) -> (u32, Duration) {
         match self {
             Self::SendPerAddressInterval => (1, l.send_interval),
             Self::SendPerAddressHour => (l.send_per_address_per_hour, HOUR),
@@ -104,70 +106,114 @@ fn subject(limit: Limit, key: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Counts this request against `checks`; a 429 when any limit is over.
-/// `email` goes into the audit event of a refusal (the trail is where emails belong).
-pub async fn check(
-    state: &AppState,
-    ctx: &RequestContext,
-    checks: &[(Limit, String)],
-    email: Option<&str>,
-) -> Result<(), ApiError> {
-    if !state.config.rate_limits.enabled || checks.is_empty() {
-        return Ok(());
+/// Counts requests against the limits of [`RateLimits`]; holds only what that needs.
+#[derive(Clone)]
+pub struct RateLimiter {
+    db: PgPool,
+    limits: RateLimits,
+    clock: Clock,
+    audit: AuditSink,
+}
+
+/// Why a request was not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// A limit is over: which one, seconds until it clears, and a human message.
+    #[error("{message}")]
+    Exceeded {
+        limit: Limit,
+        retry_after: u64,
+        message: String,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl RateLimiter {
+    /// A limiter counting in `db` under `limits`, recording refusals to `audit`.
+    pub fn new(db: PgPool, limits: RateLimits, clock: Clock, audit: AuditSink) -> Self {
+        Self {
+            db,
+            limits,
+            clock,
+            audit,
+        }
     }
-    let hits: Vec<store::rate_limits::Hit<'_>> = checks
-        .iter()
-        .filter(|(limit, _)| !limit.quota(state).1.is_zero())
-        .map(|(limit, key)| store::rate_limits::Hit {
-            bucket: limit.name(),
-            subject: subject(*limit, key),
-            window: crate::clock::span(limit.quota(state).1),
-        })
-        .collect();
-    if hits.is_empty() {
-        return Ok(());
-    }
-    let now = state.clock.now();
-    let counts = {
-        let mut conn = state.db.acquire().await?;
-        store::rate_limits::hit(&mut conn, &hits, now).await?
-    };
-    // The most restrictive refusal: the one that clears last.
-    let refused = checks
-        .iter()
-        .filter_map(|(limit, _)| {
-            let (max, window) = limit.quota(state);
-            let count = counts.iter().find(|c| c.bucket == limit.name())?;
-            (count.hits > i32::try_from(max).unwrap_or(i32::MAX)).then(|| {
-                let wait = u64::try_from((count.expires_at - now).whole_milliseconds()).unwrap_or(0);
-                let retry_after = wait.div_ceil(1000).max(1);
-                (*limit, max, window, retry_after)
+
+    /// Counts this request against `checks`; refuses when any limit is over.
+    /// `email` goes into the audit event of a refusal (the trail is where emails belong).
+    pub async fn check(
+        &self,
+        ctx: &RequestContext,
+        checks: &[(Limit, String)],
+        email: Option<&str>,
+    ) -> Result<(), LimitError> {
+        if !self.limits.enabled || checks.is_empty() {
+            return Ok(());
+        }
+        let hits: Vec<store::rate_limits::Hit<'_>> = checks
+            .iter()
+            .filter(|(limit, _)| !limit.quota(&self.limits).1.is_zero())
+            .map(|(limit, key)| store::rate_limits::Hit {
+                bucket: limit.name(),
+                subject: subject(*limit, key),
+                window: crate::clock::span(limit.quota(&self.limits).1),
             })
+            .collect();
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let counts = {
+            let mut conn = self.db.acquire().await?;
+            store::rate_limits::hit(&mut conn, &hits, now).await?
+        };
+        let Some((limit, max, window, retry_after)) = self.most_restrictive(checks, &counts, now) else {
+            return Ok(());
+        };
+        let mut event = AuditEvent::failure(Event::RateLimitExceeded, Reason::RateLimited, ctx, now)
+            .meta("limit", limit.name())
+            .meta("keyKind", limit.key_kind())
+            .meta("retryAfter", retry_after);
+        if let Some(email) = email {
+            event = event.email(email);
+        }
+        audit::record_alone(&self.db, &self.audit, event).await?;
+        tracing::info!(
+            limit = limit.name(),
+            key_kind = limit.key_kind(),
+            retry_after,
+            "rate limited"
+        );
+        Err(LimitError::Exceeded {
+            limit,
+            retry_after,
+            message: format!(
+                "too many requests: {}; retry in {retry_after}s",
+                limit.describe(max, window)
+            ),
         })
-        .max_by_key(|(_, _, _, retry_after)| *retry_after);
-    let Some((limit, max, window, retry_after)) = refused else {
-        return Ok(());
-    };
-    let mut event = AuditEvent::failure(Event::RateLimitExceeded, Reason::RateLimited, ctx, now)
-        .meta("limit", limit.name())
-        .meta("keyKind", limit.key_kind())
-        .meta("retryAfter", retry_after);
-    if let Some(email) = email {
-        event = event.email(email);
     }
-    audit::record_alone(&state.db, &state.audit, event).await?;
-    tracing::info!(
-        limit = limit.name(),
-        key_kind = limit.key_kind(),
-        retry_after,
-        "rate limited"
-    );
-    Err(ApiError::rate_limited(
-        limit.name(),
-        &format!(
-            "too many requests: {}; retry in {retry_after}s",
-            limit.describe(max, window)
-        ),
-        retry_after,
-    ))
+
+    /// Of the limits that are over, the one that clears last: (limit, allowed
+    /// hits, window, seconds until it clears).
+    fn most_restrictive(
+        &self,
+        checks: &[(Limit, String)],
+        counts: &[store::rate_limits::Count],
+        now: time::OffsetDateTime,
+    ) -> Option<(Limit, u32, Duration, u64)> {
+        checks
+            .iter()
+            .filter_map(|(limit, _)| {
+                let (max, window) = limit.quota(&self.limits);
+                let count = counts.iter().find(|c| c.bucket == limit.name())?;
+                (count.hits > i32::try_from(max).unwrap_or(i32::MAX)).then(|| {
+                    let wait = u64::try_from((count.expires_at - now).whole_milliseconds()).unwrap_or(0);
+                    let retry_after = wait.div_ceil(1000).max(1);
+                    (*limit, max, window, retry_after)
+                })
+            })
+            .max_by_key(|(_, _, _, retry_after)| *retry_after)
+    }
 }

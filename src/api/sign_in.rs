@@ -13,7 +13,7 @@ use crate::{
     config::compact_duration,
     email::Message,
     error::{ApiError, ErrorCode},
-    rate_limit::{self, Limit},
+    rate_limit::Limit,
     store::{self, users::User},
 };
 
@@ -29,7 +29,10 @@ pub async fn limit(
     checks: &[(Limit, String)],
     email: Option<&EmailAddress>,
 ) -> Result<(), ApiError> {
-    rate_limit::check(state, ctx, checks, email.map(EmailAddress::as_str)).await
+    Ok(state
+        .limiter
+        .check(ctx, checks, email.map(EmailAddress::as_str))
+        .await?)
 }
 
 /// Whether `email` may receive a sign-in message: always, unless

@@ -5,8 +5,11 @@
 //! none` and algorithm confusion (an HS256 token "signed" with the public key)
 //! are refused. In EdDSA mode the `kid` must name the current key or one of the
 //! retired keys still listed in the JWKS, so rotating keys does not log anyone out.
+//!
+//! Keys come in as bytes and PEM text; reading the key files is start-up's job
+//! (`crate::keys`).
 
-use std::{fmt, path::Path};
+use std::fmt;
 
 use base64::Engine as _;
 use ed25519_dalek::{
@@ -21,7 +24,7 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The claims of an access token (SPEC "Rules").
+/// The claims of an access token (`docs/API.md`, "Access tokens").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     /// The user id.
@@ -97,14 +100,8 @@ fn jwk(public: &VerifyingKey) -> (String, Value) {
     (kid, jwk)
 }
 
-fn read(setting: &'static str, path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|e| KeyError {
-        setting,
-        message: format!("cannot read {}: {e}", path.display()),
-    })
-}
-
 impl JwtKeys {
+    /// HS256 with the shared `secret`.
     pub fn hs256(secret: &[u8], issuer: &str, audience: &str) -> Self {
         Self {
             algorithm: Algorithm::HS256,
@@ -161,24 +158,6 @@ impl JwtKeys {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         })
-    }
-
-    /// The keys the settings ask for: EdDSA when `JWT_PRIVATE_KEY_FILE` is set, else HS256.
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, KeyError> {
-        let (iss, aud) = (&config.tokens.jwt_issuer, &config.tokens.jwt_audience);
-        match &config.tokens.jwt_private_key_file {
-            None => Ok(Self::hs256(config.tokens.jwt_secret.expose().as_bytes(), iss, aud)),
-            Some(path) => {
-                let private = read("JWT_PRIVATE_KEY_FILE", path)?;
-                let previous = config
-                    .tokens
-                    .jwt_previous_public_key_files
-                    .iter()
-                    .map(|p| read("JWT_PREVIOUS_PUBLIC_KEY_FILES", p))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Self::eddsa(&private, &previous, iss, aud)
-            }
-        }
     }
 
     /// The public keys as a JWK set (empty for HS256).

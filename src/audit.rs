@@ -31,6 +31,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    auth::ids::UserId,
     config::{Config, MetricsFormat},
     metrics::Metrics,
     store,
@@ -89,8 +90,8 @@ impl AuditEvent {
         }
     }
 
-    pub fn user(mut self, user_id: Uuid) -> Self {
-        self.user_id = Some(user_id);
+    pub fn user(mut self, user_id: UserId) -> Self {
+        self.user_id = Some(user_id.as_uuid());
         self
     }
 
@@ -315,7 +316,9 @@ mod tests {
         } else {
             AuditEvent::failure(Event::OtpVerification, Reason::WrongCode, &ctx, at)
         };
-        e.user(Uuid::nil()).email("user@example.com").meta("method", "otp")
+        e.user(UserId::from(Uuid::nil()))
+            .email("user@example.com")
+            .meta("method", "otp")
     }
 
     #[test]

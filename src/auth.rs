@@ -3,6 +3,7 @@
 //! plain data and the time the caller passes in.
 
 pub mod email_address;
+pub mod ids;
 pub mod jwt;
 pub mod login;
 pub mod magic_link;

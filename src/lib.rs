@@ -4,20 +4,23 @@
 //! and receives a short-lived JWT access token and a rotating, single-use
 //! refresh token. Every step is an audit event in PostgreSQL.
 //!
+//! The contract (endpoints, rules, events, settings) is `docs/API.md`.
+//!
 //! Map of the crate, in the direction data flows:
-//! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`).
+//! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`, `audit`, `cleanup`, `keys`).
 //! - [`config`]: every setting, typed and validated at start-up.
 //! - [`keys`]: reads the JWT key files at start-up into [`auth::jwt::JwtKeys`].
 //! - [`app`]: [`app::AppState`], [`app::Application`] (bind, serve, shut down) and the routes.
-//! - [`api`]: the HTTP operations, one module per OpenAPI tag, and the middleware.
-//! - [`auth`]: pure domain logic (tokens, hashing); no HTTP, no SQL.
+//! - [`api`]: the HTTP operations, one module per flow, and the middleware.
+//! - [`auth`]: the rules as pure functions (codes, links, refresh, session expiry),
+//!   tokens and hashing; no HTTP, no SQL, no IO.
 //! - [`hash_queue`]: the threads that hash one-time codes, with a bounded queue.
 //! - [`email`]: the [`email::Mailer`] (console, SMTP, Resend) and the message templates.
 //! - [`store`]: all SQL, as small functions that compose inside one transaction.
 //! - [`audit`]: audit events: recorded in the transaction of their change, then fanned out.
 //! - [`rate_limit`]: per-address and per-client limits, counted in PostgreSQL.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
-//! - [`error`]: the one error envelope every response uses.
+//! - [`error`]: the one error envelope every response uses, and every [`error::ErrorCode`].
 //! - [`telemetry`]: the tracing subscriber.
 
 pub mod api;

@@ -53,7 +53,7 @@ pub struct UserBody {
 impl From<store::users::User> for UserBody {
     fn from(u: store::users::User) -> Self {
         Self {
-            id: u.id,
+            id: u.id.as_uuid(),
             email: u.email,
             created_at: u.created_at,
         }

@@ -18,6 +18,7 @@ use super::{
 use crate::{
     app::AppState,
     audit::{AuditEvent, AuditTx, Event},
+    auth::ids::SessionId,
     error::{ApiError, BearerErrors, DeleteSessionErrors, ErrorCode, Errors},
     store::{self, sessions::RevokeReason},
 };
@@ -99,7 +100,7 @@ impl SessionApi {
             .into_iter()
             .map(|s| SessionBody {
                 current: s.id == auth.0.sid,
-                id: s.id,
+                id: s.id.as_uuid(),
                 created_at: s.created_at,
                 last_used_at: s.last_used_at,
                 expires_at: s.expires_at,
@@ -133,7 +134,9 @@ impl SessionApi {
         let ctx = request_context(req, &self.state);
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
-        match store::sessions::revoke_owned(&mut tx, auth.0.sub, id.0, RevokeReason::Revoked, now).await? {
+        match store::sessions::revoke_owned(&mut tx, auth.0.sub, SessionId::from(id.0), RevokeReason::Revoked, now)
+            .await?
+        {
             None => return Err(ApiError::new(ErrorCode::NotFound, "no such session").into()),
             Some(false) => {}
             Some(true) => {

@@ -9,7 +9,7 @@ use super::{bodies::TokenPair, types::Text};
 use crate::{
     app::AppState,
     audit::{AuditEvent, AuditTx, Event, RequestContext, record_alone},
-    auth::{email_address::EmailAddress, refresh::RefreshToken, session::session_expiry},
+    auth::{email_address::EmailAddress, ids::SessionId, refresh::RefreshToken, session::session_expiry},
     config::compact_duration,
     email::Message,
     error::{ApiError, ErrorCode},
@@ -111,7 +111,7 @@ pub enum TokenKind {
 #[derive(Debug, Clone, Copy)]
 pub struct SessionOf<'a> {
     pub user: &'a User,
-    pub session_id: Uuid,
+    pub session_id: SessionId,
 }
 
 /// Creates (or finds) the user, starts a session with its first refresh token,

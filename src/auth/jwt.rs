@@ -24,14 +24,16 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::ids::{SessionId, UserId};
+
 /// The claims of an access token (`docs/API.md`, "Access tokens").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
     /// The user id.
-    pub sub: Uuid,
+    pub sub: UserId,
     pub email: String,
     /// The session (refresh-token family) id.
-    pub sid: Uuid,
+    pub sid: SessionId,
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
@@ -168,9 +170,9 @@ impl JwtKeys {
     /// A token for `user` in `session`, valid `ttl` from `now`.
     pub fn issue(
         &self,
-        user: Uuid,
+        user: UserId,
         email: &str,
-        session: Uuid,
+        session: SessionId,
         now: OffsetDateTime,
         ttl: std::time::Duration,
     ) -> Result<AccessToken, jsonwebtoken::errors::Error> {
@@ -253,7 +255,7 @@ mod tests {
     #[test]
     fn issued_tokens_verify_with_the_spec_claims() {
         let keys = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", "sesame", "app");
-        let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let (user, session) = (UserId::generate(), SessionId::generate());
         let now = OffsetDateTime::now_utc();
         let t = keys
             .issue(user, "ada@example.com", session, now, hour())
@@ -297,7 +299,7 @@ mod tests {
         let new = JwtKeys::eddsa(&new_private, &[old_public], "sesame", "app").expect("new keys");
         let now = OffsetDateTime::now_utc();
         let t = old
-            .issue(Uuid::new_v4(), "a@example.com", Uuid::new_v4(), now, hour())
+            .issue(UserId::generate(), "a@example.com", SessionId::generate(), now, hour())
             .expect("signs");
         assert_eq!(
             jsonwebtoken::decode_header(&t.token).expect("header").kid,

@@ -4,6 +4,8 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::auth::ids::{SessionId, UserId};
+
 /// Why a session ended; stored in `sessions.revoke_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeReason {
@@ -31,7 +33,7 @@ impl RevokeReason {
 /// Revokes a session and every live token of it.
 pub async fn revoke(
     conn: &mut PgConnection,
-    session_id: Uuid,
+    session_id: SessionId,
     reason: RevokeReason,
     now: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
@@ -44,7 +46,7 @@ pub async fn revoke(
         UPDATE refresh_tokens SET revoked_at = $2
         WHERE session_id = $1 AND revoked_at IS NULL
         "#,
-        session_id,
+        session_id.as_uuid(),
         now,
         reason.as_str(),
     )
@@ -56,14 +58,14 @@ pub async fn revoke(
 /// Starts a session (refresh-token family) with its first token.
 pub async fn create(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     token_hash: &[u8; 32],
     now: OffsetDateTime,
     expires_at: OffsetDateTime,
     user_agent: Option<&str>,
     ip: Option<std::net::IpAddr>,
-) -> Result<Uuid, sqlx::Error> {
-    let session_id = Uuid::new_v4();
+) -> Result<SessionId, sqlx::Error> {
+    let session_id = SessionId::generate();
     sqlx::query!(
         r#"
         WITH s AS (
@@ -73,8 +75,8 @@ pub async fn create(
         INSERT INTO refresh_tokens (id, token_hash, session_id, issued_at, expires_at)
         VALUES ($8, $3, $1, $4, $5)
         "#,
-        session_id,
-        user_id,
+        session_id.as_uuid(),
+        user_id.as_uuid(),
         token_hash.as_slice(),
         now,
         expires_at,
@@ -100,11 +102,11 @@ pub struct TokenState {
 /// A session locked for this transaction, with its user.
 #[derive(Debug, Clone)]
 pub struct LockedSession {
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     pub session_created_at: OffsetDateTime,
     pub session_expires_at: OffsetDateTime,
     pub session_revoked: bool,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub email: String,
     pub user_created_at: OffsetDateTime,
 }
@@ -120,9 +122,9 @@ pub async fn lock_by_token_hash(
     sqlx::query_as!(
         LockedSession,
         r#"
-        SELECT s.id AS session_id, s.created_at AS session_created_at, s.expires_at AS session_expires_at,
-               s.revoked_at IS NOT NULL AS "session_revoked!",
-               u.id AS user_id, u.email, u.created_at AS user_created_at
+        SELECT s.id AS "session_id: SessionId", s.created_at AS session_created_at,
+               s.expires_at AS session_expires_at, s.revoked_at IS NOT NULL AS "session_revoked!",
+               u.id AS "user_id: UserId", u.email, u.created_at AS user_created_at
         FROM sessions s JOIN users u ON u.id = s.user_id
         WHERE s.id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
         FOR UPDATE OF s
@@ -209,17 +211,21 @@ pub async fn find_child(conn: &mut PgConnection, parent_id: Uuid) -> Result<Opti
 }
 
 /// Marks a session used (a refresh answered within the reuse interval).
-pub async fn touch(conn: &mut PgConnection, session_id: Uuid, now: OffsetDateTime) -> Result<(), sqlx::Error> {
-    sqlx::query!("UPDATE sessions SET last_used_at = $2 WHERE id = $1", session_id, now)
-        .execute(conn)
-        .await
-        .map(|_| ())
+pub async fn touch(conn: &mut PgConnection, session_id: SessionId, now: OffsetDateTime) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE sessions SET last_used_at = $2 WHERE id = $1",
+        session_id.as_uuid(),
+        now
+    )
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// A live session as `GET /auth/sessions` lists it.
 #[derive(Debug, Clone)]
 pub struct SessionRow {
-    pub id: Uuid,
+    pub id: SessionId,
     pub created_at: OffsetDateTime,
     pub last_used_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
@@ -230,18 +236,18 @@ pub struct SessionRow {
 /// The user's sessions that are neither ended nor expired, most recently used first.
 pub async fn list_live(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     now: OffsetDateTime,
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
     sqlx::query_as!(
         SessionRow,
         r#"
-        SELECT id, created_at, last_used_at, expires_at, user_agent, ip
+        SELECT id AS "id: SessionId", created_at, last_used_at, expires_at, user_agent, ip
         FROM sessions
         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
         ORDER BY last_used_at DESC, id
         "#,
-        user_id,
+        user_id.as_uuid(),
         now,
     )
     .fetch_all(conn)
@@ -252,15 +258,15 @@ pub async fn list_live(
 /// exist), `Some(false)` when it had already ended.
 pub async fn revoke_owned(
     conn: &mut PgConnection,
-    user_id: Uuid,
-    session_id: Uuid,
+    user_id: UserId,
+    session_id: SessionId,
     reason: RevokeReason,
     now: OffsetDateTime,
 ) -> Result<Option<bool>, sqlx::Error> {
     let owned = sqlx::query_scalar!(
         r#"SELECT revoked_at IS NULL AS "live!" FROM sessions WHERE id = $1 AND user_id = $2 FOR UPDATE"#,
-        session_id,
-        user_id,
+        session_id.as_uuid(),
+        user_id.as_uuid(),
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -273,7 +279,7 @@ pub async fn revoke_owned(
 /// Ends every live session of `user_id`; returns how many.
 pub async fn revoke_all(
     conn: &mut PgConnection,
-    user_id: Uuid,
+    user_id: UserId,
     reason: RevokeReason,
     now: OffsetDateTime,
 ) -> Result<i64, sqlx::Error> {
@@ -289,7 +295,7 @@ pub async fn revoke_all(
         )
         SELECT count(*) AS "count!" FROM ended
         "#,
-        user_id,
+        user_id.as_uuid(),
         now,
         reason.as_str(),
     )

@@ -4,12 +4,12 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::auth::email_address::EmailAddress;
+use crate::auth::{email_address::EmailAddress, ids::UserId};
 
 /// A user as the API shows it.
 #[derive(Debug, Clone)]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: String,
     pub created_at: OffsetDateTime,
 }
@@ -27,7 +27,7 @@ pub async fn upsert_on_login(
         INSERT INTO users (id, email, created_at, last_login_at)
         VALUES ($1, $2, $3, $3)
         ON CONFLICT ((lower(email))) DO UPDATE SET last_login_at = EXCLUDED.last_login_at
-        RETURNING id, email, created_at
+        RETURNING id AS "id: UserId", email, created_at
         "#,
         Uuid::new_v4(),
         email.as_str(),
@@ -48,8 +48,12 @@ pub async fn exists(conn: &mut PgConnection, email: &EmailAddress) -> Result<boo
 }
 
 /// The user with this id.
-pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as!(User, "SELECT id, email, created_at FROM users WHERE id = $1", id)
-        .fetch_optional(conn)
-        .await
+pub async fn find(conn: &mut PgConnection, id: UserId) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as!(
+        User,
+        r#"SELECT id AS "id: UserId", email, created_at FROM users WHERE id = $1"#,
+        id.as_uuid()
+    )
+    .fetch_optional(conn)
+    .await
 }

@@ -85,7 +85,7 @@ async fn a_code_from_the_email_signs_a_new_user_in(opts: PgPoolOptions, db: PgCo
     .await
     .unwrap();
     assert_eq!(row.get::<String, _>("user_id"), user_id);
-    assert_eq!(row.get::<uuid::Uuid, _>("id"), claims.sid);
+    assert_eq!(row.get::<uuid::Uuid, _>("id"), claims.sid.as_uuid());
     let code_hash: String = sqlx::query_scalar("SELECT code_hash FROM otp_codes")
         .fetch_one(&pool)
         .await

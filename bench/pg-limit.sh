@@ -69,6 +69,15 @@ SQL
 
 refresh=$(pgbench -h 127.0.0.1 -p "$port" -U postgres -n -M prepared -c "$clients" -j 2 -T "$seconds" -D k=0 -f "$script" "$db" 2>&1)
 echo "$refresh" | grep -q "number of failed transactions: 0" || { echo "$refresh" >&2; exit 1; }
+# The replay must really rotate: one rotated parent and one child per transaction. A broken
+# chain (a hash that matches no token) would time transactions that change no row.
+processed=$(echo "$refresh" | awk -F': *' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1] + 0 }')
+rotated=$(psql_ -At -d "$PG_BASE/$db" -c "SELECT count(*) FROM refresh_tokens WHERE rotated_at IS NOT NULL")
+children=$(psql_ -At -d "$PG_BASE/$db" -c "SELECT count(*) FROM refresh_tokens WHERE parent_id IS NOT NULL")
+if [ "${processed:-0}" -eq 0 ] || [ "$rotated" != "$processed" ] || [ "$children" != "$processed" ]; then
+  echo "sesame: pgbench processed ${processed:-no} transactions but rotated $rotated tokens and created $children children" >&2
+  exit 1
+fi
 echo "refresh_tps $(echo "$refresh" | awk '/^tps = / {printf "%d", $3}')"
 
 sdb=sesame_pgbench_select

@@ -23,4 +23,8 @@ if [ -z "${DATABASE_URL:-}" ] && ! grep -qs '^DATABASE_URL=' .env; then
   echo "sesame: PostgreSQL for this checkout at $DATABASE_URL (stop it with: scripts/dev.sh stop)" >&2
 fi
 export EMAIL_PROVIDER=${EMAIL_PROVIDER:-console}
-exec cargo run --quiet --locked --bin sesame -- serve
+# Build in the open (cargo's own progress), then run the binary: a silent first
+# build of several minutes looks like a hang.
+echo "sesame: building sesame (the first build takes several minutes)…" >&2
+cargo build --locked --bin sesame
+exec "${CARGO_TARGET_DIR:-target}/debug/sesame" serve

@@ -160,7 +160,23 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_drains_the_file(opts
             json!({ "email": format!("u{i}@example.com") }),
         ));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In flight means inside the handler (the code is stored, the send is delayed), not
+    // merely spawned: on a loaded machine some requests may not have reached the server yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let generated: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'otp.generated'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if generated == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{generated} of 10 requests reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let url = server.url("/health");
     let pid = server.child.id();
     let stopping = tokio::spawn(server.terminate());

@@ -211,6 +211,7 @@ async fn hs256_mode_serves_an_empty_key_set(_: PgPoolOptions, db: PgConnectOptio
 }
 
 #[sqlx::test]
+#[ignore = "needs Node and tests/jwks; scripts/test.sh runs it"]
 async fn an_independent_jwt_library_verifies_tokens_against_the_jwks(_: PgPoolOptions, db: PgConnectOptions) {
     let dir = temp_dir("jose");
     let (private, _, kid) = key_files(&dir, "current");

@@ -18,7 +18,7 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
     let state = req
         .data::<AppState>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not attached to requests")))?;
-    state.jwt.verify(&bearer.token).map_err(|e| {
+    state.jwt.verify_at(&bearer.token, state.clock.now()).map_err(|e| {
         tracing::debug!(error = %e, "bearer token refused");
         ApiError::from(ErrorCode::InvalidToken).into()
     })

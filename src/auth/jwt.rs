@@ -26,6 +26,9 @@ use uuid::Uuid;
 
 use super::ids::{SessionId, UserId};
 
+/// Clock skew tolerated between sesame and whoever checks its tokens, in seconds.
+pub const LEEWAY_SECONDS: i64 = 5;
+
 /// The claims of an access token (`docs/API.md`, "Access tokens").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
@@ -36,6 +39,9 @@ pub struct Claims {
     pub sid: SessionId,
     pub iat: i64,
     pub exp: i64,
+    /// Not before: sesame issues none, but honours one in a token it verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub jti: Uuid,
     pub iss: String,
     pub aud: String,
@@ -183,6 +189,7 @@ impl JwtKeys {
             sid: session,
             iat,
             exp: iat.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+            nbf: None,
             jti: Uuid::new_v4(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -193,9 +200,16 @@ impl JwtKeys {
         Ok(AccessToken { token, claims })
     }
 
-    /// The claims of a valid token: the pinned algorithm, a known key, a good
-    /// signature, our issuer and audience, and not expired or not yet valid.
+    /// [`verify_at`](Self::verify_at) the system's current time.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+        self.verify_at(token, OffsetDateTime::now_utc())
+    }
+
+    /// The claims of a valid token: the pinned algorithm, a known key, a good
+    /// signature, our issuer and audience, and at `now` (the injected clock)
+    /// neither expired nor not yet valid, with [`LEEWAY_SECONDS`] of tolerance
+    /// (the same rule as jsonwebtoken's own checks).
+    pub fn verify_at(&self, token: &str, now: OffsetDateTime) -> Result<Claims, jsonwebtoken::errors::Error> {
         use jsonwebtoken::errors::ErrorKind;
         let header = jsonwebtoken::decode_header(token)?;
         if header.alg != self.algorithm {
@@ -213,11 +227,17 @@ impl JwtKeys {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = 5;
+        // Times are checked below against the injected clock, not the system's.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         let claims = jsonwebtoken::decode::<Claims>(token, &verifier.key, &validation)?.claims;
-        // A token "issued" in the future is not valid yet either.
-        if claims.iat > OffsetDateTime::now_utc().unix_timestamp() + 5 {
+        let now = now.unix_timestamp();
+        if claims.exp.saturating_add(LEEWAY_SECONDS) < now {
+            return Err(ErrorKind::ExpiredSignature.into());
+        }
+        // A token "issued" in the future, or not valid before a future time, is not valid yet.
+        let not_before = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
+        if not_before > now.saturating_add(LEEWAY_SECONDS) {
             return Err(ErrorKind::ImmatureSignature.into());
         }
         Ok(claims)
@@ -253,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn issued_tokens_verify_with_the_spec_claims() {
+    fn issued_tokens_verify_with_the_documented_claims() {
         let keys = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", "sesame", "app");
         let (user, session) = (UserId::generate(), SessionId::generate());
         let now = OffsetDateTime::now_utc();
@@ -289,6 +309,30 @@ mod tests {
             keys.verify(&future.token).is_err(),
             "a token from the future is not valid yet"
         );
+    }
+
+    #[test]
+    fn times_are_checked_at_the_given_instant_with_five_seconds_of_leeway() {
+        let keys = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", "sesame", "app");
+        let issued = time::macros::datetime!(2030-01-01 00:00 UTC);
+        let t = keys
+            .issue(
+                UserId::generate(),
+                "a@example.com",
+                SessionId::generate(),
+                issued,
+                hour(),
+            )
+            .expect("signs");
+        let at = |secs: i64| keys.verify_at(&t.token, issued + time::Duration::seconds(secs));
+        // Expiry: valid up to and including exp + 5 s, refused one second later.
+        assert!(at(3600 + LEEWAY_SECONDS).is_ok());
+        assert!(at(3600 + LEEWAY_SECONDS + 1).is_err());
+        // Issued in the future: tolerated up to 5 s of skew, refused beyond.
+        assert!(at(-LEEWAY_SECONDS).is_ok());
+        assert!(at(-LEEWAY_SECONDS - 1).is_err());
+        // The injected instant decides, not the system clock (this token is from 2030).
+        assert!(keys.verify(&t.token).is_err());
     }
 
     #[test]

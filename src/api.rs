@@ -26,7 +26,7 @@ pub mod types;
 use poem::Request;
 use poem_openapi::{OpenApiService, Tags};
 
-use crate::{app::AppState, audit::RequestContext};
+use crate::{audit::RequestContext, state::AppState};
 
 /// The groups operations are listed under in the OpenAPI document.
 #[derive(Tags)]

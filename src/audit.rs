@@ -9,17 +9,17 @@
 //! table is always written; `METRICS_ENABLED` and `METRICS_FORMAT` only govern
 //! the console and the file.
 
+pub mod event;
 pub mod file;
 mod names;
 pub mod report;
 
-pub use names::{Event, Reason};
+pub use event::{AuditEvent, RequestContext};
+pub use names::Event;
 
 use std::{
-    borrow::Cow,
     fmt::Write as _,
     io::IsTerminal as _,
-    net::IpAddr,
     ops::{Deref, DerefMut},
     sync::Arc,
 };
@@ -31,84 +31,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    auth::ids::UserId,
     config::{Config, MetricsFormat},
     metrics::Metrics,
     store,
 };
-/// Where a request came from, as recorded with its events.
-#[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    pub ip: Option<IpAddr>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
-}
-
-/// One audit event, as stored in `audit_events`.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    /// Dotted name, e.g. `auth.login` ([`Event`]; any text when read back from the table).
-    pub event: Cow<'static, str>,
-    pub success: bool,
-    pub user_id: Option<Uuid>,
-    pub email: Option<String>,
-    /// The precise failure reason; never a secret.
-    pub error: Option<String>,
-    pub metadata: Option<Map<String, Value>>,
-    pub context: RequestContext,
-    pub timestamp: OffsetDateTime,
-}
-
-impl RequestContext {
-    /// No request: events of background jobs and commands.
-    pub fn none() -> Self {
-        Self::default()
-    }
-}
-
-impl AuditEvent {
-    /// A successful event at `now`.
-    pub fn success(event: Event, context: &RequestContext, now: OffsetDateTime) -> Self {
-        Self {
-            event: Cow::Borrowed(event.as_str()),
-            success: true,
-            user_id: None,
-            email: None,
-            error: None,
-            metadata: None,
-            context: context.clone(),
-            timestamp: now,
-        }
-    }
-
-    /// A failed event at `now`, with its reason.
-    pub fn failure(event: Event, reason: impl Into<String>, context: &RequestContext, now: OffsetDateTime) -> Self {
-        Self {
-            success: false,
-            error: Some(reason.into()),
-            ..Self::success(event, context, now)
-        }
-    }
-
-    pub fn user(mut self, user_id: UserId) -> Self {
-        self.user_id = Some(user_id.as_uuid());
-        self
-    }
-
-    pub fn email(mut self, email: impl Into<String>) -> Self {
-        self.email = Some(email.into());
-        self
-    }
-
-    /// Adds one metadata entry.
-    pub fn meta(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.metadata
-            .get_or_insert_with(Map::new)
-            .insert(key.to_owned(), value.into());
-        self
-    }
-}
-
 /// A database transaction that records audit events and publishes them once it commits.
 ///
 /// Derefs to the connection, so `store` functions run inside it.
@@ -314,9 +240,9 @@ mod tests {
         let e = if success {
             AuditEvent::success(Event::AuthLogin, &ctx, at)
         } else {
-            AuditEvent::failure(Event::OtpVerification, Reason::WrongCode, &ctx, at)
+            AuditEvent::failure(Event::OtpVerification, crate::auth::Reason::WrongCode, &ctx, at)
         };
-        e.user(UserId::from(Uuid::nil()))
+        e.user(crate::auth::ids::UserId::from(Uuid::nil()))
             .email("user@example.com")
             .meta("method", "otp")
     }

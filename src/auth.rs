@@ -8,8 +8,11 @@ pub mod jwt;
 pub mod login;
 pub mod magic_link;
 pub mod otp;
+mod reason;
 pub mod refresh;
 pub mod session;
+
+pub use reason::Reason;
 
 use base64::Engine as _;
 use rand::Rng as _;

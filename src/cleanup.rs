@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::{app::AppState, store};
+use crate::{state::AppState, store};
 
 /// Rows deleted per statement.
 const BATCH: i64 = 5_000;

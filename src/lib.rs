@@ -10,7 +10,8 @@
 //! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`, `audit`, `cleanup`, `keys`).
 //! - [`config`]: every setting, typed and validated at start-up.
 //! - [`keys`]: reads the JWT key files at start-up into [`auth::jwt::JwtKeys`].
-//! - [`app`]: [`app::AppState`], [`app::Application`] (bind, serve, shut down) and the routes.
+//! - [`app`]: [`app::Application`] (bind, serve, shut down) and the routes.
+//! - [`state`]: [`state::AppState`], what handlers, jobs and commands share.
 //! - [`api`]: the HTTP operations, one module per flow, and the middleware.
 //! - [`auth`]: the rules as pure functions (codes, links, refresh, session expiry),
 //!   tokens and hashing; no HTTP, no SQL, no IO.
@@ -37,6 +38,7 @@ pub mod hash_queue;
 pub mod keys;
 pub mod metrics;
 pub mod rate_limit;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 

@@ -14,7 +14,8 @@ use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 
 use crate::{
-    audit::{self, AuditEvent, AuditSink, Event, Reason, RequestContext},
+    audit::{self, AuditEvent, AuditSink, Event, RequestContext},
+    auth::Reason,
     clock::Clock,
     config::RateLimits,
     store,

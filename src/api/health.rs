@@ -5,7 +5,7 @@ use std::time::Duration;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
 use super::ApiTags;
-use crate::{app::AppState, store};
+use crate::{state::AppState, store};
 
 /// How long a health check waits for the database before calling it unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);

@@ -15,7 +15,6 @@ use super::{
     types::Text,
 };
 use crate::{
-    app::AppState,
     audit::{AuditEvent, AuditTx, Event, RequestContext, timestamp},
     auth::{
         email_address::EmailAddress,
@@ -25,6 +24,7 @@ use crate::{
     email::templates,
     error::{ApiError, ErrorCode, Errors, SendErrors, VerifyErrors},
     rate_limit::{self, Limit},
+    state::AppState,
     store::{self, otp::StoredCode},
 };
 
@@ -168,7 +168,7 @@ async fn refuse(
     stored: Option<&StoredCode>,
     now: OffsetDateTime,
 ) -> Result<(), ApiError> {
-    let reason = verdict.reason().unwrap_or(crate::audit::Reason::WrongCode);
+    let reason = verdict.reason().unwrap_or(crate::auth::Reason::WrongCode);
     let mut detail = AuditEvent::failure(Event::OtpVerificationDetail, reason, ctx, now).email(email.as_str());
     match (verdict, stored) {
         (CodeVerdict::Wrong, Some(s)) => {

@@ -14,9 +14,9 @@ use super::{
     types::Text,
 };
 use crate::{
-    app::AppState,
-    audit::{AuditEvent, AuditTx, Event, Reason},
+    audit::{AuditEvent, AuditTx, Event},
     auth::{
+        Reason,
         email_address::EmailAddress,
         is_token_shaped,
         login::{LinkRecord, link_verdict},
@@ -27,6 +27,7 @@ use crate::{
     email::templates,
     error::{ApiError, ErrorCode, Errors, SendErrors, VerifyErrors},
     rate_limit::{self, Limit},
+    state::AppState,
     store,
 };
 

@@ -13,14 +13,15 @@ use super::{
     types::Text,
 };
 use crate::{
-    app::AppState,
-    audit::{AuditEvent, AuditTx, Event, Reason, RequestContext},
+    audit::{AuditEvent, AuditTx, Event, RequestContext},
     auth::{
+        Reason,
         refresh::RefreshToken,
         session::{RefreshDecision, SessionRecord, TokenRecord, refresh_decision, session_end, session_expiry},
     },
     error::{ApiError, ErrorCode, Errors, LogoutErrors, VerifyErrors},
     rate_limit::{self, Limit},
+    state::AppState,
     store::{
         self,
         sessions::{LockedSession, RevokeReason},

@@ -4,9 +4,9 @@ use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
 use crate::{
-    app::AppState,
     auth::jwt::Claims,
     error::{ApiError, ErrorCode},
+    state::AppState,
 };
 
 /// A valid access token (JWT) from `/auth/verify-code`, `/auth/verify-magic-link` or `/auth/refresh`.

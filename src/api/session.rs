@@ -16,10 +16,10 @@ use super::{
     security::BearerAuth,
 };
 use crate::{
-    app::AppState,
     audit::{AuditEvent, AuditTx, Event},
     auth::ids::SessionId,
     error::{ApiError, BearerErrors, DeleteSessionErrors, ErrorCode, Errors},
+    state::AppState,
     store::{self, sessions::RevokeReason},
 };
 

@@ -7,13 +7,13 @@ use uuid::Uuid;
 
 use super::{bodies::TokenPair, types::Text};
 use crate::{
-    app::AppState,
     audit::{AuditEvent, AuditTx, Event, RequestContext, record_alone},
     auth::{email_address::EmailAddress, ids::SessionId, refresh::RefreshToken, session::session_expiry},
     config::compact_duration,
     email::Message,
     error::{ApiError, ErrorCode},
     rate_limit::Limit,
+    state::AppState,
     store::{self, users::User},
 };
 

@@ -1,4 +1,4 @@
-//! The names of audit events and the reasons recorded with failed ones.
+//! The names of audit events.
 //!
 //! They are part of the contract (`docs/API.md`): teams query them with SQL
 //! and alert on them, so they are enums here and a test compares them with
@@ -73,67 +73,6 @@ impl Event {
     }
 }
 
-/// Why something was refused, as written to an event's `error` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// No live code for the address (none sent, or already used).
-    NoCode,
-    /// The code's `OTP_EXPIRY` has passed.
-    CodeExpired,
-    /// `OTP_MAX_ATTEMPTS` wrong tries were made within `OTP_EXPIRY`.
-    AttemptsExhausted,
-    /// The typed code is not the one sent.
-    WrongCode,
-    /// No link has this token.
-    LinkNotFound,
-    /// The link was used already.
-    LinkUsed,
-    /// The link's `MAGIC_LINK_EXPIRY` has passed.
-    LinkExpired,
-    /// No session has this refresh token.
-    UnknownRefreshToken,
-    /// The session was ended (logout, revocation, reuse).
-    SessionEnded,
-    /// The session passed its expiry.
-    SessionExpired,
-    /// The refresh token passed its expiry.
-    RefreshTokenExpired,
-    /// A rotated refresh token was presented again.
-    RefreshTokenReused,
-    /// Logout of a session that had ended already.
-    SessionAlreadyEnded,
-    /// A rate limit refused the request.
-    RateLimited,
-}
-
-impl Reason {
-    /// The text stored in `audit_events.error`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoCode => "No OTP found for email",
-            Self::CodeExpired => "OTP expired",
-            Self::AttemptsExhausted => "Max attempts exceeded",
-            Self::WrongCode => "Invalid code",
-            Self::LinkNotFound => "Link not found",
-            Self::LinkUsed => "Link already used",
-            Self::LinkExpired => "Link expired",
-            Self::UnknownRefreshToken => "Unknown refresh token",
-            Self::SessionEnded => "Session ended",
-            Self::SessionExpired => "Session expired",
-            Self::RefreshTokenExpired => "Refresh token expired",
-            Self::RefreshTokenReused => "Refresh token reused",
-            Self::SessionAlreadyEnded => "Session already ended",
-            Self::RateLimited => "rate limited",
-        }
-    }
-}
-
-impl From<Reason> for String {
-    fn from(reason: Reason) -> Self {
-        reason.as_str().to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,26 +127,8 @@ mod tests {
     }
 
     #[test]
-    fn names_and_reasons_are_distinct() {
+    fn event_names_are_distinct() {
         let events: std::collections::HashSet<_> = Event::ALL.iter().map(|e| e.as_str()).collect();
         assert_eq!(events.len(), Event::ALL.len());
-        let reasons = [
-            Reason::NoCode,
-            Reason::CodeExpired,
-            Reason::AttemptsExhausted,
-            Reason::WrongCode,
-            Reason::LinkNotFound,
-            Reason::LinkUsed,
-            Reason::LinkExpired,
-            Reason::UnknownRefreshToken,
-            Reason::SessionEnded,
-            Reason::SessionExpired,
-            Reason::RefreshTokenExpired,
-            Reason::RefreshTokenReused,
-            Reason::SessionAlreadyEnded,
-            Reason::RateLimited,
-        ];
-        let texts: std::collections::HashSet<_> = reasons.iter().map(|r| r.as_str()).collect();
-        assert_eq!(texts.len(), reasons.len());
     }
 }

@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use crate::audit::Reason;
+use super::Reason;
 
 /// What the store holds about an address's latest code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

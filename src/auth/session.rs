@@ -3,7 +3,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use crate::audit::Reason;
+use super::Reason;
 
 /// A session's expiry after a sign-in or a refresh at `now`: it slides
 /// `refresh_ttl` forward, but never past `created_at + max_age`

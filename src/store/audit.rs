@@ -2,7 +2,7 @@
 
 use sqlx::{PgConnection, types::ipnetwork::IpNetwork};
 
-use crate::audit::AuditEvent;
+use crate::audit::event::AuditEvent;
 
 /// Inserts events, in order, in one statement (one round trip, however many).
 pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
@@ -109,7 +109,7 @@ pub async fn list(
                     Some(serde_json::Value::Object(m)) => Some(m),
                     _ => None,
                 },
-                context: crate::audit::RequestContext {
+                context: crate::audit::event::RequestContext {
                     ip: r.ip.map(|n| n.ip()),
                     user_agent: r.user_agent,
                     request_id: r.request_id,

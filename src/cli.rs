@@ -119,43 +119,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config()?;
             migrate(&config).await
         }
-        Command::Audit { command } => {
-            let config = load_config()?;
-            let state = AppState::new(quiet(config), Clock::system())?;
-            match command {
-                AuditCommand::Summary { since } => summary(&state, since).await,
-                AuditCommand::Tail {
-                    event,
-                    user,
-                    email,
-                    limit,
-                    json,
-                    follow,
-                } => {
-                    let filter = store::audit::Filter {
-                        event,
-                        user_id: user,
-                        email,
-                    };
-                    tail(&state, &filter, limit, json, follow).await
-                }
-            }
-        }
+        Command::Audit { command } => audit(command).await,
         Command::Keys {
             command: KeysCommand::Generate { out, force },
         } => generate_keys(&out, force),
-        Command::Cleanup => {
-            let config = load_config()?;
-            let state = AppState::new(quiet(config), Clock::system())?;
-            match cleanup::run_once(&state).await.context("running the cleanup job")? {
-                Some(r) => println!(
-                    "deleted: {} expired codes, {} expired links, {} rate-limit windows, {} ended sessions, {} expired refresh tokens, {} audit events",
-                    r.otp_codes, r.magic_links, r.rate_limits, r.sessions, r.refresh_tokens, r.audit_events
-                ),
-                None => println!("skipped: another instance is running the cleanup job"),
-            }
-            Ok(())
-        }
+        Command::Cleanup => cleanup_once().await,
         Command::Serve => {
             let config = load_config()?;
             migrate(&config).await?;
@@ -163,6 +131,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped(app::shutdown_signal()).await
         }
     }
+}
+
+/// `sesame audit summary|tail`.
+async fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    let state = AppState::new(quiet(load_config()?), Clock::system())?;
+    match command {
+        AuditCommand::Summary { since } => summary(&state, since).await,
+        AuditCommand::Tail {
+            event,
+            user,
+            email,
+            limit,
+            json,
+            follow,
+        } => {
+            let filter = store::audit::Filter {
+                event,
+                user_id: user,
+                email,
+            };
+            tail(&state, &filter, limit, json, follow).await
+        }
+    }
+}
+
+/// `sesame cleanup`: one run of the cleanup job, and what it deleted.
+async fn cleanup_once() -> anyhow::Result<()> {
+    let state = AppState::new(quiet(load_config()?), Clock::system())?;
+    match cleanup::run_once(&state).await.context("running the cleanup job")? {
+        Some(r) => println!(
+            "deleted: {} expired codes, {} expired links, {} rate-limit windows, {} ended sessions, {} expired refresh tokens, {} audit events",
+            r.otp_codes, r.magic_links, r.rate_limits, r.sessions, r.refresh_tokens, r.audit_events
+        ),
+        None => println!("skipped: another instance is running the cleanup job"),
+    }
+    Ok(())
 }
 
 fn load_config() -> anyhow::Result<Config> {

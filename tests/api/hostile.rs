@@ -1,7 +1,10 @@
 //! Hostile input: every request gets a 4xx with the error envelope (never a 5xx),
 //! and the server keeps serving.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use reqwest::{Method, header::HeaderValue};
 use serde_json::{Value, json};
@@ -101,70 +104,369 @@ async fn duplicated_keys_are_refused(_: PgPoolOptions, db: PgConnectOptions) {
         .assert_error(400, "invalid_json");
 }
 
+/// The tables a request can write (everything but `audit_events`, counted apart).
+const WRITTEN: [&str; 6] = [
+    "users",
+    "otp_codes",
+    "magic_links",
+    "sessions",
+    "refresh_tokens",
+    "rate_limits",
+];
+
+/// What a request that does work leaves behind: every row of the tables requests
+/// write (as text), the number of audit events, and the number of emails sent.
+#[derive(Debug, PartialEq, Eq)]
+struct Footprint {
+    rows: Vec<(&'static str, Vec<String>)>,
+    audit_events: i64,
+    emails: usize,
+}
+
+async fn rows_of(pool: &PgPool, table: &str) -> Vec<String> {
+    let sql = format!("SELECT t::text FROM {table} t ORDER BY 1");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn footprint(pool: &PgPool, sink: &SmtpSink) -> Footprint {
+    let mut rows = Vec::new();
+    for table in WRITTEN {
+        rows.push((table, rows_of(pool, table).await));
+    }
+    let audit_events = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    Footprint {
+        rows,
+        audit_events,
+        emails: sink.messages().len(),
+    }
+}
+
+/// What a signed-in user holds: a session (token pair), a live code and an unused link.
+struct Seeded {
+    email: &'static str,
+    pair: Value,
+    code: String,
+    link_token: String,
+}
+
+impl Seeded {
+    fn refresh_token(&self) -> &str {
+        self.pair["refreshToken"].as_str().unwrap()
+    }
+
+    fn access_token(&self) -> &str {
+        self.pair["token"].as_str().unwrap()
+    }
+}
+
+async fn seed(app: &TestApp, sink: &SmtpSink) -> Seeded {
+    let email = "ada@example.com";
+    let pair = app.sign_in(sink, email).await;
+    assert_eq!(app.send_code(email).await.status, 200);
+    let code = sink.last_to(email).code();
+    assert_eq!(app.send_magic_link(email, None).await.status, 200);
+    let link_token = token_of(&sink.last_to(email).link());
+    Seeded {
+        email,
+        pair,
+        code,
+        link_token,
+    }
+}
+
+/// Fills the app's code-hashing queue with jobs that wait until the returned sender
+/// is dropped. While it is held, a request that would hash a code answers 503
+/// `overloaded` at once: one that answers anything else hashed nothing.
+async fn plug_hash_queue(app: &TestApp) -> std::sync::mpsc::Sender<()> {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = Arc::new(Mutex::new(wait));
+    // Twice: the hashing threads take their first jobs off the queue meanwhile.
+    for _ in 0..2 {
+        loop {
+            let wait = wait.clone();
+            let job = app.state.hash_queue.run(move || {
+                let _ = wait.lock().map(|w| w.recv());
+            });
+            // A refused job fails at its first poll; a queued one stays pending.
+            match tokio::time::timeout(Duration::ZERO, job).await {
+                Ok(refused) => {
+                    assert!(refused.is_err(), "a plug job cannot finish while plugged");
+                    break;
+                }
+                Err(_queued) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    release
+}
+
+/// `body` as JSON, then spaces up to 2 MiB: still valid JSON, 32 times the limit.
+fn padded(body: &Value) -> Vec<u8> {
+    let mut bytes = body.to_string().into_bytes();
+    bytes.resize(2 * 1024 * 1024, b' ');
+    bytes
+}
+
+/// Too-long fields and too-large bodies are refused before anything else happens.
+/// The refused requests carry the live credentials of a signed-in user (padded or
+/// lengthened), so that work on any of them would show: no row of any table
+/// changes, no audit event is recorded, no email is sent, and no code is hashed
+/// (the hash queue is plugged: a request that hashed would answer 503). Then the
+/// same values unpadded do work, so the observation could have seen it.
 #[sqlx::test]
 async fn huge_values_and_bodies_are_refused_before_any_work(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let (app, sink) = spawn_with_smtp(db).await;
-    let long = "a".repeat(10_000);
-    let cases = [
-        ("/auth/send-code", json!({ "email": format!("{long}@example.com") })),
-        ("/auth/verify-code", json!({ "email": "ada@example.com", "code": long })),
-        (
-            "/auth/send-magic-link",
-            json!({ "email": "ada@example.com", "redirectTo": format!("https://x.example/{long}") }),
-        ),
-        ("/auth/verify-magic-link", json!({ "token": long })),
-        ("/auth/refresh", json!({ "refreshToken": long })),
-        ("/auth/logout", json!({ "refreshToken": long })),
+    let ada = seed(&app, &sink).await;
+    let rt = ada.refresh_token();
+    let valid = [
+        ("/auth/send-code", json!({ "email": ada.email })),
+        ("/auth/verify-code", json!({ "email": ada.email, "code": ada.code })),
+        ("/auth/send-magic-link", json!({ "email": ada.email })),
+        ("/auth/verify-magic-link", json!({ "token": ada.link_token })),
+        ("/auth/refresh", json!({ "refreshToken": rt })),
+        ("/auth/logout", json!({ "refreshToken": rt })),
     ];
-    for (path, body) in cases {
-        assert_4xx(&app.post_json(path, &body).await, path);
-    }
-    let two_mib = vec![b' '; 2 * 1024 * 1024];
-    for (path, _) in endpoints() {
-        app.post_raw(path, Some("application/json"), two_mib.clone())
-            .await
-            .assert_error(413, "payload_too_large");
-    }
-    assert!(sink.messages().is_empty());
-    let rows: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM otp_codes) + (SELECT count(*) FROM magic_links)")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, 0, "nothing was stored");
-    still_serving(&app).await;
-}
-
-#[sqlx::test]
-async fn nul_bytes_and_control_characters_never_reach_the_database_as_errors(_: PgPoolOptions, db: PgConnectOptions) {
-    let mut config = test_config(db);
-    config.login.redirect_allow_list = vec!["https://app.example.com".to_owned()];
-    let app = TestApp::spawn_with(config).await;
-    let nul = "\u{0}";
-    let cases = [
-        ("/auth/send-code", json!({ "email": format!("ada{nul}@example.com") })),
+    let long = "a".repeat(10_000);
+    let too_long = [
+        ("/auth/send-code", json!({ "email": format!("{long}@example.com") })),
         (
             "/auth/verify-code",
-            json!({ "email": "ada@example.com", "code": format!("123{nul}456") }),
+            json!({ "email": ada.email, "code": format!("{}{long}", ada.code) }),
         ),
         (
             "/auth/send-magic-link",
-            json!({ "email": "ada@example.com", "redirectTo": format!("https://app.example.com/a{nul}b\r\nx") }),
+            json!({ "email": ada.email, "redirectTo": format!("https://x.example/{long}") }),
         ),
         (
             "/auth/verify-magic-link",
-            json!({ "token": format!("{}{nul}", "A".repeat(42)) }),
+            json!({ "token": format!("{}{long}", ada.link_token) }),
+        ),
+        ("/auth/refresh", json!({ "refreshToken": format!("{rt}{long}") })),
+        ("/auth/logout", json!({ "refreshToken": format!("{rt}{long}") })),
+    ];
+    let before = footprint(&pool, &sink).await;
+    let release = plug_hash_queue(&app).await;
+
+    // `invalid_request`: refused by the field's length limit, before the handler
+    // (which would answer `invalid_email`, `invalid_code`, `invalid_redirect`, …).
+    for (path, body) in &too_long {
+        app.post_json(path, body).await.assert_error(400, "invalid_request");
+    }
+    for (path, body) in &valid {
+        app.post_raw(path, Some("application/json"), padded(body))
+            .await
+            .assert_error(413, "payload_too_large");
+    }
+    // The bearer operations refuse a large body too, before looking at the session.
+    let sid = app.state.jwt.verify(ada.access_token()).unwrap().sid;
+    for (method, path) in [
+        (Method::POST, "/auth/logout-all".to_owned()),
+        (Method::DELETE, format!("/auth/sessions/{sid}")),
+    ] {
+        let resp = app
+            .client
+            .request(method, app.url(&path))
+            .bearer_auth(ada.access_token())
+            .header("content-type", "application/json")
+            .body(padded(&json!({})))
+            .send()
+            .await
+            .unwrap();
+        TestResponse::from(resp).await.assert_error(413, "payload_too_large");
+    }
+    assert_eq!(footprint(&pool, &sink).await, before, "no row, event or email");
+
+    // The plug holds: a request that reaches the hashing answers 503 (and stores nothing).
+    for (path, body) in &valid[..2] {
+        app.post_json(path, body).await.assert_error(503, "overloaded");
+    }
+    assert_eq!(footprint(&pool, &sink).await, before);
+    drop(release);
+
+    // Unpadded, the same values work: the refused requests would have shown.
+    let by_code = app.post_json(valid[1].0, &valid[1].1).await;
+    assert_eq!(by_code.status, 200, "{}", by_code.text);
+    assert_eq!(app.post_json(valid[3].0, &valid[3].1).await.status, 200);
+    assert_eq!(app.post_json(valid[4].0, &valid[4].1).await.status, 200);
+    let other = by_code.json["refreshToken"].as_str().unwrap();
+    assert_eq!(app.logout(other).await.status, 200);
+    assert_eq!(app.post_json(valid[0].0, &valid[0].1).await.status, 200);
+    assert_eq!(app.post_json(valid[2].0, &valid[2].1).await.status, 200);
+    let after = footprint(&pool, &sink).await;
+    assert_eq!(after.emails, before.emails + 2);
+    assert!(after.audit_events > before.audit_events);
+    for ((table, then), (_, now)) in before.rows.iter().zip(&after.rows) {
+        if *table != "rate_limits" {
+            assert_ne!(then, now, "{table} changed once work was done");
+        }
+    }
+    still_serving(&app).await;
+}
+
+/// The audit rows of one request: (event, success, error, email).
+async fn events_of(pool: &PgPool, request_id: &str) -> Vec<(String, bool, Option<String>, Option<String>)> {
+    sqlx::query_as("SELECT event, success, error, email FROM audit_events WHERE request_id = $1 ORDER BY id")
+        .bind(request_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// An audit row as `events_of` reads it: (event, success, error, email).
+type Event<'a> = (&'a str, bool, Option<&'a str>, Option<&'a str>);
+
+/// A request and what it must answer and record: (path, body, status, code, events).
+type Case<'a> = (&'a str, Value, u16, Option<&'a str>, &'a [Event<'a>]);
+
+/// NUL bytes and line breaks, in the live credentials of a signed-in user, are refused
+/// (or, in a URL, escaped) before they reach a query. Each request answers its code;
+/// the only work done is what the docs say a failed attempt records, and no table
+/// changes but for the counted code try and the one link whose URL escaped them.
+#[sqlx::test]
+async fn nul_bytes_and_control_characters_never_reach_the_database_as_errors(
+    opts: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db, &sink);
+    config.login.redirect_allow_list = vec!["https://app.example.com".to_owned()];
+    let app = TestApp::spawn_with(config).await;
+    let ada = seed(&app, &sink).await;
+    let rt = ada.refresh_token();
+    let nul = "\u{0}";
+    let (head, tail) = ada.code.split_at(3);
+    let escaped = "https://app.example.com/a%00bx";
+    let agent = HeaderValue::from_static("hostile-test");
+    let cases: [Case; 8] = [
+        (
+            "/auth/send-code",
+            json!({ "email": format!("ada{nul}@example.com") }),
+            400,
+            Some("invalid_email"),
+            &[],
+        ),
+        (
+            "/auth/send-code",
+            json!({ "email": format!("{}{nul}", ada.email) }),
+            400,
+            Some("invalid_email"),
+            &[],
+        ),
+        // A refused code is a failed try, recorded and counted as the docs say.
+        (
+            "/auth/verify-code",
+            json!({ "email": ada.email, "code": format!("{head}{nul}{tail}") }),
+            401,
+            Some("invalid_code"),
+            &[
+                ("otp.verification.detail", false, Some("Invalid code"), Some(ada.email)),
+                ("otp.verification", false, Some("Invalid code"), Some(ada.email)),
+            ],
+        ),
+        (
+            "/auth/send-magic-link",
+            json!({ "email": ada.email, "redirectTo": format!("https://app.exa{nul}mple.com/") }),
+            400,
+            Some("invalid_redirect"),
+            &[],
+        ),
+        // In a URL's path they are escaped (NUL) or dropped (CR, LF), as the URL
+        // standard says, and the link is sent to the escaped URL.
+        (
+            "/auth/send-magic-link",
+            json!({ "email": ada.email, "redirectTo": format!("https://app.example.com/a{nul}b\r\nx") }),
+            200,
+            None,
+            &[
+                ("magic_link.generated", true, None, Some(ada.email)),
+                ("magic_link.sent", true, None, Some(ada.email)),
+            ],
+        ),
+        // Refused presentations of a link or a refresh token are recorded.
+        (
+            "/auth/verify-magic-link",
+            json!({ "token": format!("{}{nul}", ada.link_token) }),
+            401,
+            Some("invalid_link"),
+            &[("magic_link.verification", false, Some("Link not found"), None)],
         ),
         (
             "/auth/refresh",
-            json!({ "refreshToken": format!("{}{nul}", "A".repeat(42)) }),
+            json!({ "refreshToken": format!("{rt}{nul}") }),
+            401,
+            Some("invalid_refresh_token"),
+            &[("token.refresh", false, Some("Unknown refresh token"), None)],
         ),
-        ("/auth/logout", json!({ "refreshToken": nul })),
+        // Logout answers 200 whatever it is given (docs/API.md) and records the miss.
+        (
+            "/auth/logout",
+            json!({ "refreshToken": format!("{rt}{nul}") }),
+            200,
+            None,
+            &[("auth.logout", false, Some("Unknown refresh token"), None)],
+        ),
     ];
-    for (path, body) in cases {
-        let resp = app.post_json(path, &body).await;
-        assert!(resp.status < 500, "{path}: {} {}", resp.status, resp.text);
+    let before = footprint(&pool, &sink).await;
+    let mut recorded = 0;
+    for (i, (path, body, status, code, events)) in cases.iter().enumerate() {
+        let id = format!("nul-{i}");
+        let resp = post_as(&app, path, body, &agent, &id).await;
+        match code {
+            Some(code) => resp.assert_error(*status, code),
+            None => assert_eq!(resp.status, *status, "{path}: {}", resp.text),
+        }
+        let rows = events_of(&pool, &id).await;
+        let rows: Vec<Event> = rows
+            .iter()
+            .map(|(e, ok, error, email)| (e.as_str(), *ok, error.as_deref(), email.as_deref()))
+            .collect();
+        assert_eq!(rows, *events, "{path} {body}");
+        recorded += events.len();
     }
+
+    let after = footprint(&pool, &sink).await;
+    assert_eq!(
+        after.audit_events,
+        before.audit_events + i64::try_from(recorded).unwrap()
+    );
+    assert_eq!(after.emails, before.emails + 1, "only the escaped link was sent");
+    assert!(sink.last_to(ada.email).link().starts_with(escaped));
+    for ((table, then), (_, now)) in before.rows.iter().zip(&after.rows) {
+        match *table {
+            "magic_links" => {
+                let new: Vec<&String> = now.iter().filter(|r| !then.contains(r)).collect();
+                assert_eq!(new.len(), 1, "{new:?}");
+                assert!(new[0].contains(escaped), "{}", new[0]);
+                assert!(then.iter().all(|r| now.contains(r)), "the other links are untouched");
+            }
+            "otp_codes" => {} // the counted try, below
+            _ => assert_eq!(then, now, "{table} is untouched"),
+        }
+    }
+    let (attempts, consumed): (i32, bool) =
+        sqlx::query_as("SELECT attempts, consumed_at IS NOT NULL FROM otp_codes WHERE email = $1")
+            .bind(ada.email)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (attempts, consumed),
+        (1, false),
+        "one counted try; the code is still live"
+    );
+    // The credentials themselves still work.
+    assert_eq!(app.verify_code(ada.email, &ada.code).await.status, 200);
+    assert_eq!(app.verify_magic_link(&ada.link_token).await.status, 200);
+    assert_eq!(app.refresh(rt).await.status, 200);
     still_serving(&app).await;
 }
 

@@ -198,6 +198,7 @@ fn redirect_message(e: &RedirectError) -> &'static str {
     match e {
         RedirectError::NotAUrl => "`redirectTo` must be an absolute http(s) URL",
         RedirectError::NotAllowed => "`redirectTo` is not on the allow list",
+        RedirectError::TooLong => "`redirectTo` is longer than 2048 characters once percent-encoded",
     }
 }
 

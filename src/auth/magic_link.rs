@@ -5,6 +5,11 @@ use url::Url;
 
 use crate::config::origin_of;
 
+/// Longest `redirectTo` kept, after normalisation (the `magic_links.redirect_to`
+/// column holds no more): percent-encoding can make a URL within the request's
+/// 2048-character limit several times longer.
+pub const MAX_REDIRECT_LEN: usize = 2048;
+
 /// The SHA-256 under which a token is stored.
 pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -15,6 +20,8 @@ pub fn hash(token: &str) -> [u8; 32] {
 pub enum RedirectError {
     NotAUrl,
     NotAllowed,
+    /// Longer than [`MAX_REDIRECT_LEN`] once normalised.
+    TooLong,
 }
 
 /// Where a link leads, checked: `redirect_to` when its origin is on the allow
@@ -34,6 +41,9 @@ pub fn target(frontend_url: &Url, allow_list: &[String], redirect_to: Option<&st
             }
             if !allow_list.iter().any(|o| *o == origin_of(&url)) {
                 return Err(RedirectError::NotAllowed);
+            }
+            if url.as_str().len() > MAX_REDIRECT_LEN {
+                return Err(RedirectError::TooLong);
             }
             Ok(url)
         }
@@ -94,5 +104,19 @@ mod tests {
         ] {
             assert_eq!(link(&frontend(), &allow, Some(bad), "t"), Err(why), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_redirect_longer_than_the_column_once_normalised_is_refused() {
+        let allow = vec!["https://admin.example.com".to_owned()];
+        let origin = "https://admin.example.com/";
+        // 1 000 characters, each percent-encoded into six.
+        let expands = format!("{origin}{}", "é".repeat(1000));
+        assert_eq!(target(&frontend(), &allow, Some(&expands)), Err(RedirectError::TooLong));
+        let fits = format!("{origin}{}", "a".repeat(MAX_REDIRECT_LEN - origin.len()));
+        assert_eq!(
+            target(&frontend(), &allow, Some(&fits)).map(|u| u.as_str().len()),
+            Ok(MAX_REDIRECT_LEN)
+        );
     }
 }

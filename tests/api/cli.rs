@@ -18,43 +18,105 @@ fn serve_with(vars: &[(&str, &str)]) -> std::process::Output {
         .unwrap()
 }
 
+/// A `DATABASE_URL` that is well formed (nothing listens there): start-up must stop
+/// on the other settings before it would connect.
+const SOME_DATABASE: (&str, &str) = ("DATABASE_URL", "postgres://sesame@127.0.0.1:1/sesame");
+const EXAMPLE_SECRET: &str = "change-me-to-a-random-string-of-at-least-32-bytes";
+
+/// Settings, and the start of each problem line they must produce (in any order).
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
+/// The README: "A bad value stops start-up with exit code 1 and one line per
+/// problem, naming the variable and the form expected [...]. Secret values are
+/// never echoed."
 #[test]
 fn a_bad_setting_stops_start_up_naming_the_variable() {
-    let cases: &[(&[(&str, &str)], &str)] = &[
+    const PRODUCTION_EMAIL: [&str; 2] = [
+        "EMAIL_PROVIDER: expected `smtp` or `resend`",
+        "FROM_EMAIL: expected a sender address",
+    ];
+    let cases: &[Case] = &[
         (
-            &[("PORT", "http")],
-            "PORT: expected a port number from 0 to 65535, got \"http\"",
-        ),
-        (&[("OTP_EXPIRY", "soon")], "OTP_EXPIRY: expected a duration"),
-        (
-            &[("METRICS_FORMAT", "xml")],
-            "METRICS_FORMAT: expected one of `console`, `file`, `both`, `none`",
-        ),
-        (
-            &[("APP_ENV", "production")],
-            "JWT_SECRET: expected a random secret of at least 32 bytes",
+            &[SOME_DATABASE, ("PORT", "http")],
+            &["PORT: expected a port number from 0 to 65535, got \"http\""],
         ),
         (
-            &[("APP_ENV", "production"), ("JWT_SECRET", "short")],
-            "JWT_SECRET: expected at least 32 bytes",
+            &[SOME_DATABASE, ("OTP_EXPIRY", "soon")],
+            &["OTP_EXPIRY: expected a duration"],
+        ),
+        (
+            &[SOME_DATABASE, ("METRICS_FORMAT", "xml")],
+            &["METRICS_FORMAT: expected one of `console`, `file`, `both`, `none`"],
+        ),
+        // Every problem at once, each on its own line.
+        (
+            &[
+                SOME_DATABASE,
+                ("PORT", "http"),
+                ("OTP_EXPIRY", "soon"),
+                ("METRICS_FORMAT", "xml"),
+            ],
+            &[
+                "PORT: expected a port number",
+                "OTP_EXPIRY: expected a duration",
+                "METRICS_FORMAT: expected one of",
+            ],
+        ),
+        (
+            &[SOME_DATABASE, ("APP_ENV", "production")],
+            &[
+                "JWT_SECRET: expected a random secret of at least 32 bytes",
+                PRODUCTION_EMAIL[0],
+                PRODUCTION_EMAIL[1],
+            ],
+        ),
+        (
+            &[SOME_DATABASE, ("APP_ENV", "production"), ("JWT_SECRET", "short")],
+            &[
+                "JWT_SECRET: expected at least 32 bytes",
+                PRODUCTION_EMAIL[0],
+                PRODUCTION_EMAIL[1],
+            ],
         ),
         (
             &[
+                SOME_DATABASE,
                 ("APP_ENV", "production"),
-                ("JWT_SECRET", "change-me-to-a-random-string-of-at-least-32-bytes"),
+                ("JWT_SECRET", EXAMPLE_SECRET),
+                ("EMAIL_PROVIDER", "smtp"),
+                ("SMTP_URL", "smtp://127.0.0.1:1"),
+                ("FROM_EMAIL", "noreply@example.com"),
             ],
-            "JWT_SECRET: expected a random secret of your own",
+            &["JWT_SECRET: expected a random secret of your own"],
         ),
-        (&[], "DATABASE_URL: not set"),
+        (&[], &["DATABASE_URL: not set"]),
     ];
-    for (vars, message) in cases {
+    for (vars, problems) in cases {
         let out = serve_with(vars);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{vars:?} must not start");
-        assert!(
-            stderr.contains(message),
-            "{vars:?}: stderr lacks {message:?}:\n{stderr}"
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{vars:?} must stop with exit code 1:\n{stderr}"
         );
+        assert!(
+            out.stdout.is_empty(),
+            "{vars:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let mut lines = stderr.lines();
+        assert_eq!(lines.next(), Some("sesame: invalid configuration:"), "{stderr}");
+        let lines: Vec<&str> = lines.map(|l| l.strip_prefix("  ").unwrap_or(l)).collect();
+        assert_eq!(lines.len(), problems.len(), "{vars:?}: one line per problem:\n{stderr}");
+        for problem in *problems {
+            let matching = lines.iter().filter(|l| l.starts_with(problem)).count();
+            assert_eq!(matching, 1, "{vars:?}: one line starts with {problem:?}:\n{stderr}");
+        }
+        for (name, value) in *vars {
+            if *name == "JWT_SECRET" {
+                assert!(!stderr.contains(value), "the secret is not echoed:\n{stderr}");
+            }
+        }
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }

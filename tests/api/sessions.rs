@@ -64,12 +64,28 @@ async fn the_session_list_shows_live_sessions_and_one_can_be_ended(_: PgPoolOpti
     let second = app.sign_in(&sink, "ada@example.com").await;
     let stranger = app.sign_in(&sink, "eve@example.com").await;
 
+    // `current` marks the session of the token presented, whichever it is.
+    let sid_of = |pair: &Value| app.state.jwt.verify(at(pair)).unwrap().sid.as_uuid().to_string();
+    assert_ne!(sid_of(&first), sid_of(&second), "two sign-ins, two sessions");
+    for pair in [&first, &second] {
+        let listed = app.bearer(Method::GET, "/auth/sessions", at(pair)).await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        let sessions = listed.json["sessions"].as_array().unwrap();
+        let mut ids: Vec<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
+        ids.sort_unstable();
+        let mut both = [sid_of(&first), sid_of(&second)];
+        both.sort_unstable();
+        assert_eq!(ids, both, "the user's two sessions, and no one else's");
+        let current: Vec<&str> = sessions
+            .iter()
+            .filter(|s| s["current"].as_bool().unwrap())
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(current, [sid_of(pair)], "{}", listed.text);
+    }
+
     let listed = app.bearer(Method::GET, "/auth/sessions", at(&second)).await;
-    assert_eq!(listed.status, 200, "{}", listed.text);
     let sessions = listed.json["sessions"].as_array().unwrap();
-    assert_eq!(sessions.len(), 2);
-    let current: Vec<bool> = sessions.iter().map(|s| s["current"].as_bool().unwrap()).collect();
-    assert_eq!(current.iter().filter(|c| **c).count(), 1);
     let s = &sessions[0];
     for field in ["id", "createdAt", "lastUsedAt", "expiresAt"] {
         assert!(s[field].is_string(), "{field}: {s}");

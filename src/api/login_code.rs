@@ -129,10 +129,10 @@ impl LoginCodeApi {
         let now = state.clock.now();
         let record = stored.as_ref().map(code_record);
         let max_attempts = state.config.login.otp_max_attempts;
-        let matches = match (code_check(record.as_ref(), now, max_attempts), typed, &stored) {
+        let check = code_check(record.as_ref(), now, max_attempts, typed.is_some());
+        let matches = match (check, typed, &stored) {
             (CodeCheck::Compare, Some(code), Some(s)) => check_code(state, code, s.code_hash.clone()).await?,
-            (CodeCheck::Imitate, ..) => imitate_check(state).await.map(|()| false)?,
-            _ => false,
+            _ => imitate_check(state).await.map(|()| false)?,
         };
         let verdict = code_verdict(record.as_ref(), now, max_attempts, matches);
         let (CodeVerdict::Right, Some(stored)) = (verdict, &stored) else {
@@ -206,7 +206,7 @@ async fn check_code(state: &AppState, code: OtpCode, phc: String) -> Result<bool
         .map_err(|_| ApiError::overloaded())
 }
 
-/// Costs what a real check costs, for addresses with no live code.
+/// Costs what a real check costs, when there is nothing to compare.
 async fn imitate_check(state: &AppState) -> Result<(), ApiError> {
     let hasher = state.otp.clone();
     state

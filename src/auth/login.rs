@@ -15,16 +15,16 @@ pub struct CodeRecord {
     pub consumed: bool,
 }
 
-/// What to do with a typed code before the verdict.
+/// What to do with a typed code before the verdict. Every verification does
+/// the work of one hash check, whatever the stored state, so the time of an
+/// answer tells nothing about the address (no code, used, expired, out of
+/// tries, or a malformed typed code all cost what a wrong code costs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeCheck {
     /// Compare it with the stored hash.
     Compare,
-    /// There is nothing to compare with: do the same work against a dummy
-    /// hash, so that "no code" takes as long as "wrong code".
+    /// Comparing would tell nothing: do the same work against a dummy hash.
     Imitate,
-    /// The stored code can no longer be used; comparing would tell nothing.
-    Skip,
 }
 
 /// The verdict on a typed code.
@@ -55,12 +55,12 @@ impl CodeVerdict {
     }
 }
 
-/// Whether the typed code must be compared with the stored hash.
-pub fn code_check(stored: Option<&CodeRecord>, now: OffsetDateTime, max_attempts: u32) -> CodeCheck {
+/// Whether the typed code must be compared with the stored hash: only when
+/// it is well formed and the stored code could still be accepted.
+pub fn code_check(stored: Option<&CodeRecord>, now: OffsetDateTime, max_attempts: u32, well_formed: bool) -> CodeCheck {
     match code_verdict(stored, now, max_attempts, true) {
-        CodeVerdict::NoCode => CodeCheck::Imitate,
-        CodeVerdict::Right => CodeCheck::Compare,
-        _ => CodeCheck::Skip,
+        CodeVerdict::Right if well_formed => CodeCheck::Compare,
+        _ => CodeCheck::Imitate,
     }
 }
 
@@ -146,21 +146,27 @@ mod tests {
             // stored,                                 matches, verdict,                  check
             (None,                                        true,  CodeVerdict::NoCode,      CodeCheck::Imitate),
             (code(live, 0, true),                         true,  CodeVerdict::NoCode,      CodeCheck::Imitate),
-            (code(Duration::ZERO, 0, false),              true,  CodeVerdict::Expired,     CodeCheck::Skip),
-            (code(-Duration::SECOND, 0, false),           true,  CodeVerdict::Expired,     CodeCheck::Skip),
-            (code(Duration::SECOND, MAX, false),          true,  CodeVerdict::BudgetSpent, CodeCheck::Skip),
-            (code(live, MAX + 3, false),                  true,  CodeVerdict::BudgetSpent, CodeCheck::Skip),
+            (code(Duration::ZERO, 0, false),              true,  CodeVerdict::Expired,     CodeCheck::Imitate),
+            (code(-Duration::SECOND, 0, false),           true,  CodeVerdict::Expired,     CodeCheck::Imitate),
+            (code(Duration::SECOND, MAX, false),          true,  CodeVerdict::BudgetSpent, CodeCheck::Imitate),
+            (code(live, MAX + 3, false),                  true,  CodeVerdict::BudgetSpent, CodeCheck::Imitate),
             (code(live, MAX - 1, false),                  false, CodeVerdict::Wrong,       CodeCheck::Compare),
             (code(live, MAX - 1, false),                  true,  CodeVerdict::Right,       CodeCheck::Compare),
             (code(Duration::NANOSECOND, 0, false),        true,  CodeVerdict::Right,       CodeCheck::Compare),
             // A used code that also expired and ran out of tries is still "no code".
             (code(-live, MAX, true),                      true,  CodeVerdict::NoCode,      CodeCheck::Imitate),
             // Expired wins over an exhausted budget.
-            (code(-live, MAX, false),                     true,  CodeVerdict::Expired,     CodeCheck::Skip),
+            (code(-live, MAX, false),                     true,  CodeVerdict::Expired,     CodeCheck::Imitate),
         ];
         for (n, (stored, matches, verdict, check)) in cases.into_iter().enumerate() {
             assert_eq!(code_verdict(stored.as_ref(), NOW, MAX, matches), verdict, "case {n}");
-            assert_eq!(code_check(stored.as_ref(), NOW, MAX), check, "case {n}");
+            assert_eq!(code_check(stored.as_ref(), NOW, MAX, true), check, "case {n}");
+            // A malformed typed code is never compared, whatever is stored.
+            assert_eq!(
+                code_check(stored.as_ref(), NOW, MAX, false),
+                CodeCheck::Imitate,
+                "case {n}"
+            );
         }
     }
 

@@ -1,15 +1,16 @@
 //! Rate limits in PostgreSQL: thresholds, windows, Retry-After, two instances,
-//! bursts, and which client IP counts.
+//! bursts, restarts, the hashed subjects, and which client IP counts.
 
 use std::time::Duration;
 
 use serde_json::json;
 use sesame::config::Config;
+use sha2::{Digest as _, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::task::JoinSet;
 
 use crate::{
-    helpers::{TestApp, TestResponse, smtp_config},
+    helpers::{ServerProcess, TestApp, TestResponse, smtp_config, temp_dir},
     mailbox::SmtpSink,
 };
 
@@ -180,6 +181,97 @@ async fn exceed_every_limit(app: &TestApp, ada: &str, bob: &str) -> Vec<(&'stati
         ("refresh 2", app.refresh(&"B".repeat(43)).await),
         ("refresh 3", app.refresh(&"C".repeat(43)).await),
     ]
+}
+
+async fn post(url: String, body: serde_json::Value) -> TestResponse {
+    TestResponse::from(reqwest::Client::new().post(url).json(&body).send().await.unwrap()).await
+}
+
+/// One request of each limited kind to a `sesame serve` process, from 127.0.0.1.
+async fn send_verify_refresh(server: &ServerProcess, email: &str) -> [TestResponse; 3] {
+    [
+        post(server.url("/auth/send-code"), json!({ "email": email })).await,
+        post(
+            server.url("/auth/verify-code"),
+            json!({ "email": email, "code": "00000x" }),
+        )
+        .await,
+        post(server.url("/auth/refresh"), json!({ "refreshToken": "R".repeat(43) })).await,
+    ]
+}
+
+/// The documented subject of a counter: SHA-256 of the key kind, `:` and the key.
+fn documented_subject(kind: &str, key: &str) -> Vec<u8> {
+    Sha256::digest(format!("{kind}:{key}").as_bytes()).to_vec()
+}
+
+#[sqlx::test]
+async fn limits_hold_across_a_restart_and_store_only_sha256_subjects(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let dir = temp_dir("restart");
+    let vars = [
+        ("EMAIL_PROVIDER", "smtp"),
+        ("SMTP_URL", &*sink.url()),
+        ("RATE_LIMIT_ENABLED", "true"),
+        ("RATE_LIMIT_VERIFY_PER_IP_PER_MINUTE", "1"),
+        ("RATE_LIMIT_REFRESH_PER_IP_PER_MINUTE", "1"),
+    ];
+
+    // Each process is stopped before its answers are checked: a failed
+    // assertion must not leave it running.
+    let first = ServerProcess::start(&db, &dir, &vars);
+    first.wait_ready().await;
+    let [sent, verified, refreshed] = send_verify_refresh(&first, " Ada@Example.COM").await;
+    assert!(first.terminate().await.status.success());
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    assert_eq!(verified.status, 401, "{}", verified.text);
+    assert_eq!(refreshed.status, 401, "{}", refreshed.text);
+
+    // A new process on the same database: every counter is still there (and
+    // the address was counted in its normalised form).
+    let second = ServerProcess::start(&db, &dir, &vars);
+    second.wait_ready().await;
+    let [sent, verified, refreshed] = send_verify_refresh(&second, "ada@example.com").await;
+    assert!(second.terminate().await.status.success());
+    assert_limited(&sent, "send_per_address_interval");
+    assert_limited(&verified, "verify_per_ip_minute");
+    assert_limited(&refreshed, "refresh_per_ip_minute");
+    assert_eq!(sink.to("ada@example.com").len(), 1, "the restart sent nothing more");
+
+    let rows: Vec<(String, Vec<u8>, String)> =
+        sqlx::query_as("SELECT bucket, subject, rate_limits::text FROM rate_limits ORDER BY bucket")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let address = documented_subject("address", "ada@example.com");
+    let ip = documented_subject("ip", "127.0.0.1");
+    let subjects: Vec<(&str, &[u8])> = rows.iter().map(|(b, s, _)| (b.as_str(), s.as_slice())).collect();
+    assert_eq!(
+        subjects,
+        [
+            ("refresh_per_ip_minute", ip.as_slice()),
+            ("send_per_address_hour", address.as_slice()),
+            ("send_per_address_interval", address.as_slice()),
+            ("send_per_ip_hour", ip.as_slice()),
+            ("verify_per_ip_minute", ip.as_slice()),
+        ],
+        "each subject is SHA-256(kind:key)"
+    );
+    for (bucket, subject, row) in &rows {
+        assert_eq!(subject.len(), 32, "{bucket}");
+        for raw in ["ada@example.com", "Ada@Example.COM", "ada", "example", "127.0.0.1"] {
+            assert!(!row.contains(raw), "{raw} in {row}");
+            assert!(
+                !subject.windows(raw.len()).any(|w| w == raw.as_bytes()),
+                "{raw} in the subject of {bucket}"
+            );
+        }
+        assert!(
+            !subject.windows(4).any(|w| w == [127, 0, 0, 1]),
+            "the IP's bytes in the subject of {bucket}"
+        );
+    }
 }
 
 #[sqlx::test]

@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 
 use crate::{
     helpers::{TestApp, file_config, read_json_lines, smtp_config, spawn_with_smtp, temp_dir},
-    mailbox::SmtpSink,
+    login_link::resend_config,
+    mailbox::{ResendStandIn, SmtpSink},
 };
 
 /// `(event, success, error)` of every audit row, in order.
@@ -408,4 +409,37 @@ async fn tls_required_refuses_a_server_without_starttls(opts: PgPoolOptions, db:
     let (event, success, error) = events(&pool).await.pop().unwrap();
     assert_eq!((event.as_str(), success), ("otp.sent", false));
     assert!(error.unwrap().contains("STARTTLS"), "the reason is recorded");
+}
+
+#[sqlx::test]
+async fn a_code_whose_delivery_failed_never_signs_in(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let resend = ResendStandIn::start().await;
+    let app = TestApp::spawn_with(resend_config(db, &resend)).await;
+
+    resend.answer_with(500);
+    app.send_code("ada@example.com").await.assert_error(502, "email_failed");
+    // The provider refused the message, but the stand-in kept it: the code
+    // that never arrived, as someone who intercepted it would hold it.
+    let tried = resend.requests().pop().expect("sesame tried to send the code");
+    assert_eq!(tried.body["to"], json!(["ada@example.com"]));
+    let subject = tried.body["subject"].as_str().unwrap();
+    let code = subject.strip_prefix("Your sign-in code: ").expect(subject);
+    assert_generic_401(&app.verify_code("ada@example.com", code).await);
+    assert_eq!(detail_reasons(&pool).await, ["No OTP found for email"]);
+    let (users, sessions): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((users, sessions), (0, 0), "nobody signed in");
+
+    // The control: the same steps with a delivery that succeeds sign in.
+    resend.answer_with(200);
+    assert_eq!(app.send_code("ada@example.com").await.status, 200);
+    let delivered = resend.requests().pop().unwrap();
+    let subject = delivered.body["subject"].as_str().unwrap();
+    let code = subject.strip_prefix("Your sign-in code: ").expect(subject);
+    let resp = app.verify_code("ada@example.com", code).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
 }

@@ -6,7 +6,10 @@ use std::{
 };
 
 use serde_json::json;
-use sesame::config::{EmailProvider, Secret};
+use sesame::{
+    auth::magic_link,
+    config::{Config, EmailProvider, Secret},
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::{sync::Barrier, task::JoinSet};
 
@@ -214,15 +217,21 @@ async fn two_first_logins_of_one_address_make_one_user(opts: PgPoolOptions, db: 
     assert_eq!(sessions, 2, "each login has its own session");
 }
 
-#[sqlx::test]
-async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOptions) {
-    let resend = ResendStandIn::start().await;
+/// `test_config` sending email through `resend`, which keeps every request,
+/// the failed ones too: a test can read what never arrived.
+pub fn resend_config(db: PgConnectOptions, resend: &ResendStandIn) -> Config {
     let mut config = test_config(db);
     config.email.provider = EmailProvider::Resend;
     config.email.resend_api_key = Some(Secret::new("re_test_key"));
     config.email.resend_api_url = url::Url::parse(&resend.url()).unwrap();
     config.email.from_email = "Sesame <noreply@sesame.test>".to_owned();
-    let app = TestApp::spawn_with(config).await;
+    config
+}
+
+#[sqlx::test]
+async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOptions) {
+    let resend = ResendStandIn::start().await;
+    let app = TestApp::spawn_with(resend_config(db, &resend)).await;
 
     assert_eq!(app.send_code("ada@example.com").await.status, 200);
     let req = resend.requests().pop().expect("one request to /emails");
@@ -245,4 +254,48 @@ async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOption
     app.send_code("carol@example.com")
         .await
         .assert_error(502, "email_failed");
+}
+
+#[sqlx::test]
+async fn a_link_whose_delivery_failed_never_signs_in(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let resend = ResendStandIn::start().await;
+    let app = TestApp::spawn_with(resend_config(db, &resend)).await;
+
+    resend.answer_with(500);
+    app.send_magic_link("ada@example.com", None)
+        .await
+        .assert_error(502, "email_failed");
+    // The provider refused the message, but the stand-in kept it: the link
+    // that never arrived, as someone who intercepted it would hold it.
+    let tried = resend.requests().pop().expect("sesame tried to send the link");
+    assert_eq!(tried.body["to"], json!(["ada@example.com"]));
+    let token = token_of(&link_in(tried.body["text"].as_str().unwrap()));
+    let (hash, consumed): (Vec<u8>, bool) =
+        sqlx::query_as("SELECT token_hash, consumed_at IS NOT NULL FROM magic_links")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(hash, magic_link::hash(&token).to_vec(), "it is the stored link");
+    assert!(consumed, "the link is marked used");
+    app.verify_magic_link(&token).await.assert_error(401, "invalid_link");
+    let reason: String = sqlx::query_scalar("SELECT error FROM audit_events WHERE event = 'magic_link.verification'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "Link already used");
+    let (users, sessions): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((users, sessions), (0, 0), "nobody signed in");
+
+    // The control: the same steps with a delivery that succeeds sign in.
+    resend.answer_with(200);
+    assert_eq!(app.send_magic_link("ada@example.com", None).await.status, 200);
+    let delivered = resend.requests().pop().unwrap();
+    let token = token_of(&link_in(delivered.body["text"].as_str().unwrap()));
+    let resp = app.verify_magic_link(&token).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
 }

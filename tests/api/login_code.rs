@@ -225,6 +225,38 @@ async fn every_failure_is_one_generic_401_with_the_reason_in_the_audit_trail(
 }
 
 #[sqlx::test]
+async fn a_new_code_replaces_the_old_one(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db, &sink);
+    config.rate_limits.enabled = true; // as deployed: a resend waits out the send interval
+    let app = TestApp::spawn_with(config).await;
+    let email = "ada@example.com";
+
+    assert_eq!(app.send_code(email).await.status, 200);
+    let old = sink.last_to(email).code();
+    // Past the one-minute send interval, well inside the old code's ten minutes.
+    // (Should the new code happen to equal the old one, 1 in 10^6, send again.)
+    let new = loop {
+        app.state.clock.advance(Duration::from_secs(61));
+        assert_eq!(app.send_code(email).await.status, 200);
+        let code = sink.last_to(email).code();
+        if code != old {
+            break code;
+        }
+    };
+
+    assert_generic_401(&app.verify_code(email, &old).await);
+    assert_eq!(
+        detail_reasons(&pool).await,
+        ["Invalid code"],
+        "the old code is simply wrong now, not expired"
+    );
+    let resp = app.verify_code(email, &new).await;
+    assert_eq!(resp.status, 200, "the new code works: {}", resp.text);
+}
+
+#[sqlx::test]
 async fn a_new_code_does_not_buy_new_attempts(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let (app, sink) = spawn_with_smtp(db).await;

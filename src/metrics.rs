@@ -49,9 +49,14 @@ impl Metrics {
         *r.events.entry((event.to_owned(), success)).or_default() += 1;
     }
 
-    /// Counts one failed write to the JSON Lines file.
+    /// Counts one audit event the JSON Lines file lost.
     pub fn audit_file_error(&self) {
-        self.audit_file_errors.fetch_add(1, Ordering::Relaxed);
+        self.audit_file_errors_add(1);
+    }
+
+    /// Counts `events` audit events the JSON Lines file lost at once.
+    pub fn audit_file_errors_add(&self, events: u64) {
+        self.audit_file_errors.fetch_add(events, Ordering::Relaxed);
     }
 
     pub fn audit_file_errors(&self) -> u64 {

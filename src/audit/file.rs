@@ -4,8 +4,9 @@
 //! Requests hand complete lines to a bounded queue and move on. The thread
 //! appends them, flushes whenever the queue runs dry (so a line is on disk well
 //! within a second), reopens the file when it was rotated away (logrotate's
-//! rename-and-create), and on failure counts the lost line and logs at most once
-//! a minute. Closing drains the queue before the thread exits.
+//! rename-and-create), and on failure counts every lost line (the failed one
+//! and those still in the buffer) and logs at most once a minute. Closing
+//! drains the queue before the thread exits.
 
 use std::{
     fs::{File, OpenOptions},
@@ -85,6 +86,8 @@ struct Writer<'a> {
     path: &'a Path,
     metrics: &'a Metrics,
     file: Option<Open>,
+    /// Lines in the buffer since the last successful flush: lost if it fails.
+    unflushed: u64,
     last_error_log: Option<Instant>,
     suppressed: u64,
     last_rotation_check: Instant,
@@ -95,6 +98,7 @@ fn run(path: &Path, rx: &mpsc::Receiver<Message>, metrics: &Metrics) {
         path,
         metrics,
         file: None,
+        unflushed: 0,
         last_error_log: None,
         suppressed: 0,
         last_rotation_check: Instant::now(),
@@ -159,19 +163,18 @@ impl Writer<'_> {
             f.out.write_all(line.as_bytes())?;
             f.out.write_all(b"\n")
         });
-        if let Err(e) = result {
-            // Drop the handle: the next line retries opening the file.
-            self.file = None;
-            self.failed(&e);
+        match result {
+            Ok(()) => self.unflushed += 1,
+            // This line and every buffered one are lost.
+            Err(e) => self.failed(&e, self.unflushed + 1),
         }
     }
 
     fn flush(&mut self) {
-        if let Some(f) = self.file.as_mut()
-            && let Err(e) = f.out.flush()
-        {
-            self.file = None;
-            self.failed(&e);
+        let Some(f) = self.file.as_mut() else { return };
+        match f.out.flush() {
+            Ok(()) => self.unflushed = 0,
+            Err(e) => self.failed(&e, self.unflushed),
         }
     }
 
@@ -192,8 +195,14 @@ impl Writer<'_> {
         }
     }
 
-    fn failed(&mut self, e: &std::io::Error) {
-        self.metrics.audit_file_error();
+    /// Counts `lost` lines and closes the file, discarding its buffer (not
+    /// written later by the drop); the next line retries opening the file.
+    fn failed(&mut self, e: &std::io::Error, lost: u64) {
+        if let Some(open) = self.file.take() {
+            drop(open.out.into_parts());
+        }
+        self.unflushed = 0;
+        self.metrics.audit_file_errors_add(lost);
         let due = self.last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
         if due {
             tracing::error!(

@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 
 use crate::{
     helpers::{TestApp, file_config, read_json_lines, smtp_config, spawn_with_smtp, temp_dir},
-    mailbox::SmtpSink,
+    login_link::resend_config,
+    mailbox::{ResendStandIn, SmtpSink},
 };
 
 /// `(event, success, error)` of every audit row, in order.
@@ -224,6 +225,38 @@ async fn every_failure_is_one_generic_401_with_the_reason_in_the_audit_trail(
 }
 
 #[sqlx::test]
+async fn a_new_code_replaces_the_old_one(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db, &sink);
+    config.rate_limits.enabled = true; // as deployed: a resend waits out the send interval
+    let app = TestApp::spawn_with(config).await;
+    let email = "ada@example.com";
+
+    assert_eq!(app.send_code(email).await.status, 200);
+    let old = sink.last_to(email).code();
+    // Past the one-minute send interval, well inside the old code's ten minutes.
+    // (Should the new code happen to equal the old one, 1 in 10^6, send again.)
+    let new = loop {
+        app.state.clock.advance(Duration::from_secs(61));
+        assert_eq!(app.send_code(email).await.status, 200);
+        let code = sink.last_to(email).code();
+        if code != old {
+            break code;
+        }
+    };
+
+    assert_generic_401(&app.verify_code(email, &old).await);
+    assert_eq!(
+        detail_reasons(&pool).await,
+        ["Invalid code"],
+        "the old code is simply wrong now, not expired"
+    );
+    let resp = app.verify_code(email, &new).await;
+    assert_eq!(resp.status, 200, "the new code works: {}", resp.text);
+}
+
+#[sqlx::test]
 async fn a_new_code_does_not_buy_new_attempts(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let (app, sink) = spawn_with_smtp(db).await;
@@ -408,4 +441,37 @@ async fn tls_required_refuses_a_server_without_starttls(opts: PgPoolOptions, db:
     let (event, success, error) = events(&pool).await.pop().unwrap();
     assert_eq!((event.as_str(), success), ("otp.sent", false));
     assert!(error.unwrap().contains("STARTTLS"), "the reason is recorded");
+}
+
+#[sqlx::test]
+async fn a_code_whose_delivery_failed_never_signs_in(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let resend = ResendStandIn::start().await;
+    let app = TestApp::spawn_with(resend_config(db, &resend)).await;
+
+    resend.answer_with(500);
+    app.send_code("ada@example.com").await.assert_error(502, "email_failed");
+    // The provider refused the message, but the stand-in kept it: the code
+    // that never arrived, as someone who intercepted it would hold it.
+    let tried = resend.requests().pop().expect("sesame tried to send the code");
+    assert_eq!(tried.body["to"], json!(["ada@example.com"]));
+    let subject = tried.body["subject"].as_str().unwrap();
+    let code = subject.strip_prefix("Your sign-in code: ").expect(subject);
+    assert_generic_401(&app.verify_code("ada@example.com", code).await);
+    assert_eq!(detail_reasons(&pool).await, ["No OTP found for email"]);
+    let (users, sessions): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((users, sessions), (0, 0), "nobody signed in");
+
+    // The control: the same steps with a delivery that succeeds sign in.
+    resend.answer_with(200);
+    assert_eq!(app.send_code("ada@example.com").await.status, 200);
+    let delivered = resend.requests().pop().unwrap();
+    let subject = delivered.body["subject"].as_str().unwrap();
+    let code = subject.strip_prefix("Your sign-in code: ").expect(subject);
+    let resp = app.verify_code("ada@example.com", code).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
 }

@@ -1,11 +1,17 @@
 //! Signing in with a magic link; and email through the Resend API.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde_json::json;
-use sesame::config::{EmailProvider, Secret};
+use sesame::{
+    auth::magic_link,
+    config::{Config, EmailProvider, Secret},
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio::task::JoinSet;
+use tokio::{sync::Barrier, task::JoinSet};
 
 use crate::{
     helpers::{TestApp, smtp_config, spawn_with_smtp, test_config},
@@ -154,43 +160,78 @@ async fn only_allow_listed_redirects_are_used(_: PgPoolOptions, db: PgConnectOpt
 async fn two_first_logins_of_one_address_make_one_user(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let (app, sink) = spawn_with_smtp(db).await;
-    for _ in 0..6 {
-        app.send_magic_link("twin@example.com", None).await;
+    for _ in 0..2 {
+        let sent = app.send_magic_link("twin@example.com", None).await;
+        assert_eq!(sent.status, 200, "{}", sent.text);
     }
     let tokens: Vec<String> = sink
         .to("twin@example.com")
         .iter()
         .map(|m| token_of(&m.link()))
         .collect();
+    assert_eq!(tokens.len(), 2, "both links were delivered");
+    assert_ne!(tokens[0], tokens[1], "two different links");
+    let users = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(users().await, 0, "no user before the first login");
+
+    // One client (so one connection) per request, already connected, so that
+    // each request goes out as soon as it is sent; a barrier starts both at once.
+    let barrier = Arc::new(Barrier::new(tokens.len()));
     let mut set = JoinSet::new();
     for token in tokens {
-        let (client, url) = (app.client.clone(), app.url("/auth/verify-magic-link"));
+        let client = reqwest::Client::new();
+        assert_eq!(client.get(app.url("/health")).send().await.unwrap().status(), 200);
+        let (url, barrier) = (app.url("/auth/verify-magic-link"), barrier.clone());
         set.spawn(async move {
+            barrier.wait().await;
+            let sent = Instant::now();
             let resp = client.post(url).json(&json!({ "token": token })).send().await.unwrap();
+            let answered = Instant::now();
             let status = resp.status().as_u16();
             let body: serde_json::Value = resp.json().await.unwrap();
-            (status, body["user"]["id"].clone())
+            (sent, answered, status, body["user"]["id"].clone())
         });
     }
     let results = set.join_all().await;
-    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
-    assert!(results.windows(2).all(|w| w[0].1 == w[1].1), "one user id: {results:?}");
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+    assert!(results.iter().all(|r| r.2 == 200), "{results:?}");
+    assert!(
+        results[0].3.is_string() && results[0].3 == results[1].3,
+        "one user id: {results:?}"
+    );
+    let last_sent = results.iter().map(|r| r.0).max().unwrap();
+    let first_answer = results.iter().map(|r| r.1).min().unwrap();
+    assert!(
+        last_sent < first_answer,
+        "the two verifications raced: both were sent before either answer arrived ({results:?})"
+    );
+    assert_eq!(users().await, 1, "exactly one user row");
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(users, 1);
+    assert_eq!(sessions, 2, "each login has its own session");
 }
 
-#[sqlx::test]
-async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOptions) {
-    let resend = ResendStandIn::start().await;
+/// `test_config` sending email through `resend`, which keeps every request,
+/// the failed ones too: a test can read what never arrived.
+pub fn resend_config(db: PgConnectOptions, resend: &ResendStandIn) -> Config {
     let mut config = test_config(db);
     config.email.provider = EmailProvider::Resend;
     config.email.resend_api_key = Some(Secret::new("re_test_key"));
     config.email.resend_api_url = url::Url::parse(&resend.url()).unwrap();
     config.email.from_email = "Sesame <noreply@sesame.test>".to_owned();
-    let app = TestApp::spawn_with(config).await;
+    config
+}
+
+#[sqlx::test]
+async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOptions) {
+    let resend = ResendStandIn::start().await;
+    let app = TestApp::spawn_with(resend_config(db, &resend)).await;
 
     assert_eq!(app.send_code("ada@example.com").await.status, 200);
     let req = resend.requests().pop().expect("one request to /emails");
@@ -213,4 +254,48 @@ async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOption
     app.send_code("carol@example.com")
         .await
         .assert_error(502, "email_failed");
+}
+
+#[sqlx::test]
+async fn a_link_whose_delivery_failed_never_signs_in(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let resend = ResendStandIn::start().await;
+    let app = TestApp::spawn_with(resend_config(db, &resend)).await;
+
+    resend.answer_with(500);
+    app.send_magic_link("ada@example.com", None)
+        .await
+        .assert_error(502, "email_failed");
+    // The provider refused the message, but the stand-in kept it: the link
+    // that never arrived, as someone who intercepted it would hold it.
+    let tried = resend.requests().pop().expect("sesame tried to send the link");
+    assert_eq!(tried.body["to"], json!(["ada@example.com"]));
+    let token = token_of(&link_in(tried.body["text"].as_str().unwrap()));
+    let (hash, consumed): (Vec<u8>, bool) =
+        sqlx::query_as("SELECT token_hash, consumed_at IS NOT NULL FROM magic_links")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(hash, magic_link::hash(&token).to_vec(), "it is the stored link");
+    assert!(consumed, "the link is marked used");
+    app.verify_magic_link(&token).await.assert_error(401, "invalid_link");
+    let reason: String = sqlx::query_scalar("SELECT error FROM audit_events WHERE event = 'magic_link.verification'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "Link already used");
+    let (users, sessions): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((users, sessions), (0, 0), "nobody signed in");
+
+    // The control: the same steps with a delivery that succeeds sign in.
+    resend.answer_with(200);
+    assert_eq!(app.send_magic_link("ada@example.com", None).await.status, 200);
+    let delivered = resend.requests().pop().unwrap();
+    let token = token_of(&link_in(delivered.body["text"].as_str().unwrap()));
+    let resp = app.verify_magic_link(&token).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
 }

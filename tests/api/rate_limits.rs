@@ -1,15 +1,16 @@
 //! Rate limits in PostgreSQL: thresholds, windows, Retry-After, two instances,
-//! bursts, and which client IP counts.
+//! bursts, restarts, the hashed subjects, and which client IP counts.
 
 use std::time::Duration;
 
 use serde_json::json;
 use sesame::config::Config;
+use sha2::{Digest as _, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::task::JoinSet;
 
 use crate::{
-    helpers::{TestApp, TestResponse, smtp_config},
+    helpers::{ServerProcess, TestApp, TestResponse, smtp_config, temp_dir},
     mailbox::SmtpSink,
 };
 
@@ -149,16 +150,174 @@ async fn limits_hold_across_two_instances(_: PgPoolOptions, db: PgConnectOptions
     assert_limited(&b.send_code("ada@example.com").await, "send_per_address_interval");
 }
 
+/// Small limits, each exceeded once by [`exceed_every_limit`]: one send per
+/// address per minute, 2 per address and 3 per client per hour, 2
+/// verifications and 2 refreshes per client per minute.
+fn small_limits(db: PgConnectOptions, sink: &SmtpSink, enabled: bool) -> Config {
+    let mut config = limited(db, sink);
+    config.rate_limits.enabled = enabled;
+    config.rate_limits.send_interval = Duration::from_secs(60);
+    config.rate_limits.send_per_address_per_hour = 2;
+    config.rate_limits.send_per_ip_per_hour = 3;
+    config.rate_limits.verify_per_ip_per_minute = 2;
+    config.rate_limits.refresh_per_ip_per_minute = 2;
+    config
+}
+
+/// Requests that go over each limit of [`small_limits`] once, from one client:
+/// `(request, answer)` in order. With limits on, the 429s name, in turn, the
+/// per-address interval, the per-address hour, the per-client hour, the
+/// verifications and the refreshes.
+async fn exceed_every_limit(app: &TestApp, ada: &str, bob: &str) -> Vec<(&'static str, TestResponse)> {
+    vec![
+        ("send 1 to ada", app.send_code(ada).await),
+        ("send 2 to ada (interval)", app.send_magic_link(ada, None).await),
+        ("send 3 to ada (address hour)", app.send_code(ada).await),
+        ("send 1 to bob (client hour)", app.send_code(bob).await),
+        ("verify 1", app.verify_code(ada, "00000x").await),
+        ("verify 2", app.verify_magic_link(&"V".repeat(43)).await),
+        ("verify 3", app.verify_code(bob, "00000x").await),
+        ("refresh 1", app.refresh(&"A".repeat(43)).await),
+        ("refresh 2", app.refresh(&"B".repeat(43)).await),
+        ("refresh 3", app.refresh(&"C".repeat(43)).await),
+    ]
+}
+
+async fn post(url: String, body: serde_json::Value) -> TestResponse {
+    TestResponse::from(reqwest::Client::new().post(url).json(&body).send().await.unwrap()).await
+}
+
+/// One request of each limited kind to a `sesame serve` process, from 127.0.0.1.
+async fn send_verify_refresh(server: &ServerProcess, email: &str) -> [TestResponse; 3] {
+    [
+        post(server.url("/auth/send-code"), json!({ "email": email })).await,
+        post(
+            server.url("/auth/verify-code"),
+            json!({ "email": email, "code": "00000x" }),
+        )
+        .await,
+        post(server.url("/auth/refresh"), json!({ "refreshToken": "R".repeat(43) })).await,
+    ]
+}
+
+/// The documented subject of a counter: SHA-256 of the key kind, `:` and the key.
+fn documented_subject(kind: &str, key: &str) -> Vec<u8> {
+    Sha256::digest(format!("{kind}:{key}").as_bytes()).to_vec()
+}
+
 #[sqlx::test]
-async fn rate_limit_enabled_false_lifts_every_limit(_: PgPoolOptions, db: PgConnectOptions) {
+async fn limits_hold_across_a_restart_and_store_only_sha256_subjects(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
     let sink = SmtpSink::start().await;
-    let mut config = limited(db, &sink);
-    config.rate_limits.enabled = false;
-    let app = TestApp::spawn_with(config).await;
-    for _ in 0..5 {
-        assert_eq!(app.send_code("ada@example.com").await.status, 200);
+    let dir = temp_dir("restart");
+    let vars = [
+        ("EMAIL_PROVIDER", "smtp"),
+        ("SMTP_URL", &*sink.url()),
+        ("RATE_LIMIT_ENABLED", "true"),
+        ("RATE_LIMIT_VERIFY_PER_IP_PER_MINUTE", "1"),
+        ("RATE_LIMIT_REFRESH_PER_IP_PER_MINUTE", "1"),
+    ];
+
+    // Each process is stopped before its answers are checked: a failed
+    // assertion must not leave it running.
+    let first = ServerProcess::start(&db, &dir, &vars);
+    first.wait_ready().await;
+    let [sent, verified, refreshed] = send_verify_refresh(&first, " Ada@Example.COM").await;
+    assert!(first.terminate().await.status.success());
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    assert_eq!(verified.status, 401, "{}", verified.text);
+    assert_eq!(refreshed.status, 401, "{}", refreshed.text);
+
+    // A new process on the same database: every counter is still there (and
+    // the address was counted in its normalised form).
+    let second = ServerProcess::start(&db, &dir, &vars);
+    second.wait_ready().await;
+    let [sent, verified, refreshed] = send_verify_refresh(&second, "ada@example.com").await;
+    assert!(second.terminate().await.status.success());
+    assert_limited(&sent, "send_per_address_interval");
+    assert_limited(&verified, "verify_per_ip_minute");
+    assert_limited(&refreshed, "refresh_per_ip_minute");
+    assert_eq!(sink.to("ada@example.com").len(), 1, "the restart sent nothing more");
+
+    let rows: Vec<(String, Vec<u8>, String)> =
+        sqlx::query_as("SELECT bucket, subject, rate_limits::text FROM rate_limits ORDER BY bucket")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let address = documented_subject("address", "ada@example.com");
+    let ip = documented_subject("ip", "127.0.0.1");
+    let subjects: Vec<(&str, &[u8])> = rows.iter().map(|(b, s, _)| (b.as_str(), s.as_slice())).collect();
+    assert_eq!(
+        subjects,
+        [
+            ("refresh_per_ip_minute", ip.as_slice()),
+            ("send_per_address_hour", address.as_slice()),
+            ("send_per_address_interval", address.as_slice()),
+            ("send_per_ip_hour", ip.as_slice()),
+            ("verify_per_ip_minute", ip.as_slice()),
+        ],
+        "each subject is SHA-256(kind:key)"
+    );
+    for (bucket, subject, row) in &rows {
+        assert_eq!(subject.len(), 32, "{bucket}");
+        for raw in ["ada@example.com", "Ada@Example.COM", "ada", "example", "127.0.0.1"] {
+            assert!(!row.contains(raw), "{raw} in {row}");
+            assert!(
+                !subject.windows(raw.len()).any(|w| w == raw.as_bytes()),
+                "{raw} in the subject of {bucket}"
+            );
+        }
+        assert!(
+            !subject.windows(4).any(|w| w == [127, 0, 0, 1]),
+            "the IP's bytes in the subject of {bucket}"
+        );
     }
-    assert_eq!(sink.to("ada@example.com").len(), 5);
+}
+
+#[sqlx::test]
+async fn rate_limit_enabled_false_lifts_every_limit(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let off = TestApp::spawn_with(small_limits(db.clone(), &sink, false)).await;
+    let answers = exceed_every_limit(&off, "ada@example.com", "bob@example.com").await;
+    for (request, resp) in &answers {
+        assert_ne!(resp.status, 429, "{request}: {}", resp.text);
+        assert!(resp.header("retry-after").is_none(), "{request}");
+    }
+    let statuses: Vec<u16> = answers.iter().map(|(_, r)| r.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 401, 401, 401, 401, 401, 401]);
+    assert_eq!(sink.to("ada@example.com").len(), 3, "every send was delivered");
+    assert_eq!(sink.to("bob@example.com").len(), 1);
+    let exceeded: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'rate_limit.exceeded'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(exceeded, 0, "no rate_limit.exceeded event");
+    let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM rate_limits")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(counted, 0, "nothing is even counted");
+    off.stop().await;
+
+    // The control: the same requests with the same limits on go over each one.
+    let on = TestApp::spawn_with(small_limits(db, &sink, true)).await;
+    let answers = exceed_every_limit(&on, "carol@example.com", "dave@example.com").await;
+    let limits: Vec<(&str, String)> = answers
+        .iter()
+        .filter(|(_, r)| r.status == 429)
+        .map(|(request, r)| (*request, r.json["limit"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            ("send 2 to ada (interval)", "send_per_address_interval".to_owned()),
+            ("send 3 to ada (address hour)", "send_per_address_hour".to_owned()),
+            ("send 1 to bob (client hour)", "send_per_ip_hour".to_owned()),
+            ("verify 3", "verify_per_ip_minute".to_owned()),
+            ("refresh 3", "refresh_per_ip_minute".to_owned()),
+        ]
+    );
 }
 
 #[sqlx::test]

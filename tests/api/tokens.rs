@@ -1,13 +1,18 @@
 //! Access tokens under attack, EdDSA keys, the JWKS, and verification by an
 //! independent JWT library (jose, in Node), as a resource server would.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use base64::Engine as _;
+use ed25519_dalek::{VerifyingKey, pkcs8::DecodePublicKey as _};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sesame::auth::jwt::generate_ed25519;
+use sha2::{Digest as _, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::{
@@ -128,6 +133,88 @@ async fn forged_tampered_and_stale_hs256_tokens_are_refused(_: PgPoolOptions, db
         assert_eq!(resp.status, 401, "{name}: {}", resp.text);
         assert_eq!(resp.json["code"], "invalid_token", "{name}");
     }
+}
+
+/// Claims to set to the current time plus an offset in seconds.
+type Offsets = &'static [(&'static str, i64)];
+
+#[sqlx::test]
+async fn the_verifier_allows_five_seconds_of_clock_skew_and_no_more(_: PgPoolOptions, db: PgConnectOptions) {
+    let (app, sink) = spawn_with_smtp(db).await;
+    let pair = app.sign_in(&sink, "ada@example.com").await;
+    let base = serde_json::to_value(app.state.jwt.verify(pair["token"].as_str().unwrap()).unwrap()).unwrap();
+    let secret = app.state.config.tokens.jwt_secret.expose().to_owned();
+    // A real token's claims with times set to `now` plus an offset, signed
+    // with the test config's secret: each is valid but for the one time it tests.
+    let sign = |offsets: &[(&str, i64)]| {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut claims = base.clone();
+        for (claim, offset) in offsets {
+            claims[*claim] = json!(now + offset);
+        }
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let cases: [(&str, Offsets, u16); 6] = [
+        ("expired 3 s ago", &[("iat", -3600), ("exp", -3)], 200),
+        ("expired 8 s ago", &[("iat", -3600), ("exp", -8)], 401),
+        ("valid from 3 s on (nbf)", &[("nbf", 3)], 200),
+        ("valid from 8 s on (nbf)", &[("nbf", 8)], 401),
+        ("issued 3 s from now", &[("iat", 3), ("exp", 3600)], 200),
+        ("issued 8 s from now", &[("iat", 8), ("exp", 3600)], 401),
+    ];
+    for (name, offsets, status) in cases {
+        let resp = app.bearer(Method::GET, "/auth/me", &sign(offsets)).await;
+        assert_eq!(resp.status, status, "{name}: {}", resp.text);
+        if status == 401 {
+            assert_eq!(resp.json["code"], "invalid_token", "{name}");
+        }
+    }
+}
+
+/// The RFC 7638 thumbprint of an OKP public key, from the RFCs' definitions
+/// alone: SHA-256 over the required members (RFC 8037 section 2: `crv`,
+/// `kty`, `x`) in lexicographic order, as JSON without whitespace, base64url.
+fn rfc7638_thumbprint(crv: &str, x: &str) -> String {
+    let required: BTreeMap<&str, &str> = [("kty", "OKP"), ("crv", crv), ("x", x)].into();
+    b64(&Sha256::digest(serde_json::to_string(&required).unwrap().as_bytes()))
+}
+
+#[test]
+fn the_thumbprint_computation_gives_the_rfc_8037_example() {
+    // RFC 8037, appendix A.3.
+    assert_eq!(
+        rfc7638_thumbprint("Ed25519", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+        "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    );
+}
+
+#[sqlx::test]
+async fn every_kid_in_the_jwks_is_the_rfc_7638_thumbprint_of_its_key(_: PgPoolOptions, db: PgConnectOptions) {
+    let dir = temp_dir("thumbprint");
+    let (current, current_public, _) = key_files(&dir, "current");
+    let (_, previous_public, _) = key_files(&dir, "previous");
+    let sink = SmtpSink::start().await;
+    let app = eddsa_app(db, &sink, &current, std::slice::from_ref(&previous_public)).await;
+
+    let jwks = app.get("/.well-known/jwks.json").await.json;
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    for (key, pem) in keys.iter().zip([&current_public, &previous_public]) {
+        // `x` is the public key of the file, and the kid its thumbprint.
+        let public = VerifyingKey::from_public_key_pem(&std::fs::read_to_string(pem).unwrap()).unwrap();
+        let x = key["x"].as_str().unwrap();
+        assert_eq!(x, b64(public.as_bytes()), "{key}");
+        assert_eq!(key["crv"], "Ed25519");
+        assert_eq!(key["kid"], rfc7638_thumbprint("Ed25519", x), "{key}");
+    }
+    let pair = app.sign_in(&sink, "ada@example.com").await;
+    let header = jsonwebtoken::decode_header(pair["token"].as_str().unwrap()).unwrap();
+    assert_eq!(header.kid.as_deref(), keys[0]["kid"].as_str(), "tokens carry it");
 }
 
 #[sqlx::test]

@@ -1,14 +1,17 @@
 //! Faults: a killed server, a lost database, shutdown under load, several
 //! instances under mixed traffic, and secrets that must never leak.
 
-use std::time::{Duration, Instant};
+use std::{
+    io::{BufRead as _, BufReader},
+    time::{Duration, Instant},
+};
 
 use serde_json::{Value, json};
 use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use tokio::task::JoinSet;
+use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{
     helpers::{ServerProcess, TestApp, read_json_lines, set_database_reachable, smtp_config, temp_dir},
@@ -133,14 +136,54 @@ async fn a_database_outage_is_503_quickly_and_heals_without_a_restart(opts: PgPo
     assert_eq!(app.sign_in(&sink, "bob@example.com").await["success"], true);
 }
 
-#[sqlx::test]
-async fn sigterm_under_load_finishes_in_flight_requests_and_drains_the_file(opts: PgPoolOptions, db: PgConnectOptions) {
+/// Reads the log (stderr) of a server process line by line, as it is written.
+fn follow_log(server: &mut ServerProcess) -> mpsc::UnboundedReceiver<String> {
+    let stderr = server.child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        // Reads to the end even when nobody listens, so the server never blocks on a full pipe.
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Waits (up to 10 s) for a line of `log` containing `needle`; `seen` keeps every line read.
+async fn wait_for_line(log: &mut mpsc::UnboundedReceiver<String>, seen: &mut Vec<String>, needle: &str) {
+    let wait = async {
+        while let Some(line) = log.recv().await {
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return true;
+            }
+        }
+        false
+    };
+    let found = tokio::time::timeout(Duration::from_secs(10), wait).await;
+    assert!(
+        matches!(found, Ok(true)),
+        "the server did not log {needle:?}: {seen:#?}"
+    );
+}
+
+/// How long the test's SMTP server holds every message: the time a request
+/// stays in flight after its code is stored.
+const SEND_DELAY: Duration = Duration::from_secs(2);
+
+/// `sesame serve` gets `signal` (`TERM` or `INT`) while ten requests are in
+/// flight: it refuses new connections at once (a connection error, not a
+/// timeout) while it still runs, finishes the ten, drains the JSON Lines file
+/// and exits 0.
+async fn stop_under_load(opts: PgPoolOptions, db: PgConnectOptions, signal: &str) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let sink = SmtpSink::start().await;
-    sink.delay(Duration::from_millis(1500)); // every send is in flight for a while
+    sink.delay(SEND_DELAY); // every send is in flight for a while
     let dir = temp_dir("shutdown");
     let file = dir.join("metrics.jsonl");
-    let server = ServerProcess::start(
+    let mut server = ServerProcess::start(
         &db,
         &dir,
         &[
@@ -151,6 +194,8 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_drains_the_file(opts
             ("RATE_LIMIT_ENABLED", "false"),
         ],
     );
+    let mut log = follow_log(&mut server);
+    let mut seen = Vec::new();
     server.wait_ready().await;
 
     let mut in_flight = JoinSet::new();
@@ -178,36 +223,73 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_drains_the_file(opts
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let url = server.url("/health");
-    let pid = server.child.id();
-    let stopping = tokio::spawn(server.terminate());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut child = server.child;
+    let signalled = std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    // Synchronised on the server's log, not a sleep: sesame says it is
+    // stopping, then poem drops its listener and says it waits for the
+    // connections still open (the ten in flight).
+    wait_for_line(&mut log, &mut seen, "shutdown signal received").await;
+    wait_for_line(&mut log, &mut seen, "wait for all connections to close").await;
     let refused = reqwest::Client::new()
         .get(url)
         .timeout(Duration::from_secs(2))
         .send()
         .await;
-    assert!(refused.is_err(), "no new requests once stopping (pid {pid})");
+    let delivered_by_then = sink.messages().len();
+    let running = child.try_wait().unwrap().is_none();
+    match refused {
+        Err(e) if e.is_connect() => {}
+        other => panic!("SIG{signal}: a new connection must be refused, not answered or left to time out: {other:?}"),
+    }
+    assert!(
+        running,
+        "SIG{signal}: refused while still stopping, not because it had exited"
+    );
+    assert!(
+        delivered_by_then < 10,
+        "SIG{signal}: requests were still in flight when the new one was refused"
+    );
 
     let answers = in_flight.join_all().await;
     assert!(
         answers.iter().all(|(s, _)| *s == 200),
-        "no request was cut: {answers:?}"
+        "SIG{signal}: no request was cut: {answers:?}"
     );
     let started = Instant::now();
-    let out = stopping.await.unwrap();
-    assert!(out.status.success(), "exit 0: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed() < Duration::from_secs(15));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "SIG{signal}: sesame did not stop within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    while let Ok(line) = log.try_recv() {
+        seen.push(line);
+    }
+    assert!(status.success(), "SIG{signal}: exit 0, not {status}: {seen:#?}");
     assert_eq!(sink.messages().len(), 10);
     let sent = read_json_lines(&file)
         .iter()
         .filter(|l| l["event"] == "otp.sent")
         .count();
-    assert_eq!(sent, 10, "the JSON Lines writer was drained");
+    assert_eq!(sent, 10, "SIG{signal}: the JSON Lines writer was drained");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'otp.sent'")
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(rows, 10);
+}
+
+#[sqlx::test]
+async fn sigterm_under_load_finishes_in_flight_requests_and_drains_the_file(opts: PgPoolOptions, db: PgConnectOptions) {
+    stop_under_load(opts, db, "TERM").await;
 }
 
 /// How many clients present one refresh token at once in a race round.

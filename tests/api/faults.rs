@@ -292,6 +292,12 @@ async fn sigterm_under_load_finishes_in_flight_requests_and_drains_the_file(opts
     stop_under_load(opts, db, "TERM").await;
 }
 
+/// Ctrl-C in a terminal: the same graceful stop as SIGTERM.
+#[sqlx::test]
+async fn sigint_under_load_finishes_in_flight_requests_and_drains_the_file(opts: PgPoolOptions, db: PgConnectOptions) {
+    stop_under_load(opts, db, "INT").await;
+}
+
 /// How many clients present one refresh token at once in a race round.
 const RACERS: usize = 6;
 

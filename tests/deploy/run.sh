@@ -412,15 +412,24 @@ check_production() {
   ok "traced production run: $(wc -w <<<"$used") syscalls, all in SystemCallFilter; sockets ${fams% }; no W+X memory; writes only to the log folder"
 }
 
+# requests_seen: the sum of sesame_http_requests_total of the main instance: every request it
+# answered. A request is counted once answered, so a scrape counts in the next one.
+requests_seen() {
+  local m
+  m=$(curl -fsS --max-time 5 "$MAIN/metrics") || return 1
+  awk '/^sesame_http_requests_total\{/ { n += $NF } END { print n + 0 }' <<<"$m"
+}
+
 # check_proxy NAME BASE_URL: the checks shared by nginx and Caddy.
 check_proxy() {
-  local name=$1 base=$2 rid ip i
+  local name=$1 base=$2 rid ip i before after
   req GET "$base/health"
   expect_status 200 "GET /health through $name"
   [ "$(jq -cS . <<<"$BODY")" = '{"database":"ok","status":"ok"}' ] || fail "/health body: $BODY"
   [ -n "$(header X-Request-Id)" ] || fail "no X-Request-Id on the response"
   PROXY_RID=$(header X-Request-Id)
   rid="deploy-$name-$RANDOM$RANDOM"
+  PROXY_CLIENT_RID=$rid
   req GET "$base/health" -H "X-Request-Id: $rid"
   [ "$(header X-Request-Id)" = "$rid" ] || fail "the client's X-Request-Id was not passed through: got '$(header X-Request-Id)'"
   # A client claiming another address: sesame must record the proxy's view (127.0.0.1).
@@ -431,10 +440,24 @@ check_proxy() {
   req GET "$base/metrics"
   expect_status 403 "GET /metrics through $name"
   head -c 70000 /dev/zero | tr '\0' a | sed 's/^/{"refreshToken":"/; s/$/"}/' >"$T/big.json"
+  # The proxy answers the 413 without contacting sesame: sesame's request counter does not move.
+  # Control first: the same body sent straight to sesame is counted (sesame's own 413).
+  before=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  req POST "$MAIN/auth/logout" -H 'content-type: application/json' --data-binary @"$T/big.json"
+  expect_code 413 payload_too_large "control: the 70 kB body straight to sesame"
+  after=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  [ $((after - before)) -eq 2 ] ||
+    fail "control: sesame's counter moved by $((after - before)) for one scrape and one oversized body (expected 2)"
+  before=$after
   for i in 1 2 3 4 5; do # a proxy that streams the body to sesame would race its early 413
-    req POST "$base/auth/logout" -H 'content-type: application/json' --data-binary @"$T/big.json"
+    req POST "$base/auth/logout" -H 'content-type: application/json' -H "X-Request-Id: $rid-big-$i" \
+      --data-binary @"$T/big.json"
     expect_code 413 payload_too_large "a 70 kB body through $name (try $i)"
   done
+  after=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  # Exactly 1 more (the previous scrape): sesame saw none of the 5.
+  [ $((after - before)) -eq 1 ] ||
+    fail "sesame counted $((after - before - 1)) request(s) while $name answered 5 oversized bodies with 413"
 }
 
 # Control for the proxy checks: sesame itself does trust the header (TRUST_PROXY_HEADERS=true).
@@ -492,10 +515,15 @@ check_nginx() {
   [[ $PROXY_RID =~ ^[0-9a-f]{32}$ ]] || fail "expected nginx's \$request_id as X-Request-Id, got '$PROXY_RID'"
   grep -q "rid=$PROXY_RID " "$d/logs/sesame.access.log" || fail "the access log lacks rid=$PROXY_RID"
   [ "$(header X-Request-Id)" != "" ] || fail "the 413 answer has no X-Request-Id"
+  # nginx's own record of the oversized bodies: answered 413 with no upstream (urt=-).
+  for i in 1 2 3 4 5; do
+    grep -q "\" 413 [0-9]* rid=$PROXY_CLIENT_RID-big-$i rt=[0-9.]* urt=-\$" "$d/logs/sesame.access.log" ||
+      fail "the access log has no 413 without upstream for rid=$PROXY_CLIENT_RID-big-$i: $(grep -F "rid=$PROXY_CLIENT_RID-big-$i " "$d/logs/sesame.access.log")"
+  done
   req GET "http://127.0.0.1:$port80/health"
   [ "$STATUS" = 301 ] && [[ $(header Location) == https://* ]] || fail "http port: expected a 301 to https, got $STATUS"
   end "$pid"
-  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON, http→https"
+  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still; urt=- in the access log), http→https"
 }
 
 check_caddy() {
@@ -522,7 +550,7 @@ check_caddy() {
   done
   check_proxy caddy "http://127.0.0.1:$port"
   end "$pid"
-  ok "caddy $(caddy version | cut -d' ' -f1) validate passes; through a real Caddy: /health, X-Request-Id, spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON (TLS not tested)"
+  ok "caddy $(caddy version | cut -d' ' -f1) validate passes; through a real Caddy: /health, X-Request-Id, spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still) (TLS not tested)"
 }
 
 check_instances() {

@@ -137,7 +137,12 @@ try {
   await page.locator('#status', { hasText: `Signed in as ${email}` }).waitFor();
   note(`401 retried once: ${seq.slice(0, 3).join(' → ')}`);
 
-  // --- Tabs converge: two without Web Locks race the server, one with them waits ------
+  // --- Tabs converge: three tabs present the same refresh token at once ---------------
+  // Two tabs without Web Locks and this one (alone with its lock, so it does not wait)
+  // each send POST /auth/refresh. A gate holds each request in the browser until all
+  // three are out, so none of them can see another's answer first: the race is certain,
+  // not left to timing. The server rotates for the first and must give the other two
+  // the same child (REFRESH_REUSE_INTERVAL), so the tabs converge on one session.
   const tabs = [];
   for (let i = 0; i < 2; i += 1) {
     const t = await context.newPage();
@@ -147,17 +152,62 @@ try {
     await whoShown(t).waitFor();
     tabs.push(t);
   }
-  const raceMark = calls.length;
-  const raced = await Promise.all([page, ...tabs].map((p) => p.evaluate(() => window.sesame.refresh().then((s) => s.refreshToken))));
-  const raceEnd = calls.length;
-  check(new Set(raced).size === 1, `the tabs converged on one refresh token: ${raced.length} tabs, ${new Set(raced).size} tokens`);
+  const hasLocks = await Promise.all([page, ...tabs].map((p) => p.evaluate(() => navigator.locks !== undefined)));
+  check(JSON.stringify(hasLocks) === '[true,false,false]', `Web Locks in the three tabs: ${hasLocks}`);
+  const gated = []; // {request, parent, sentAt, answeredAt}
+  let allOut;
+  const gate = new Promise((ok) => {
+    allOut = ok;
+  });
+  const refreshUrl = `${api}/auth/refresh`;
+  const onRefresh = async (route) => {
+    const request = route.request();
+    if (request.method() !== 'POST') return route.continue(); // the CORS preflight
+    gated.push({ request, parent: request.postDataJSON()?.refreshToken, sentAt: performance.now() });
+    if (gated.length === 3) allOut();
+    await gate;
+    return route.continue();
+  };
+  const answered = (r) => {
+    const g = gated.find((x) => x.request === r.request());
+    if (g) g.answeredAt = performance.now();
+  };
+  context.on('response', answered);
+  await context.route(refreshUrl, onRefresh);
+  let raced;
+  try {
+    const racing = Promise.all([page, ...tabs].map((p) => p.evaluate(() => window.sesame.refresh().then((s) => s.refreshToken))));
+    // Fewer than three within 10 s: let them through, and the checks below say so.
+    await Promise.race([gate, sleep(10_000).then(allOut)]);
+    raced = await racing;
+  } finally {
+    await context.unroute(refreshUrl, onRefresh);
+    context.off('response', answered);
+  }
+  check(gated.length === 3, `three POST /auth/refresh were sent in the race: ${gated.length}`);
+  const lastSent = Math.max(...gated.map((g) => g.sentAt));
+  const firstAnswer = Math.min(...gated.map((g) => g.answeredAt ?? Infinity));
+  check(lastSent < firstAnswer, `all three were sent before the first answer came back (${lastSent} < ${firstAnswer})`);
+  const parent = gated[0].parent;
+  check(
+    parent && gated.every((g) => g.parent === parent),
+    `all three presented the same refresh token: ${new Set(gated.map((g) => g.parent)).size} distinct`,
+  );
+  const answers = await Promise.all(
+    gated.map(async (g) => {
+      const r = await g.request.response();
+      return { status: r?.status(), refreshToken: r && r.status() === 200 ? (await r.json()).refreshToken : undefined };
+    }),
+  );
+  check(answers.every((a) => a.status === 200), `every refresh of the race answered 200: ${answers.map((a) => a.status)}`);
+  const child = answers[0].refreshToken;
+  check(child && child !== parent && answers.every((a) => a.refreshToken === child), 'the server answered the same new refresh token to all three');
+  check(raced.length === 3 && raced.every((t) => t === child), `the tabs converged on that token: ${new Set(raced).size} distinct`);
   for (const p of [page, ...tabs]) {
     const u = await p.evaluate(() => window.sesame.refresh().then(() => window.sesame.authed('/auth/me')));
     check(u.user.email === email, 'each tab still refreshes and reads /auth/me after the race');
   }
-  const raceRefreshes = calls.slice(raceMark, raceEnd).filter((c) => c.path === '/auth/refresh');
-  check(raceRefreshes.every((c) => c.status === 200), 'no refresh of the race was refused');
-  note(`three tabs refreshing at once (${raceRefreshes.length} POST /auth/refresh, all 200) converged on one session`);
+  note(`three tabs presented one refresh token at once (3 POST /auth/refresh, all 200, all sent before the first answer) and converged on one child`);
 
   // --- Log out --------------------------------------------------------------------------
   const beforeLogout = await stored();

@@ -2,6 +2,8 @@
 # Browser tests, in headless Debian Chromium driven by playwright-core:
 #   swagger ui    — /docs: "Try it out" on send_code, Authorize, "Try it out" on GET /auth/me
 #   example page  — examples/web end to end: code, refresh, 401 retry, tabs, magic link, logout
+#   verify page   — sesame's own sign-in page (GET /auth/verify, /auth/verify-magic-link): opening
+#                   it uses nothing; its button hands the tokens to FRONTEND_URL; its CSP holds
 #
 #   tests/browser/run.sh            prints one line per test; exits non-zero on any failure
 #
@@ -116,11 +118,19 @@ wait_healthy() {
 
 swagger_port=$(free_port)
 example_port=$(free_port)
+verify_port=$(free_port)
+app_port=$(free_port)
 start_sesame swagger "$swagger_port"
 # A 2 s access token, so the page must refresh it while the test watches.
 start_sesame example "$example_port" ACCESS_TOKEN_EXPIRY=2s
+# The frontend (served by verify-page.mjs) on another origin, with a path; links may
+# also lead to sesame's own page.
+app_url=http://127.0.0.1:$app_port/app/
+start_sesame verify "$verify_port" FRONTEND_URL="$app_url" CORS_ALLOWED_ORIGINS="http://127.0.0.1:$app_port" \
+  REDIRECT_ALLOW_LIST="http://127.0.0.1:$verify_port" ACCESS_TOKEN_EXPIRY=15m
 wait_healthy swagger "$swagger_port"
 wait_healthy example "$example_port"
+wait_healthy verify "$verify_port"
 
 # --- The tests ----------------------------------------------------------------------
 failed=0
@@ -141,5 +151,7 @@ run_test() { # run_test LABEL SCRIPT VAR=value…  (the script prints "LABEL: ok
 run_test "swagger ui" swagger.mjs SESAME_URL="http://127.0.0.1:$swagger_port"
 run_test "example page" example.mjs SESAME_URL="http://127.0.0.1:$example_port" PAGE_PORT="$page_port" \
   EXAMPLE_DIR="$repo/examples/web"
+run_test "verify page" verify-page.mjs SESAME_URL="http://127.0.0.1:$verify_port" FRONTEND_URL="$app_url" \
+  DATABASE_URL="$PG_BASE/sesame_browser_verify_$$"
 
 exit "$failed"

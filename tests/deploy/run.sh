@@ -412,15 +412,24 @@ check_production() {
   ok "traced production run: $(wc -w <<<"$used") syscalls, all in SystemCallFilter; sockets ${fams% }; no W+X memory; writes only to the log folder"
 }
 
+# requests_seen: the sum of sesame_http_requests_total of the main instance: every request it
+# answered. A request is counted once answered, so a scrape counts in the next one.
+requests_seen() {
+  local m
+  m=$(curl -fsS --max-time 5 "$MAIN/metrics") || return 1
+  awk '/^sesame_http_requests_total\{/ { n += $NF } END { print n + 0 }' <<<"$m"
+}
+
 # check_proxy NAME BASE_URL: the checks shared by nginx and Caddy.
 check_proxy() {
-  local name=$1 base=$2 rid ip i
+  local name=$1 base=$2 rid ip i before after
   req GET "$base/health"
   expect_status 200 "GET /health through $name"
   [ "$(jq -cS . <<<"$BODY")" = '{"database":"ok","status":"ok"}' ] || fail "/health body: $BODY"
   [ -n "$(header X-Request-Id)" ] || fail "no X-Request-Id on the response"
   PROXY_RID=$(header X-Request-Id)
   rid="deploy-$name-$RANDOM$RANDOM"
+  PROXY_CLIENT_RID=$rid
   req GET "$base/health" -H "X-Request-Id: $rid"
   [ "$(header X-Request-Id)" = "$rid" ] || fail "the client's X-Request-Id was not passed through: got '$(header X-Request-Id)'"
   # A client claiming another address: sesame must record the proxy's view (127.0.0.1).
@@ -431,10 +440,66 @@ check_proxy() {
   req GET "$base/metrics"
   expect_status 403 "GET /metrics through $name"
   head -c 70000 /dev/zero | tr '\0' a | sed 's/^/{"refreshToken":"/; s/$/"}/' >"$T/big.json"
+  # The proxy answers the 413 without contacting sesame: sesame's request counter does not move.
+  # Control first: the same body sent straight to sesame is counted (sesame's own 413).
+  before=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  req POST "$MAIN/auth/logout" -H 'content-type: application/json' --data-binary @"$T/big.json"
+  expect_code 413 payload_too_large "control: the 70 kB body straight to sesame"
+  after=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  [ $((after - before)) -eq 2 ] ||
+    fail "control: sesame's counter moved by $((after - before)) for one scrape and one oversized body (expected 2)"
+  before=$after
   for i in 1 2 3 4 5; do # a proxy that streams the body to sesame would race its early 413
-    req POST "$base/auth/logout" -H 'content-type: application/json' --data-binary @"$T/big.json"
+    req POST "$base/auth/logout" -H 'content-type: application/json' -H "X-Request-Id: $rid-big-$i" \
+      --data-binary @"$T/big.json"
     expect_code 413 payload_too_large "a 70 kB body through $name (try $i)"
   done
+  after=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  # Exactly 1 more (the previous scrape): sesame saw none of the 5.
+  [ $((after - before)) -eq 1 ] ||
+    fail "sesame counted $((after - before - 1)) request(s) while $name answered 5 oversized bodies with 413"
+}
+
+# ms_since T0: milliseconds since T0 (from date +%s%N).
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+# racing_tab NAME BASE_URL [control]: a tab replays, through the proxy, the refresh token another
+# tab has just rotated. Within REFRESH_REUSE_INTERVAL (the main instance keeps the default, 10 s)
+# both get 200 and the same new refresh token, and the session lives on. With `control`, the
+# same replay once the interval has passed is reuse: 401, and the session ends.
+racing_tab() {
+  local name=$1 base=$2 parent child access t0 ms ended
+  login "$base" "$T/main.out" "tab-$name@example.com"
+  parent=$REFRESH
+  refresh "$base" "$parent"
+  expect_status 200 "refresh through $name"
+  t0=$(date +%s%N)
+  child=$REFRESH access=$TOKEN
+  refresh "$base" "$parent"
+  ms=$(ms_since "$t0")
+  expect_status 200 "the parent replayed ${ms} ms after its rotation, through $name"
+  ((ms < 9000)) || fail "the replay came ${ms} ms after the rotation: not within the 10 s interval"
+  [ "$REFRESH" = "$child" ] || fail "the replayed parent got another refresh token than the first tab's"
+  [ "$TOKEN" != "$access" ] || fail "the replayed parent got the first tab's access token, not a fresh one"
+  me "$base" "$TOKEN"
+  expect_status 200 "GET /auth/me with the replay's access token, through $name"
+  RACE_NOTE="a refresh token replayed ${ms} ms after its rotation got 200 and the same child"
+  if [ "${3:-}" != control ]; then
+    refresh "$base" "$child"
+    expect_status 200 "the shared child after the race, through $name"
+    return
+  fi
+  # Control: the same replay after the interval (the child still live, so only time differs).
+  ms=$(ms_since "$t0")
+  ((ms >= 10500)) || sleep "$(printf '%d.%03d' $(((10500 - ms) / 1000)) $(((10500 - ms) % 1000)))"
+  ms=$(ms_since "$t0")
+  refresh "$base" "$parent"
+  expect_code 401 invalid_refresh_token "control: the parent replayed ${ms} ms after its rotation, through $name"
+  refresh "$base" "$child"
+  expect_code 401 invalid_refresh_token "control: the child after that replay (the session should have ended)"
+  ended=$(sql sesame_deploy "SELECT string_agg(s.revoke_reason, ',') FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = 'tab-$name@example.com'")
+  [ "$ended" = reuse_detected ] || fail "control: the session's revoke_reason is '$ended', expected reuse_detected"
+  RACE_NOTE+="; ${ms} ms after, 401 and the session ended (reuse_detected)"
 }
 
 # Control for the proxy checks: sesame itself does trust the header (TRUST_PROXY_HEADERS=true).
@@ -492,10 +557,16 @@ check_nginx() {
   [[ $PROXY_RID =~ ^[0-9a-f]{32}$ ]] || fail "expected nginx's \$request_id as X-Request-Id, got '$PROXY_RID'"
   grep -q "rid=$PROXY_RID " "$d/logs/sesame.access.log" || fail "the access log lacks rid=$PROXY_RID"
   [ "$(header X-Request-Id)" != "" ] || fail "the 413 answer has no X-Request-Id"
+  # nginx's own record of the oversized bodies: answered 413 with no upstream (urt=-).
+  for i in 1 2 3 4 5; do
+    grep -q "\" 413 [0-9]* rid=$PROXY_CLIENT_RID-big-$i rt=[0-9.]* urt=-\$" "$d/logs/sesame.access.log" ||
+      fail "the access log has no 413 without upstream for rid=$PROXY_CLIENT_RID-big-$i: $(grep -F "rid=$PROXY_CLIENT_RID-big-$i " "$d/logs/sesame.access.log")"
+  done
   req GET "http://127.0.0.1:$port80/health"
   [ "$STATUS" = 301 ] && [[ $(header Location) == https://* ]] || fail "http port: expected a 301 to https, got $STATUS"
+  racing_tab nginx "https://127.0.0.1:$port" control
   end "$pid"
-  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON, http→https"
+  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still; urt=- in the access log), http→https; racing tab: $RACE_NOTE"
 }
 
 check_caddy() {
@@ -521,8 +592,9 @@ check_caddy() {
     sleep 0.1
   done
   check_proxy caddy "http://127.0.0.1:$port"
+  racing_tab caddy "http://127.0.0.1:$port"
   end "$pid"
-  ok "caddy $(caddy version | cut -d' ' -f1) validate passes; through a real Caddy: /health, X-Request-Id, spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON (TLS not tested)"
+  ok "caddy $(caddy version | cut -d' ' -f1) validate passes; through a real Caddy: /health, X-Request-Id, spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still); racing tab: $RACE_NOTE (TLS not tested)"
 }
 
 check_instances() {
@@ -580,6 +652,10 @@ check_instances() {
   refresh "$b" "$r2"
   expect_status 200 "refresh of A's child on B"
   r3=$REFRESH
+  # A racing tab replays that token on A within the reuse interval: the child B made.
+  refresh "$a" "$r2"
+  expect_status 200 "the same token replayed on A within the reuse interval"
+  [ "$REFRESH" = "$r3" ] || fail "the replay on A got another refresh token than B's child"
   # Replaying the first token on B is reuse: the session ends on every instance.
   refresh "$b" "$r1"
   expect_code 401 invalid_refresh_token "reuse of the first token on B"
@@ -588,7 +664,7 @@ check_instances() {
   stop "$pid_c" multi_c
   stop "$pid_b" multi_b
   stop "$pid_a" multi_a
-  ok "2 instances started together as a non-superuser owner role (migrations once); a code sent by one verified by the other; per-address limit, refresh chain and reuse detection shared; an instance with another JWT_SECRET answers 401"
+  ok "2 instances started together as a non-superuser owner role (migrations once); a code sent by one verified by the other; per-address limit, refresh chain, reuse interval (a replay on the other instance gets the same child) and reuse detection shared; an instance with another JWT_SECRET answers 401"
 }
 
 check_keys() {
@@ -649,7 +725,7 @@ check_keys() {
 
 check_secret_rotation() {
   CHECK="jwt secret rotation"
-  local port url pid code pepper parent child
+  local port url pid code pepper parent child t0 ms
   free_port port
   url=http://127.0.0.1:$port
   pepper=$(random_secret)
@@ -676,20 +752,27 @@ check_secret_rotation() {
   parent=$REFRESH
   refresh "$url" "$parent"
   expect_status 200 "refresh just before the next change"
+  t0=$(date +%s%N)
   child=$REFRESH
+  # Control: without a change, a racing tab replaying the parent gets the same child.
+  refresh "$url" "$parent"
+  expect_status 200 "control: the parent replayed within the reuse interval, same secret"
+  [ "$REFRESH" = "$child" ] || fail "control: the replayed parent got another refresh token than the child"
   stop "$pid" secret2
   start_sesame secret3 "$port" sesame_deploy JWT_SECRET="$(random_secret)" OTP_SECRET="$pepper"
   pid=$LAST_PID
   post_json "$url/auth/verify-code" "{\"email\":\"pinned@example.com\",\"code\":\"$code\"}"
   expect_status 200 "a code sent before the change, with OTP_SECRET set"
-  # A racing tab replays the parent within REFRESH_REUSE_INTERVAL (10 s) of its rotation:
-  # with the old secret that would get the same child; across a change it is reuse.
+  # The same replay within REFRESH_REUSE_INTERVAL (10 s) of the rotation, across the change,
+  # is reuse: the expected child is derived from the secret.
+  ms=$(ms_since "$t0")
+  ((ms < 9000)) || fail "the restart took ${ms} ms: the replay below would no longer be within the 10 s interval"
   refresh "$url" "$parent"
-  expect_code 401 invalid_refresh_token "parent replayed within the reuse interval across the change"
+  expect_code 401 invalid_refresh_token "parent replayed ${ms} ms after its rotation, across the change"
   refresh "$url" "$child"
   expect_code 401 invalid_refresh_token "the child after that reuse"
   stop "$pid" secret3
-  ok "old access tokens 401, refresh tokens keep working; pending codes void unless OTP_SECRET is set and kept; a tab racing the restart ends its session"
+  ok "old access tokens 401, refresh tokens keep working; pending codes void unless OTP_SECRET is set and kept; a tab racing the restart ends its session ($ms ms after the rotation; the same replay before the change got the same child)"
 }
 
 check_backup() {

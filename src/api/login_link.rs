@@ -177,11 +177,12 @@ impl LoginLinkApi {
 
     /// A page that signs in with a magic link when its button is pressed.
     ///
-    /// For teams without a frontend route: point `FRONTEND_URL` at sesame and
-    /// links open this page (also served at `/auth/verify`). Opening it does
-    /// not use the link — mail scanners that prefetch URLs cannot burn it; the
-    /// button POSTs the token to `/auth/verify-magic-link` and, on success,
-    /// hands the tokens to `FRONTEND_URL` in the URL fragment
+    /// For teams without a frontend route for the link: send links here with
+    /// `redirectTo` (sesame's origin on `REDIRECT_ALLOW_LIST`); the page is
+    /// also served at `/auth/verify`. Opening it does not use the link — mail
+    /// scanners that prefetch URLs cannot burn it; the button POSTs the token
+    /// to `/auth/verify-magic-link` and, on success, hands the tokens to
+    /// `FRONTEND_URL` (the app, never sesame itself) in the URL fragment
     /// (`#access_token=…&refresh_token=…&token_type=bearer&expires_in=…`).
     #[oai(
         path = "/auth/verify-magic-link",

@@ -4,7 +4,11 @@
 mod audit;
 mod cli;
 mod errors;
-mod faults;
+mod faults_instances;
+mod faults_outage;
+mod faults_secrets;
+mod faults_shutdown;
+mod faults_support;
 mod health;
 mod helpers;
 mod hostile;

@@ -233,7 +233,7 @@ async fn three_instances_under_mixed_traffic_behave_as_one(opts: PgPoolOptions, 
     }
 
     // Every instance runs the cleanup job at once: none fails, at least one gets the
-    // lock (that only one holds it at a time is audit::cleanup_runs_on_one_instance_at_a_time).
+    // lock (that only one holds it at a time is audit_cleanup::cleanup_runs_on_one_instance_at_a_time).
     let mut cleanups = JoinSet::new();
     for app in &apps {
         let state = app.state.clone();

@@ -1,7 +1,11 @@
 //! Integration tests: the real app on a random port against a fresh database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod audit;
+mod audit_cleanup;
+mod audit_cli;
+mod audit_file;
+mod audit_support;
+mod audit_trail;
 mod cli;
 mod errors;
 mod faults_instances;

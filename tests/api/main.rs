@@ -1,14 +1,27 @@
 //! Integration tests: the real app on a random port against a fresh database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod audit;
+mod audit_cleanup;
+mod audit_cli;
+mod audit_file;
+mod audit_support;
+mod audit_trail;
 mod cli;
 mod errors;
-mod faults;
+mod faults_instances;
+mod faults_outage;
+mod faults_secrets;
+mod faults_shutdown;
+mod faults_support;
 mod health;
 mod helpers;
-mod hostile;
-mod login_code;
+mod hostile_bodies;
+mod hostile_control_characters;
+mod hostile_sql;
+mod hostile_support;
+mod login_code_send;
+mod login_code_support;
+mod login_code_verify;
 mod login_link;
 mod logout;
 mod mailbox;

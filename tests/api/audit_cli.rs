@@ -1,0 +1,179 @@
+//! Reading the trail as an operator does: the documented queries (what `sesame
+//! audit summary` prints) answer the design's questions, and `sesame audit
+//! summary` and `tail` (also `--follow`) answer from the table.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::{audit_support::insert_events, helpers::database_url};
+
+#[sqlx::test]
+async fn every_documented_audit_query_answers_correctly(opts: PgPoolOptions, db: PgConnectOptions) {
+    use sesame::audit::report::{self, Cell::*};
+    let pool = opts.connect_with(db).await.unwrap();
+    insert_events(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    let t = |s: &str| Text(s.to_owned());
+
+    let queries = report::queries();
+    let names: Vec<&str> = queries.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "events_by_outcome",
+            "login_success_rate",
+            "logins_by_method",
+            "otp_failures_by_reason",
+            "refresh_rate",
+            "reuse_detections",
+            "rate_limit_hits"
+        ]
+    );
+    let mut answers = std::collections::HashMap::new();
+    for q in &queries {
+        assert!(!q.description.is_empty(), "{} has a comment", q.name);
+        let table = report::run(&mut conn, q, Duration::from_secs(24 * 3600)).await.unwrap();
+        answers.insert(q.name.clone(), table);
+    }
+
+    let events = &answers["events_by_outcome"];
+    assert_eq!(events.columns, ["event", "success", "events"]);
+    assert_eq!(
+        events.rows,
+        vec![
+            vec![t("auth.login"), Bool(true), Int(3)],
+            vec![t("magic_link.verification"), Bool(true), Int(1)],
+            vec![t("magic_link.verification"), Bool(false), Int(1)],
+            vec![t("otp.verification"), Bool(true), Int(2)],
+            vec![t("otp.verification"), Bool(false), Int(1)],
+            vec![t("otp.verification.detail"), Bool(false), Int(3)],
+            vec![t("rate_limit.exceeded"), Bool(false), Int(1)],
+            vec![t("token.refresh"), Bool(true), Int(3)],
+            vec![t("token.refresh"), Bool(false), Int(1)],
+            vec![t("token.reuse_detected"), Bool(false), Int(2)],
+        ]
+    );
+    assert_eq!(
+        answers["login_success_rate"].rows,
+        vec![vec![Int(5), Int(3), Int(2), Float(60.0)]]
+    );
+    assert_eq!(
+        answers["logins_by_method"].rows,
+        vec![vec![t("otp"), Int(2)], vec![t("magic-link"), Int(1)]]
+    );
+    assert_eq!(
+        answers["otp_failures_by_reason"].rows,
+        vec![vec![t("Invalid code"), Int(2)], vec![t("OTP expired"), Int(1)]]
+    );
+    assert_eq!(answers["refresh_rate"].rows, vec![vec![Int(3), Int(1), Float(0.13)]]);
+    assert_eq!(answers["reuse_detections"].rows, vec![vec![Int(2), Int(1)]]);
+    assert_eq!(
+        answers["rate_limit_hits"].rows,
+        vec![vec![t("send_per_address"), Int(1)]]
+    );
+}
+
+/// `sesame audit …` against `db`, as an operator runs it.
+fn sesame_audit(db: &PgConnectOptions, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .arg("audit")
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("DATABASE_URL", database_url(db))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[sqlx::test]
+async fn the_audit_commands_answer_from_the_table(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    insert_events(&pool).await;
+
+    let summary = sesame_audit(&db, &["summary", "--since", "24h"]);
+    assert!(summary.contains("login_success_rate"), "{summary}");
+    assert!(
+        summary.lines().any(|l| l.split_whitespace().eq(["5", "3", "2", "60"])),
+        "{summary}"
+    );
+    assert!(summary.lines().any(|l| l.trim() == "Invalid code  2"), "{summary}");
+
+    let tail = sesame_audit(&db, &["tail", "--event", "auth.login", "--json"]);
+    let lines: Vec<Value> = tail.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|l| l["event"] == "auth.login"));
+    let methods: Vec<&str> = lines
+        .iter()
+        .map(|l| l["metadata"]["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["otp", "otp", "magic-link", "otp"], "in the order recorded");
+
+    let text = sesame_audit(&db, &["tail", "-n", "2"]);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains("[METRIC] ❌ token.reuse_detected         | error=Refresh token reused, sessionId=s9"),
+        "{text}"
+    );
+}
+
+#[sqlx::test]
+async fn audit_tail_follow_prints_new_events_as_they_are_recorded(opts: PgPoolOptions, db: PgConnectOptions) {
+    use std::io::BufRead as _;
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let insert = |error: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("INSERT INTO audit_events (event, success, error) VALUES ('auth.logout', false, $1)")
+                .bind(error)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    insert("before").await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["audit", "tail", "--follow", "--json", "--event", "auth.logout"])
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("DATABASE_URL", database_url(&db))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(next_line(&mut rx).await["error"], "before");
+    insert("after").await;
+    assert_eq!(
+        next_line(&mut rx).await["error"],
+        "after",
+        "a new event is printed while following"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The next JSON line a child printed, within 10 s.
+async fn next_line(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    serde_json::from_str(&line.expect("a line within 10 s").expect("the child is running")).unwrap()
+}

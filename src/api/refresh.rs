@@ -128,10 +128,12 @@ impl RefreshApi {
     /// End the session of a refresh token.
     ///
     /// Revokes the session (refresh-token family) the token belongs to, so no
-    /// token of it can be refreshed again. Idempotent: an unknown, malformed or
-    /// already-ended token also answers 200, so the answer reveals nothing.
-    /// Access tokens already issued stay valid until they expire (they are
-    /// stateless JWTs); keep them short-lived.
+    /// token of it can be refreshed again, and its access tokens stop working
+    /// at sesame's bearer operations at once. Idempotent: an unknown, malformed
+    /// or already-ended token also answers 200, so the answer reveals nothing.
+    /// Resource servers that verify access tokens offline against the JWKS
+    /// cannot see the logout and accept them until they expire; keep them
+    /// short-lived.
     #[oai(
         path = "/auth/logout",
         method = "post",

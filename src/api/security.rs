@@ -1,4 +1,11 @@
 //! The bearer security scheme: `Authorization: Bearer <access token>`.
+//!
+//! A token is accepted only while it verifies (signature, issuer, audience,
+//! times) *and* its session (`sid`) is live and belongs to its user (`sub`):
+//! ending a session (logout, logout-all, delete, reuse detection, expiry) or
+//! deleting the user stops its access tokens at sesame at once. Resource
+//! servers that verify tokens offline against the JWKS cannot see that and
+//! accept them until `exp`.
 
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
@@ -7,19 +14,37 @@ use crate::{
     auth::jwt::Claims,
     error::{ApiError, ErrorCode},
     state::AppState,
+    store::{self, users::User},
 };
 
-/// A valid access token (JWT) from `/auth/verify-code`, `/auth/verify-magic-link` or `/auth/refresh`.
+/// A valid access token (JWT) from `/auth/verify-code`, `/auth/verify-magic-link` or `/auth/refresh`, whose session is still live.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
-pub struct BearerAuth(pub Claims);
+pub struct BearerAuth(pub Caller);
 
-async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
+/// Who is calling: the verified claims of a token whose session is live, and its user.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: Claims,
+    pub user: User,
+}
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let state = req
         .data::<AppState>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not attached to requests")))?;
-    state.jwt.verify_at(&bearer.token, state.clock.now()).map_err(|e| {
+    let now = state.clock.now();
+    let claims = state.jwt.verify_at(&bearer.token, now).map_err(|e| {
         tracing::debug!(error = %e, "bearer token refused");
-        ApiError::from(ErrorCode::InvalidToken).into()
-    })
+        ApiError::from(ErrorCode::InvalidToken)
+    })?;
+    let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
+    let user = store::sessions::find_live_owner(&mut conn, claims.sid, claims.sub, now)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| {
+            tracing::debug!("bearer token refused: its session ended or its user is gone");
+            ApiError::new(ErrorCode::InvalidToken, "the session of this token has ended")
+        })?;
+    Ok(Caller { claims, user })
 }

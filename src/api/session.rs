@@ -1,8 +1,8 @@
 //! The `Sessions` tag: who am I, which sessions do I have, and ending them.
 //!
-//! Access tokens are stateless JWTs: ending a session stops its refresh
-//! tokens at once, but access tokens already issued for it keep working until
-//! they expire (`ACCESS_TOKEN_EXPIRY`, 1h by default).
+//! Every operation here takes a bearer access token, accepted only while its
+//! session is live (see [`security`](super::security)): ending a session stops
+//! its refresh tokens and, at sesame, its access tokens at once.
 
 use poem::Request;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
@@ -13,7 +13,7 @@ use super::{
     ApiTags,
     bodies::{SuccessResponse, UserBody},
     request_context,
-    security::BearerAuth,
+    security::{BearerAuth, Caller},
 };
 use crate::{
     audit::{AuditEvent, AuditTx, Event},
@@ -76,13 +76,10 @@ impl SessionApi {
         tag = "ApiTags::Sessions"
     )]
     async fn get_me(&self, auth: BearerAuth) -> Result<Json<MeResponse>, Errors<BearerErrors>> {
-        let mut conn = self.state.db.acquire().await?;
-        let user = store::users::find(&mut conn, auth.0.sub)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the user of this token no longer exists"))?;
+        // The bearer check read the user with the session: no further query.
         Ok(Json(MeResponse {
             success: true,
-            user: user.into(),
+            user: auth.0.user.into(),
         }))
     }
 
@@ -94,12 +91,13 @@ impl SessionApi {
         tag = "ApiTags::Sessions"
     )]
     async fn list_sessions(&self, auth: BearerAuth) -> Result<Json<SessionsResponse>, Errors<BearerErrors>> {
+        let BearerAuth(Caller { claims, .. }) = auth;
         let mut conn = self.state.db.acquire().await?;
-        let rows = store::sessions::list_live(&mut conn, auth.0.sub, self.state.clock.now()).await?;
+        let rows = store::sessions::list_live(&mut conn, claims.sub, self.state.clock.now()).await?;
         let sessions = rows
             .into_iter()
             .map(|s| SessionBody {
-                current: s.id == auth.0.sid,
+                current: s.id == claims.sid,
                 id: s.id.as_uuid(),
                 created_at: s.created_at,
                 last_used_at: s.last_used_at,
@@ -116,9 +114,10 @@ impl SessionApi {
 
     /// End one of the caller's sessions.
     ///
-    /// Its refresh tokens stop working at once; its access tokens at their
-    /// expiry. A session that is not the caller's is 404, like one that does
-    /// not exist.
+    /// Its refresh tokens and, at sesame, its access tokens stop working at
+    /// once (resource servers verifying tokens offline against the JWKS accept
+    /// them until they expire). A session that is not the caller's is 404,
+    /// like one that does not exist.
     #[oai(
         path = "/auth/sessions/:id",
         method = "delete",
@@ -131,10 +130,11 @@ impl SessionApi {
         auth: BearerAuth,
         id: Path<Uuid>,
     ) -> Result<Json<SuccessResponse>, Errors<DeleteSessionErrors>> {
+        let BearerAuth(Caller { claims, .. }) = auth;
         let ctx = request_context(req, &self.state);
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
-        match store::sessions::revoke_owned(&mut tx, auth.0.sub, SessionId::from(id.0), RevokeReason::Revoked, now)
+        match store::sessions::revoke_owned(&mut tx, claims.sub, SessionId::from(id.0), RevokeReason::Revoked, now)
             .await?
         {
             None => return Err(ApiError::new(ErrorCode::NotFound, "no such session").into()),
@@ -142,8 +142,8 @@ impl SessionApi {
             Some(true) => {
                 tx.record(
                     AuditEvent::success(Event::AuthLogout, &ctx, now)
-                        .user(auth.0.sub)
-                        .email(&auth.0.email)
+                        .user(claims.sub)
+                        .email(&claims.email)
                         .meta("scope", "session")
                         .meta("sessionId", id.0.to_string()),
                 )
@@ -156,8 +156,9 @@ impl SessionApi {
 
     /// End every session of the caller.
     ///
-    /// Every refresh token of the user stops working at once; access tokens
-    /// already issued keep working until they expire.
+    /// Every refresh token of the user and, at sesame, every access token
+    /// stops working at once (resource servers verifying tokens offline
+    /// against the JWKS accept them until they expire).
     #[oai(
         path = "/auth/logout-all",
         method = "post",
@@ -169,14 +170,15 @@ impl SessionApi {
         req: &Request,
         auth: BearerAuth,
     ) -> Result<Json<LogoutAllResponse>, Errors<BearerErrors>> {
+        let BearerAuth(Caller { claims, .. }) = auth;
         let ctx = request_context(req, &self.state);
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
-        let revoked = store::sessions::revoke_all(&mut tx, auth.0.sub, RevokeReason::LogoutAll, now).await?;
+        let revoked = store::sessions::revoke_all(&mut tx, claims.sub, RevokeReason::LogoutAll, now).await?;
         tx.record(
             AuditEvent::success(Event::AuthLogout, &ctx, now)
-                .user(auth.0.sub)
-                .email(&auth.0.email)
+                .user(claims.sub)
+                .email(&claims.email)
                 .meta("scope", "all")
                 .meta("revoked", revoked),
         )

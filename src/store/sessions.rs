@@ -4,6 +4,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::users::User;
 use crate::auth::ids::{SessionId, UserId};
 
 /// Why a session ended; stored in `sessions.revoke_reason`.
@@ -220,6 +221,30 @@ pub async fn touch(conn: &mut PgConnection, session_id: SessionId, now: OffsetDa
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// The user `user_id` if session `session_id` is theirs and live (not ended,
+/// not expired at `now`): what a bearer operation checks of an access token's
+/// `sid` and `sub`, in one statement that also answers `/auth/me`.
+pub async fn find_live_owner(
+    conn: &mut PgConnection,
+    session_id: SessionId,
+    user_id: UserId,
+    now: OffsetDateTime,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as!(
+        User,
+        r#"
+        SELECT u.id AS "id: UserId", u.email, u.created_at
+        FROM sessions s JOIN users u ON u.id = s.user_id
+        WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3
+        "#,
+        session_id.as_uuid(),
+        user_id.as_uuid(),
+        now,
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// A live session as `GET /auth/sessions` lists it.

@@ -46,14 +46,3 @@ pub async fn exists(conn: &mut PgConnection, email: &EmailAddress) -> Result<boo
     .fetch_one(conn)
     .await
 }
-
-/// The user with this id.
-pub async fn find(conn: &mut PgConnection, id: UserId) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as!(
-        User,
-        r#"SELECT id AS "id: UserId", email, created_at FROM users WHERE id = $1"#,
-        id.as_uuid()
-    )
-    .fetch_optional(conn)
-    .await
-}

@@ -28,5 +28,6 @@ mod mailbox;
 mod openapi;
 mod rate_limits;
 mod refresh;
+mod revocation;
 mod sessions;
 mod tokens;

@@ -17,7 +17,7 @@ use crate::{
     auth::{
         Reason,
         refresh::RefreshToken,
-        session::{RefreshDecision, SessionRecord, TokenRecord, refresh_decision, session_end, session_expiry},
+        session::{RefreshDecision, SessionRecord, TokenRecord, refresh_decision, session_decision, session_expiry},
     },
     error::{ApiError, ErrorCode, Errors, LogoutErrors, VerifyErrors},
     rate_limit::{self, Limit},
@@ -62,8 +62,9 @@ impl RefreshApi {
     /// that was already exchanged is reuse: the whole session is ended and every
     /// token of it stops working, except within `REFRESH_REUSE_INTERVAL` (10s)
     /// of the exchange, when the same successor is answered again, so that
-    /// racing browser tabs converge on one token. Every failure is 401
-    /// `invalid_refresh_token`.
+    /// racing browser tabs converge on one token. A session already older
+    /// than a `SESSION_MAX_AGE` set or lowered since it began is ended by the
+    /// attempt. Every failure is 401 `invalid_refresh_token`.
     #[oai(
         path = "/auth/refresh",
         method = "post",
@@ -105,21 +106,21 @@ impl RefreshApi {
             },
             session: &s,
             token: &token,
+            next_expiry: session_expiry(
+                s.session_created_at,
+                now,
+                crate::clock::span(state.config.tokens.refresh_token_expiry),
+                state.config.tokens.session_max_age.map(crate::clock::span),
+            ),
             now,
         };
-        if let Some(reason) = session_end(&session_record(&s), now) {
-            return refused(tx, r.failure(reason)).await;
+        let child = state.refresh_chain.child(&token);
+        if let Some(decision) = session_decision(&session_record(&s), r.next_expiry, now) {
+            return r.settle(tx, decision, &child).await;
         }
         // The common case, in one statement: the token is live (the `Rotate`
         // branch of `refresh_decision`, checked by the SQL), rotate it.
-        let child = state.refresh_chain.child(&token);
-        let expires_at = session_expiry(
-            s.session_created_at,
-            now,
-            crate::clock::span(state.config.tokens.refresh_token_expiry),
-            state.config.tokens.session_max_age.map(crate::clock::span),
-        );
-        if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, expires_at).await? {
+        if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, r.next_expiry).await? {
             return r.answer(tx, &child, false).await;
         }
         r.not_live(tx, &child).await
@@ -192,6 +193,8 @@ struct Refresh<'a> {
     user: User,
     session: &'a LockedSession,
     token: &'a RefreshToken,
+    /// The session's expiry after a rotation now, under the present settings.
+    next_expiry: OffsetDateTime,
     now: OffsetDateTime,
 }
 
@@ -232,7 +235,25 @@ impl Refresh<'_> {
             expires_at: t.expires_at,
         };
         let interval = crate::clock::span(self.state.config.tokens.refresh_reuse_interval);
-        match refresh_decision(&session_record(self.session), &token, child_is_live, self.now, interval) {
+        let decision = refresh_decision(
+            &session_record(self.session),
+            self.next_expiry,
+            &token,
+            child_is_live,
+            self.now,
+            interval,
+        );
+        self.settle(tx, decision, child).await
+    }
+
+    /// Carries out a decision other than a rotation (which the store did).
+    async fn settle(
+        self,
+        mut tx: AuditTx,
+        decision: RefreshDecision,
+        child: &RefreshToken,
+    ) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+        match decision {
             RefreshDecision::SameChild => {
                 store::sessions::touch(&mut tx, self.session.session_id, self.now).await?;
                 self.answer(tx, child, true).await
@@ -250,9 +271,15 @@ impl Refresh<'_> {
                     .await?;
                 refused(tx, self.failure(Reason::RefreshTokenReused)).await
             }
+            RefreshDecision::Expire => {
+                let session_id = self.session.session_id;
+                store::sessions::revoke(&mut tx, session_id, RevokeReason::Expired, self.now).await?;
+                refused(tx, self.failure(Reason::SessionExpired)).await
+            }
             RefreshDecision::Refuse(reason) => refused(tx, self.failure(reason)).await,
-            // The session is locked and the rotation just found the token not
-            // live: a decision to rotate means the two disagree.
+            // Only `not_live` can decide to rotate (`session_decision` never
+            // does): the session is locked and the rotation just found the
+            // token not live, so a decision to rotate means the two disagree.
             RefreshDecision::Rotate => Err(ApiError::internal(anyhow::anyhow!(
                 "a refresh token was not live to the store but live to the refresh rule"
             ))

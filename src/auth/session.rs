@@ -7,7 +7,9 @@ use super::Reason;
 
 /// A session's expiry after a sign-in or a refresh at `now`: it slides
 /// `refresh_ttl` forward, but never past `created_at + max_age`
-/// (`SESSION_MAX_AGE`, when set).
+/// (`SESSION_MAX_AGE`, when set). For a session older than `max_age` (the
+/// setting was set or lowered since it began) this is already past:
+/// [`session_decision`] ends such a session instead of refreshing it.
 pub fn session_expiry(
     created_at: OffsetDateTime,
     now: OffsetDateTime,
@@ -62,23 +64,48 @@ pub enum RefreshDecision {
         /// How long ago it was exchanged.
         rotated_ago: Duration,
     },
+    /// The session is past its absolute limit under the present settings
+    /// (`SESSION_MAX_AGE` set or lowered since it began), though its stored
+    /// expiry is not: end it, and refuse with [`Reason::SessionExpired`].
+    Expire,
     /// Refuse, ending nothing.
     Refuse(Reason),
 }
 
-/// The refresh rule. `child_is_live` says whether the token's child is still
-/// the session's live token (only asked of a rotated token);
-/// `reuse_interval` is `REFRESH_REUSE_INTERVAL` (zero: every reuse ends the
-/// session). The interval's end is inclusive.
+/// What the session alone decides, before its token is looked at: refuse an
+/// ended or expired one, end one that a refresh could not move past `now`.
+/// `next_expiry` is the expiry a rotation at `now` would give it
+/// ([`session_expiry`] under the present settings). `None`: the token decides.
+pub fn session_decision(
+    session: &SessionRecord,
+    next_expiry: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<RefreshDecision> {
+    if let Some(reason) = session_end(session, now) {
+        Some(RefreshDecision::Refuse(reason))
+    } else if next_expiry <= now {
+        Some(RefreshDecision::Expire)
+    } else {
+        None
+    }
+}
+
+/// The refresh rule: first [`session_decision`] (`next_expiry` is the
+/// session's expiry after a rotation at `now`), then the token's.
+/// `child_is_live` says whether the token's child is still the session's live
+/// token (only asked of a rotated token); `reuse_interval` is
+/// `REFRESH_REUSE_INTERVAL` (zero: every reuse ends the session). The
+/// interval's end is inclusive.
 pub fn refresh_decision(
     session: &SessionRecord,
+    next_expiry: OffsetDateTime,
     token: &TokenRecord,
     child_is_live: bool,
     now: OffsetDateTime,
     reuse_interval: Duration,
 ) -> RefreshDecision {
-    if let Some(reason) = session_end(session, now) {
-        return RefreshDecision::Refuse(reason);
+    if let Some(decision) = session_decision(session, next_expiry, now) {
+        return decision;
     }
     if token.expires_at <= now {
         return RefreshDecision::Refuse(Reason::RefreshTokenExpired);
@@ -134,32 +161,46 @@ mod tests {
             expires_at: NOW,
         };
         let rotated = |ago| token(Some(ago), true, day);
+        // The expiry a rotation now would give: a day on, or a cap that has passed.
+        let (slides, capped_now, cap_passed) = (NOW + day, NOW, NOW - Duration::hours(1));
         #[rustfmt::skip]
         let cases = [
-            // session,       token,                                      child live, interval,       decision
-            (live_session(),  token(None, false, day),                    false, INTERVAL,       Rotate),
-            (ended,           token(None, false, day),                    false, INTERVAL,       Refuse(Reason::SessionEnded)),
-            (expired,         token(None, false, day),                    false, INTERVAL,       Refuse(Reason::SessionExpired)),
-            (live_session(),  token(None, false, Duration::ZERO),         false, INTERVAL,       Refuse(Reason::RefreshTokenExpired)),
-            (live_session(),  token(Some(Duration::SECOND), true, -day),  true,  INTERVAL,       Refuse(Reason::RefreshTokenExpired)),
-            (live_session(),  token(None, true, day),                     false, INTERVAL,       Refuse(Reason::SessionEnded)),
-            (live_session(),  rotated(Duration::SECOND),                  true,  INTERVAL,       SameChild),
+            // session,       next expiry, token,                                 child live, interval,  decision
+            (live_session(),  slides,     token(None, false, day),                    false, INTERVAL,       Rotate),
+            (ended,           slides,     token(None, false, day),                    false, INTERVAL,       Refuse(Reason::SessionEnded)),
+            (expired,         slides,     token(None, false, day),                    false, INTERVAL,       Refuse(Reason::SessionExpired)),
+            (live_session(),  slides,     token(None, false, Duration::ZERO),         false, INTERVAL,       Refuse(Reason::RefreshTokenExpired)),
+            (live_session(),  slides,     token(Some(Duration::SECOND), true, -day),  true,  INTERVAL,       Refuse(Reason::RefreshTokenExpired)),
+            (live_session(),  slides,     token(None, true, day),                     false, INTERVAL,       Refuse(Reason::SessionEnded)),
+            (live_session(),  slides,     rotated(Duration::SECOND),                  true,  INTERVAL,       SameChild),
             // The interval's end is inclusive; one nanosecond later is reuse.
-            (live_session(),  rotated(INTERVAL),                          true,  INTERVAL,       SameChild),
-            (live_session(),  rotated(INTERVAL + Duration::NANOSECOND),   true,  INTERVAL,
+            (live_session(),  slides,     rotated(INTERVAL),                          true,  INTERVAL,       SameChild),
+            (live_session(),  slides,     rotated(INTERVAL + Duration::NANOSECOND),   true,  INTERVAL,
                 Reuse { rotated_ago: INTERVAL + Duration::NANOSECOND }),
             // Within the interval, but the child was itself rotated or revoked.
-            (live_session(),  rotated(Duration::SECOND),                  false, INTERVAL,
+            (live_session(),  slides,     rotated(Duration::SECOND),                  false, INTERVAL,
                 Reuse { rotated_ago: Duration::SECOND }),
             // No interval: any reuse ends the session, even at once.
-            (live_session(),  rotated(Duration::ZERO),                    true,  Duration::ZERO,
+            (live_session(),  slides,     rotated(Duration::ZERO),                    true,  Duration::ZERO,
                 Reuse { rotated_ago: Duration::ZERO }),
             // An ended session is refused before any reuse is considered.
-            (ended,           rotated(Duration::minutes(5)),              false, INTERVAL,       Refuse(Reason::SessionEnded)),
+            (ended,           slides,     rotated(Duration::minutes(5)),              false, INTERVAL,       Refuse(Reason::SessionEnded)),
+            // A cap that a rotation cannot move past now (SESSION_MAX_AGE set
+            // or lowered since the sign-in) ends the session, whatever the token.
+            (live_session(),  cap_passed, token(None, false, day),                    false, INTERVAL,       Expire),
+            (live_session(),  capped_now, token(None, false, day),                    false, INTERVAL,       Expire),
+            (live_session(),  NOW + Duration::NANOSECOND,
+                                          token(None, false, day),                    false, INTERVAL,       Rotate),
+            (live_session(),  cap_passed, rotated(Duration::SECOND),                  true,  INTERVAL,       Expire),
+            (live_session(),  cap_passed, rotated(Duration::minutes(5)),              false, INTERVAL,       Expire),
+            (live_session(),  cap_passed, token(None, false, Duration::ZERO),         false, INTERVAL,       Expire),
+            // Already ended or expired as stored: refused, nothing more to end.
+            (ended,           cap_passed, token(None, false, day),                    false, INTERVAL,       Refuse(Reason::SessionEnded)),
+            (expired,         cap_passed, token(None, false, day),                    false, INTERVAL,       Refuse(Reason::SessionExpired)),
         ];
-        for (n, (session, token, child_is_live, interval, decision)) in cases.into_iter().enumerate() {
+        for (n, (session, next_expiry, token, child_is_live, interval, decision)) in cases.into_iter().enumerate() {
             assert_eq!(
-                refresh_decision(&session, &token, child_is_live, NOW, interval),
+                refresh_decision(&session, next_expiry, &token, child_is_live, NOW, interval),
                 decision,
                 "case {n}"
             );
@@ -199,20 +240,16 @@ mod tests {
             session_expiry(created, NOW, ttl, Some(Duration::days(90))),
             created + Duration::days(90)
         );
-        // Past the cap: the cap, which is already over.
+        // Past the cap: the cap, which is already over, so the session ends
+        // even though its stored expiry (from before the cap) is not.
         let old = NOW - Duration::days(100);
         let capped = session_expiry(old, NOW, ttl, Some(Duration::days(90)));
         assert!(capped < NOW);
         assert_eq!(
-            session_end(
-                &SessionRecord {
-                    revoked: false,
-                    expires_at: capped
-                },
-                NOW
-            ),
-            Some(Reason::SessionExpired)
+            session_decision(&live_session(), capped, NOW),
+            Some(RefreshDecision::Expire)
         );
+        assert_eq!(session_decision(&live_session(), NOW + ttl, NOW), None);
         // A first sign-in with a cap shorter than the refresh lifetime.
         assert_eq!(
             session_expiry(NOW, NOW, ttl, Some(Duration::days(7))),

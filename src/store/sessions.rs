@@ -18,6 +18,8 @@ pub enum RevokeReason {
     Revoked,
     /// A rotated refresh token was presented again.
     ReuseDetected,
+    /// Refreshed past its `SESSION_MAX_AGE`, set or lowered since it began.
+    Expired,
 }
 
 impl RevokeReason {
@@ -27,6 +29,7 @@ impl RevokeReason {
             Self::LogoutAll => "logout_all",
             Self::Revoked => "revoked",
             Self::ReuseDetected => "reuse_detected",
+            Self::Expired => "expired",
         }
     }
 }

@@ -24,7 +24,7 @@ if [ -n "${SESAME_BIN:-}" ]; then
   measured="binary $SESAME_BIN"
 else
   SESAME_BIN=$target/release/sesame
-  measured="$measured"
+  measured="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
 fi
 export PG_BASE SESAME_BIN
 out=bench/results/$(date -u +%Y-%m-%dT%H%MZ)

@@ -369,3 +369,23 @@ impl ServerProcess {
         self.child.wait_with_output().unwrap()
     }
 }
+
+/// The access token of a token-pair body.
+pub fn at(pair: &Value) -> &str {
+    pair["token"].as_str().unwrap()
+}
+
+/// The refresh token of a token-pair body.
+pub fn rt(pair: &Value) -> &str {
+    pair["refreshToken"].as_str().unwrap()
+}
+
+/// The session id `pair`'s access token carries, verified at `app`'s own time.
+pub fn sid(app: &TestApp, pair: &Value) -> uuid::Uuid {
+    app.state
+        .jwt
+        .verify_at(at(pair), app.state.clock.now())
+        .unwrap()
+        .sid
+        .as_uuid()
+}

@@ -11,13 +11,9 @@ use sqlx::{
 use tokio::task::JoinSet;
 
 use crate::{
-    helpers::{TestApp, smtp_config, spawn_with_smtp},
+    helpers::{TestApp, rt, smtp_config, spawn_with_smtp},
     mailbox::SmtpSink,
 };
-
-fn rt(pair: &Value) -> &str {
-    pair["refreshToken"].as_str().unwrap()
-}
 
 async fn session_revoke_reason(pool: &PgPool) -> Option<String> {
     sqlx::query_scalar("SELECT revoke_reason FROM sessions")

@@ -10,30 +10,11 @@ use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use uuid::Uuid;
 
 use crate::{
-    helpers::{TestApp, smtp_config},
+    helpers::{TestApp, at, rt, sid, smtp_config},
     mailbox::SmtpSink,
 };
-
-fn at(pair: &Value) -> &str {
-    pair["token"].as_str().unwrap()
-}
-
-fn rt(pair: &Value) -> &str {
-    pair["refreshToken"].as_str().unwrap()
-}
-
-/// The session id of `pair`'s access token, read at `app`'s own time.
-fn sid(app: &TestApp, pair: &Value) -> Uuid {
-    app.state
-        .jwt
-        .verify_at(at(pair), app.state.clock.now())
-        .unwrap()
-        .sid
-        .as_uuid()
-}
 
 /// The failure reasons of `token.refresh`, oldest first, with their session.
 async fn refresh_failures(pool: &PgPool) -> Vec<(String, Option<String>)> {

@@ -11,27 +11,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::{
-    helpers::{TestApp, smtp_config},
+    helpers::{TestApp, at, rt, sid, smtp_config},
     mailbox::SmtpSink,
 };
-
-fn at(pair: &Value) -> &str {
-    pair["token"].as_str().unwrap()
-}
-
-fn rt(pair: &Value) -> &str {
-    pair["refreshToken"].as_str().unwrap()
-}
-
-/// The session id of `pair`'s access token (read at the app's own time).
-fn sid(app: &TestApp, pair: &Value) -> Uuid {
-    app.state
-        .jwt
-        .verify_at(at(pair), app.state.clock.now())
-        .unwrap()
-        .sid
-        .as_uuid()
-}
 
 /// The control: `token` is accepted by the bearer operations that change
 /// nothing (the delete names a session that does not exist: 404, not 401).

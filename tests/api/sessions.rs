@@ -4,15 +4,7 @@ use reqwest::Method;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{spawn_with_smtp, test_config};
-
-fn at(pair: &Value) -> &str {
-    pair["token"].as_str().unwrap()
-}
-
-fn rt(pair: &Value) -> &str {
-    pair["refreshToken"].as_str().unwrap()
-}
+use crate::helpers::{at, rt, spawn_with_smtp, test_config};
 
 #[sqlx::test]
 async fn me_answers_the_signed_in_user(_: PgPoolOptions, db: PgConnectOptions) {

@@ -196,11 +196,13 @@ pub struct LoginSettings {
 /// How email leaves: the transport and the sender.
 #[derive(Debug, Clone)]
 pub struct EmailSettings {
-    /// The transport (`EMAIL_PROVIDER`, default console; required in production).
+    /// The transport (`EMAIL_PROVIDER`, default console, or resend when `RESEND_API_KEY` is set;
+    /// required in production unless `RESEND_API_KEY` is set).
     pub provider: EmailProvider,
     /// SMTP server for the smtp transport (`SMTP_URL`, default none).
     pub smtp_url: Option<Secret>,
-    /// Resend API key for the resend transport (`RESEND_API_KEY`, default none).
+    /// Resend API key for the resend transport (`RESEND_API_KEY`, default none); selects
+    /// resend when `EMAIL_PROVIDER` is unset.
     pub resend_api_key: Option<Secret>,
     /// Base URL of the Resend API (`RESEND_API_URL`, default https://api.resend.com).
     pub resend_api_url: Url,

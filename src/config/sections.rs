@@ -216,7 +216,8 @@ fn otp_secret(r: &mut Reader<'_>, app_env: AppEnv, jwt_secret: &Secret) -> Secre
 impl EmailSettings {
     /// Production needs a real transport and a sender; each transport needs its settings.
     pub(super) fn read(r: &mut Reader<'_>, app_env: AppEnv) -> Self {
-        let provider = email_provider(r, app_env);
+        let resend_api_key = r.raw("RESEND_API_KEY").map(Secret::new);
+        let provider = email_provider(r, app_env, resend_api_key.is_some());
         let smtp_url = smtp_url(r);
         if provider == EmailProvider::Smtp && smtp_url.is_none() {
             r.problem(
@@ -225,7 +226,6 @@ impl EmailSettings {
                 None,
             );
         }
-        let resend_api_key = r.raw("RESEND_API_KEY").map(Secret::new);
         if provider == EmailProvider::Resend && resend_api_key.is_none() {
             r.problem(
                 "RESEND_API_KEY",
@@ -243,11 +243,20 @@ impl EmailSettings {
     }
 }
 
-fn email_provider(r: &mut Reader<'_>, app_env: AppEnv) -> EmailProvider {
+/// Unset, a Resend key selects Resend, as in the TypeScript design; else console
+/// (refused in production).
+fn email_provider(r: &mut Reader<'_>, app_env: AppEnv, has_resend_key: bool) -> EmailProvider {
     let production = app_env.is_production();
     let Some(v) = r.raw("EMAIL_PROVIDER") else {
+        if has_resend_key {
+            return EmailProvider::Resend;
+        }
         if production {
-            r.problem("EMAIL_PROVIDER", "`smtp` or `resend` (required in production)", None);
+            r.problem(
+                "EMAIL_PROVIDER",
+                "`smtp` or `resend`, or a RESEND_API_KEY (required in production)",
+                None,
+            );
         }
         return EmailProvider::Console;
     };

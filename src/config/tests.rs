@@ -208,6 +208,22 @@ fn a_transport_needs_its_settings() {
 }
 
 #[test]
+fn a_resend_key_without_a_provider_selects_resend_in_development_and_production() {
+    let c = load(&[("RESEND_API_KEY", "re_123")]).expect("valid development config");
+    assert_eq!(c.email.provider, EmailProvider::Resend);
+    let c = load(&prod_with(&[("EMAIL_PROVIDER", ""), ("RESEND_API_KEY", "re_123")])).expect("valid production config");
+    assert_eq!(c.email.provider, EmailProvider::Resend);
+    // An explicit choice wins over the key.
+    let c = load(&[("RESEND_API_KEY", "re_123"), ("EMAIL_PROVIDER", "console")]).expect("valid");
+    assert_eq!(c.email.provider, EmailProvider::Console);
+    let c = load(&prod_with(&[("RESEND_API_KEY", "re_123")])).expect("valid");
+    assert_eq!(c.email.provider, EmailProvider::Smtp);
+    // Without the key, production still needs a provider.
+    let p = problems(&prod_with(&[("EMAIL_PROVIDER", "")]));
+    assert!(p.iter().any(|m| m.starts_with("EMAIL_PROVIDER: expected")), "{p:?}");
+}
+
+#[test]
 fn secrets_are_not_echoed_or_debug_printed() {
     let p = problems(&[("SMTP_URL", "ftp://user:hunter2@mail")]);
     assert!(!p[0].contains("hunter2"), "{}", p[0]);

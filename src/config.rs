@@ -24,6 +24,10 @@ use self::reader::Reader;
 /// The `JWT_SECRET` shipped in `.env.example`; refused in production.
 pub const EXAMPLE_JWT_SECRET: &str = "change-me-to-a-random-string-of-at-least-32-bytes";
 
+/// The placeholder `JWT_SECRET` of the TypeScript design's example settings; refused in
+/// production like ours, since a deployment copied from it would sign with a public key.
+pub const DESIGN_EXAMPLE_JWT_SECRET: &str = "your-super-secret-jwt-key-change-this-in-production";
+
 /// The shortest `JWT_SECRET` accepted in production: 256 bits for HS256.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 

@@ -9,9 +9,9 @@ use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
 use super::{
-    AppEnv, AuditSettings, DatabaseSettings, EXAMPLE_JWT_SECRET, EmailProvider, EmailSettings, LogFormat,
-    LoginSettings, MIN_JWT_SECRET_BYTES, MetricsFormat, RateLimits, Secret, ServerSettings, TokenSettings, origin_of,
-    reader::Reader,
+    AppEnv, AuditSettings, DESIGN_EXAMPLE_JWT_SECRET, DatabaseSettings, EXAMPLE_JWT_SECRET, EmailProvider,
+    EmailSettings, LogFormat, LoginSettings, MIN_JWT_SECRET_BYTES, MetricsFormat, RateLimits, Secret, ServerSettings,
+    TokenSettings, origin_of, reader::Reader,
 };
 
 /// `APP_ENV` (`NODE_ENV` when unset): read first, since production tightens other checks.
@@ -117,11 +117,12 @@ impl TokenSettings {
     }
 }
 
-/// Production refuses a missing, short or example secret; development makes one up.
+/// Production refuses a missing, short or example secret (ours or the TypeScript
+/// design's); development makes one up.
 fn jwt_secret(r: &mut Reader<'_>, app_env: AppEnv) -> Secret {
     let production = app_env.is_production();
     match r.raw("JWT_SECRET") {
-        Some(v) if production && v == EXAMPLE_JWT_SECRET => {
+        Some(v) if production && (v == EXAMPLE_JWT_SECRET || v == DESIGN_EXAMPLE_JWT_SECRET) => {
             r.secret_problem(
                 "JWT_SECRET",
                 "a random secret of your own; the example value is refused in production",

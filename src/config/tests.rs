@@ -169,7 +169,7 @@ fn all_problems_are_reported_at_once() {
 
 #[test]
 fn production_refuses_a_missing_short_or_example_jwt_secret() {
-    for secret in ["", "too-short", EXAMPLE_JWT_SECRET] {
+    for secret in ["", "too-short", EXAMPLE_JWT_SECRET, DESIGN_EXAMPLE_JWT_SECRET] {
         let p = problems(&prod_with(&[("JWT_SECRET", secret)]));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].starts_with("JWT_SECRET: expected"), "{}", p[0]);
@@ -177,6 +177,15 @@ fn production_refuses_a_missing_short_or_example_jwt_secret() {
             assert!(!p[0].contains(secret), "the secret must not be echoed: {}", p[0]);
         }
     }
+    assert!(
+        DESIGN_EXAMPLE_JWT_SECRET.len() >= MIN_JWT_SECRET_BYTES,
+        "the design's placeholder is long enough to pass the length check: only its own rule refuses it"
+    );
+    assert_eq!(
+        DESIGN_EXAMPLE_JWT_SECRET,
+        "your-super-secret-jwt-key-change-this-in-production"
+    );
+    load(&[("JWT_SECRET", DESIGN_EXAMPLE_JWT_SECRET)]).expect("development accepts it");
 }
 
 #[test]

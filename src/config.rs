@@ -219,7 +219,7 @@ pub struct EmailSettings {
 pub struct AuditSettings {
     /// Whether the console and file outputs are on (`METRICS_ENABLED`, default true).
     pub metrics_enabled: bool,
-    /// Which outputs besides the table (`METRICS_FORMAT`, default console).
+    /// Which outputs besides the table (`METRICS_FORMAT`, default both, i.e. console and file).
     pub metrics_format: MetricsFormat,
     /// JSON Lines file of the file output (`METRICS_FILE_PATH`, default ./logs/metrics.jsonl).
     pub metrics_file_path: PathBuf,

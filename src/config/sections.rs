@@ -325,7 +325,9 @@ impl AuditSettings {
             metrics_enabled: r.bool("METRICS_ENABLED", true),
             metrics_format: r.choice(
                 "METRICS_FORMAT",
-                MetricsFormat::Console,
+                // Both, so that every event reaches the file as well as the table; the
+                // TypeScript design's default was `console`.
+                MetricsFormat::Both,
                 &[
                     ("console", MetricsFormat::Console),
                     ("file", MetricsFormat::File),

@@ -62,7 +62,7 @@ fn defaults_match_the_spec() {
     assert_eq!(c.server.cors_allowed_origins, vec!["http://localhost:3000".to_owned()]);
     assert_eq!(c.email.provider, EmailProvider::Console);
     assert!(c.audit.metrics_enabled);
-    assert_eq!(c.audit.metrics_format, MetricsFormat::Console);
+    assert_eq!(c.audit.metrics_format, MetricsFormat::Both);
     assert_eq!(c.audit.metrics_file_path, PathBuf::from("./logs/metrics.jsonl"));
     assert_eq!(c.audit.cleanup_interval, Duration::from_secs(3600));
     assert_eq!(c.audit.audit_retention, None);

@@ -280,4 +280,24 @@ mod tests {
         assert_eq!(failed["error"], "Invalid code");
         assert_eq!(failed["success"], false);
     }
+
+    /// As the TypeScript design prints `tokenType=access, expiresIn=1h`: in the order
+    /// written, not sorted.
+    #[test]
+    fn metadata_keys_keep_the_order_they_are_written_in() {
+        let at = OffsetDateTime::from_unix_timestamp(1_736_937_005).expect("valid");
+        let e = AuditEvent::success(Event::TokenGenerated, &RequestContext::none(), at)
+            .meta("tokenType", "access")
+            .meta("expiresIn", "1h");
+        assert!(
+            console_line(&e, false).ends_with("| tokenType=access, expiresIn=1h"),
+            "{}",
+            console_line(&e, false)
+        );
+        assert!(
+            json_line(&e).ends_with(r#""metadata":{"tokenType":"access","expiresIn":"1h"}}"#),
+            "{}",
+            json_line(&e)
+        );
+    }
 }

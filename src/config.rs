@@ -24,6 +24,10 @@ use self::reader::Reader;
 /// The `JWT_SECRET` shipped in `.env.example`; refused in production.
 pub const EXAMPLE_JWT_SECRET: &str = "change-me-to-a-random-string-of-at-least-32-bytes";
 
+/// The placeholder `JWT_SECRET` of the TypeScript design's example settings; refused in
+/// production like ours, since a deployment copied from it would sign with a public key.
+pub const DESIGN_EXAMPLE_JWT_SECRET: &str = "your-super-secret-jwt-key-change-this-in-production";
+
 /// The shortest `JWT_SECRET` accepted in production: 256 bits for HS256.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -196,11 +200,13 @@ pub struct LoginSettings {
 /// How email leaves: the transport and the sender.
 #[derive(Debug, Clone)]
 pub struct EmailSettings {
-    /// The transport (`EMAIL_PROVIDER`, default console; required in production).
+    /// The transport (`EMAIL_PROVIDER`, default console, or resend when `RESEND_API_KEY` is set;
+    /// required in production unless `RESEND_API_KEY` is set).
     pub provider: EmailProvider,
     /// SMTP server for the smtp transport (`SMTP_URL`, default none).
     pub smtp_url: Option<Secret>,
-    /// Resend API key for the resend transport (`RESEND_API_KEY`, default none).
+    /// Resend API key for the resend transport (`RESEND_API_KEY`, default none); selects
+    /// resend when `EMAIL_PROVIDER` is unset.
     pub resend_api_key: Option<Secret>,
     /// Base URL of the Resend API (`RESEND_API_URL`, default https://api.resend.com).
     pub resend_api_url: Url,
@@ -213,7 +219,7 @@ pub struct EmailSettings {
 pub struct AuditSettings {
     /// Whether the console and file outputs are on (`METRICS_ENABLED`, default true).
     pub metrics_enabled: bool,
-    /// Which outputs besides the table (`METRICS_FORMAT`, default console).
+    /// Which outputs besides the table (`METRICS_FORMAT`, default both, i.e. console and file).
     pub metrics_format: MetricsFormat,
     /// JSON Lines file of the file output (`METRICS_FILE_PATH`, default ./logs/metrics.jsonl).
     pub metrics_file_path: PathBuf,

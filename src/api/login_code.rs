@@ -170,18 +170,24 @@ async fn refuse(
 ) -> Result<(), ApiError> {
     let reason = verdict.reason().unwrap_or(crate::auth::Reason::WrongCode);
     let mut detail = AuditEvent::failure(Event::OtpVerificationDetail, reason, ctx, now).email(email.as_str());
-    match (verdict, stored) {
-        (CodeVerdict::Wrong, Some(s)) => {
-            let attempts = store::otp::add_failed_attempt(tx, s.id).await?;
-            detail = detail.meta("attempts", attempts);
+    let mut summary = AuditEvent::failure(Event::OtpVerification, reason, ctx, now).email(email.as_str());
+    let attempts = match (verdict, stored) {
+        (CodeVerdict::Wrong, Some(s)) => Some(store::otp::add_failed_attempt(tx, s.id).await?),
+        (CodeVerdict::BudgetSpent, Some(s)) => Some(s.attempts),
+        (CodeVerdict::Expired, Some(s)) => {
+            detail = detail.meta("expiredAt", timestamp(s.expires_at));
+            None
         }
-        (CodeVerdict::BudgetSpent, Some(s)) => detail = detail.meta("attempts", s.attempts),
-        (CodeVerdict::Expired, Some(s)) => detail = detail.meta("expiredAt", timestamp(s.expires_at)),
-        _ => {}
+        _ => None,
+    };
+    // Both events carry the tries so far, as the TypeScript design's failed
+    // `otp.verification` does.
+    if let Some(attempts) = attempts {
+        detail = detail.meta("attempts", attempts);
+        summary = summary.meta("attempts", attempts);
     }
     tx.record(detail).await?;
-    tx.record(AuditEvent::failure(Event::OtpVerification, reason, ctx, now).email(email.as_str()))
-        .await?;
+    tx.record(summary).await?;
     Ok(())
 }
 

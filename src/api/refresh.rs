@@ -203,6 +203,7 @@ impl Refresh<'_> {
         SessionOf {
             user: &self.user,
             session_id: self.session.session_id,
+            expires_at: self.next_expiry,
         }
     }
 

@@ -112,6 +112,9 @@ pub enum TokenKind {
 pub struct SessionOf<'a> {
     pub user: &'a User,
     pub session_id: SessionId,
+    /// When the session ends unless refreshed: its refresh token's real lifetime,
+    /// which `SESSION_MAX_AGE` may cut short of `REFRESH_TOKEN_EXPIRY`.
+    pub expires_at: OffsetDateTime,
 }
 
 /// Creates (or finds) the user, starts a session with its first refresh token,
@@ -146,6 +149,7 @@ pub async fn start_session(
     let session = SessionOf {
         user: &user,
         session_id,
+        expires_at,
     };
     record_tokens(
         tx,
@@ -160,7 +164,7 @@ pub async fn start_session(
     token_pair(state, session, &refresh, now)
 }
 
-/// Records one `token.generated` per kind issued.
+/// Records one `token.generated` per kind issued, each with the lifetime it really has.
 pub async fn record_tokens(
     tx: &mut AuditTx,
     state: &AppState,
@@ -173,7 +177,7 @@ pub async fn record_tokens(
     for kind in kinds {
         let (name, ttl) = match kind {
             TokenKind::Access => ("access", state.config.tokens.access_token_expiry),
-            TokenKind::Refresh => ("refresh", state.config.tokens.refresh_token_expiry),
+            TokenKind::Refresh => ("refresh", lifetime(session.expires_at, now)),
         };
         tx.record(
             AuditEvent::success(Event::TokenGenerated, ctx, now)
@@ -187,6 +191,13 @@ pub async fn record_tokens(
         .await?;
     }
     Ok(())
+}
+
+/// From `now` to `expires_at`, to the nearest second: a session's start is stored
+/// to the microsecond, so its cap minus a later `now` may miss a whole number by a hair.
+fn lifetime(expires_at: OffsetDateTime, now: OffsetDateTime) -> std::time::Duration {
+    let millis = (expires_at - now).whole_milliseconds().max(0);
+    std::time::Duration::from_secs(u64::try_from((millis + 500) / 1000).unwrap_or(u64::MAX))
 }
 
 /// A fresh access token with `refresh`, as the API answers them.

@@ -9,9 +9,9 @@ use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
 use super::{
-    AppEnv, AuditSettings, DatabaseSettings, EXAMPLE_JWT_SECRET, EmailProvider, EmailSettings, LogFormat,
-    LoginSettings, MIN_JWT_SECRET_BYTES, MetricsFormat, RateLimits, Secret, ServerSettings, TokenSettings, origin_of,
-    reader::Reader,
+    AppEnv, AuditSettings, DESIGN_EXAMPLE_JWT_SECRET, DatabaseSettings, EXAMPLE_JWT_SECRET, EmailProvider,
+    EmailSettings, LogFormat, LoginSettings, MIN_JWT_SECRET_BYTES, MetricsFormat, RateLimits, Secret, ServerSettings,
+    TokenSettings, origin_of, reader::Reader,
 };
 
 /// `APP_ENV` (`NODE_ENV` when unset): read first, since production tightens other checks.
@@ -117,11 +117,12 @@ impl TokenSettings {
     }
 }
 
-/// Production refuses a missing, short or example secret; development makes one up.
+/// Production refuses a missing, short or example secret (ours or the TypeScript
+/// design's); development makes one up.
 fn jwt_secret(r: &mut Reader<'_>, app_env: AppEnv) -> Secret {
     let production = app_env.is_production();
     match r.raw("JWT_SECRET") {
-        Some(v) if production && v == EXAMPLE_JWT_SECRET => {
+        Some(v) if production && (v == EXAMPLE_JWT_SECRET || v == DESIGN_EXAMPLE_JWT_SECRET) => {
             r.secret_problem(
                 "JWT_SECRET",
                 "a random secret of your own; the example value is refused in production",
@@ -216,7 +217,8 @@ fn otp_secret(r: &mut Reader<'_>, app_env: AppEnv, jwt_secret: &Secret) -> Secre
 impl EmailSettings {
     /// Production needs a real transport and a sender; each transport needs its settings.
     pub(super) fn read(r: &mut Reader<'_>, app_env: AppEnv) -> Self {
-        let provider = email_provider(r, app_env);
+        let resend_api_key = r.raw("RESEND_API_KEY").map(Secret::new);
+        let provider = email_provider(r, app_env, resend_api_key.is_some());
         let smtp_url = smtp_url(r);
         if provider == EmailProvider::Smtp && smtp_url.is_none() {
             r.problem(
@@ -225,7 +227,6 @@ impl EmailSettings {
                 None,
             );
         }
-        let resend_api_key = r.raw("RESEND_API_KEY").map(Secret::new);
         if provider == EmailProvider::Resend && resend_api_key.is_none() {
             r.problem(
                 "RESEND_API_KEY",
@@ -243,11 +244,20 @@ impl EmailSettings {
     }
 }
 
-fn email_provider(r: &mut Reader<'_>, app_env: AppEnv) -> EmailProvider {
+/// Unset, a Resend key selects Resend, as in the TypeScript design; else console
+/// (refused in production).
+fn email_provider(r: &mut Reader<'_>, app_env: AppEnv, has_resend_key: bool) -> EmailProvider {
     let production = app_env.is_production();
     let Some(v) = r.raw("EMAIL_PROVIDER") else {
+        if has_resend_key {
+            return EmailProvider::Resend;
+        }
         if production {
-            r.problem("EMAIL_PROVIDER", "`smtp` or `resend` (required in production)", None);
+            r.problem(
+                "EMAIL_PROVIDER",
+                "`smtp` or `resend`, or a RESEND_API_KEY (required in production)",
+                None,
+            );
         }
         return EmailProvider::Console;
     };
@@ -315,7 +325,9 @@ impl AuditSettings {
             metrics_enabled: r.bool("METRICS_ENABLED", true),
             metrics_format: r.choice(
                 "METRICS_FORMAT",
-                MetricsFormat::Console,
+                // Both, so that every event reaches the file as well as the table; the
+                // TypeScript design's default was `console`.
+                MetricsFormat::Both,
                 &[
                     ("console", MetricsFormat::Console),
                     ("file", MetricsFormat::File),

@@ -62,7 +62,7 @@ fn defaults_match_the_spec() {
     assert_eq!(c.server.cors_allowed_origins, vec!["http://localhost:3000".to_owned()]);
     assert_eq!(c.email.provider, EmailProvider::Console);
     assert!(c.audit.metrics_enabled);
-    assert_eq!(c.audit.metrics_format, MetricsFormat::Console);
+    assert_eq!(c.audit.metrics_format, MetricsFormat::Both);
     assert_eq!(c.audit.metrics_file_path, PathBuf::from("./logs/metrics.jsonl"));
     assert_eq!(c.audit.cleanup_interval, Duration::from_secs(3600));
     assert_eq!(c.audit.audit_retention, None);
@@ -169,7 +169,7 @@ fn all_problems_are_reported_at_once() {
 
 #[test]
 fn production_refuses_a_missing_short_or_example_jwt_secret() {
-    for secret in ["", "too-short", EXAMPLE_JWT_SECRET] {
+    for secret in ["", "too-short", EXAMPLE_JWT_SECRET, DESIGN_EXAMPLE_JWT_SECRET] {
         let p = problems(&prod_with(&[("JWT_SECRET", secret)]));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].starts_with("JWT_SECRET: expected"), "{}", p[0]);
@@ -177,6 +177,15 @@ fn production_refuses_a_missing_short_or_example_jwt_secret() {
             assert!(!p[0].contains(secret), "the secret must not be echoed: {}", p[0]);
         }
     }
+    assert!(
+        DESIGN_EXAMPLE_JWT_SECRET.len() >= MIN_JWT_SECRET_BYTES,
+        "the design's placeholder is long enough to pass the length check: only its own rule refuses it"
+    );
+    assert_eq!(
+        DESIGN_EXAMPLE_JWT_SECRET,
+        "your-super-secret-jwt-key-change-this-in-production"
+    );
+    load(&[("JWT_SECRET", DESIGN_EXAMPLE_JWT_SECRET)]).expect("development accepts it");
 }
 
 #[test]
@@ -205,6 +214,22 @@ fn a_transport_needs_its_settings() {
         p,
         vec!["RESEND_API_KEY: expected your Resend API key (required when EMAIL_PROVIDER=resend)"]
     );
+}
+
+#[test]
+fn a_resend_key_without_a_provider_selects_resend_in_development_and_production() {
+    let c = load(&[("RESEND_API_KEY", "re_123")]).expect("valid development config");
+    assert_eq!(c.email.provider, EmailProvider::Resend);
+    let c = load(&prod_with(&[("EMAIL_PROVIDER", ""), ("RESEND_API_KEY", "re_123")])).expect("valid production config");
+    assert_eq!(c.email.provider, EmailProvider::Resend);
+    // An explicit choice wins over the key.
+    let c = load(&[("RESEND_API_KEY", "re_123"), ("EMAIL_PROVIDER", "console")]).expect("valid");
+    assert_eq!(c.email.provider, EmailProvider::Console);
+    let c = load(&prod_with(&[("RESEND_API_KEY", "re_123")])).expect("valid");
+    assert_eq!(c.email.provider, EmailProvider::Smtp);
+    // Without the key, production still needs a provider.
+    let p = problems(&prod_with(&[("EMAIL_PROVIDER", "")]));
+    assert!(p.iter().any(|m| m.starts_with("EMAIL_PROVIDER: expected")), "{p:?}");
 }
 
 #[test]

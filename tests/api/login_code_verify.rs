@@ -190,6 +190,31 @@ async fn every_failure_is_one_generic_401_with_the_reason_in_the_audit_trail(
 }
 
 #[sqlx::test]
+async fn a_failed_verification_event_carries_the_tries_so_far(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+
+    app.send_code("ada@example.com").await;
+    let code = sink.last_to("ada@example.com").code();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let attempts = || async {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT (metadata->>'attempts')::int8 FROM audit_events WHERE event = 'otp.verification' ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    assert_generic_401(&app.verify_code("ada@example.com", wrong).await);
+    assert_eq!(attempts().await, [Some(1)]);
+    assert_generic_401(&app.verify_code("ada@example.com", wrong).await);
+    assert_eq!(attempts().await, [Some(1), Some(2)]);
+    // A success carries no count.
+    assert_eq!(app.verify_code("ada@example.com", &code).await.status, 200);
+    assert_eq!(attempts().await, [Some(1), Some(2), None]);
+}
+
+#[sqlx::test]
 async fn a_new_code_replaces_the_old_one(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let sink = SmtpSink::start().await;

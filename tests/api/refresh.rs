@@ -271,3 +271,33 @@ async fn sessions_slide_and_stop_at_their_absolute_limit(opts: PgPoolOptions, db
             .unwrap();
     assert_eq!(reasons, ["Session expired", "Session expired"]);
 }
+
+#[sqlx::test]
+async fn a_refresh_tokens_expires_in_is_its_lifetime_under_the_session_cap(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db, &sink);
+    config.tokens.refresh_token_expiry = Duration::from_secs(30 * 86_400);
+    config.tokens.session_max_age = Some(Duration::from_secs(7 * 86_400));
+    let app = TestApp::spawn_with(config).await;
+    let expires_in = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT metadata->>'tokenType' || '=' || (metadata->>'expiresIn') FROM audit_events
+             WHERE event = 'token.generated' ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+
+    let pair = app.sign_in(&sink, "ada@example.com").await;
+    assert_eq!(expires_in().await, ["access=1h", "refresh=7d"], "capped, not 30d");
+    // A day later the rotated token lives only until the session's cap.
+    app.state.clock.advance(Duration::from_secs(86_400));
+    let next = app.refresh(rt(&pair)).await;
+    assert_eq!(next.status, 200, "{}", next.text);
+    assert_eq!(
+        expires_in().await,
+        ["access=1h", "refresh=7d", "access=1h", "refresh=6d"]
+    );
+}

@@ -219,7 +219,7 @@ impl EmailSettings {
     pub(super) fn read(r: &mut Reader<'_>, app_env: AppEnv) -> Self {
         let resend_api_key = r.raw("RESEND_API_KEY").map(Secret::new);
         let provider = email_provider(r, app_env, resend_api_key.is_some());
-        let smtp_url = smtp_url(r);
+        let smtp_url = smtp_url(r, app_env);
         if provider == EmailProvider::Smtp && smtp_url.is_none() {
             r.problem(
                 "SMTP_URL",
@@ -280,16 +280,29 @@ fn email_provider(r: &mut Reader<'_>, app_env: AppEnv, has_resend_key: bool) -> 
     }
 }
 
-/// The URL may hold a password: a bad one is not echoed.
-fn smtp_url(r: &mut Reader<'_>) -> Option<Secret> {
+/// The URL may hold a password: a bad one is not echoed. In production,
+/// credentials travel only over TLS that cannot be stripped: `smtps://`, or
+/// `smtp://…?tls=required` (with the default, opportunistic STARTTLS, a man in
+/// the middle who removes the STARTTLS offer gets the password and every code).
+fn smtp_url(r: &mut Reader<'_>, app_env: AppEnv) -> Option<Secret> {
     let v = r.raw("SMTP_URL")?;
-    let ok = Url::parse(&v)
-        .map(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some())
-        .unwrap_or(false);
-    if !ok {
+    let Some(url) = Url::parse(&v)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some())
+    else {
         r.secret_problem(
             "SMTP_URL",
             "a URL such as smtp://127.0.0.1:2525 or smtps://user:pass@host:465",
+        );
+        return Some(Secret::new(v));
+    };
+    let has_credentials = !url.username().is_empty() || url.password().is_some();
+    let tls_required = url.scheme() == "smtps" || url.query_pairs().any(|(k, v)| k == "tls" && v == "required");
+    if app_env.is_production() && has_credentials && !tls_required {
+        r.secret_problem(
+            "SMTP_URL",
+            "TLS that cannot be stripped when it carries credentials in production: \
+             smtps://user:pass@host:465 or smtp://user:pass@host:587?tls=required",
         );
     }
     Some(Secret::new(v))

@@ -345,3 +345,31 @@ fn field_docs_name_each_variable_and_its_default() {
         }
     }
 }
+
+#[test]
+fn production_refuses_smtp_credentials_over_strippable_tls() {
+    for refused in [
+        "smtp://sesame:hunter2@mail.example.com:587",
+        "smtp://sesame:hunter2@mail.example.com:587?tls=opportunistic",
+        "smtp://sesame:hunter2@mail.example.com:25?tls=none",
+        "smtp://sesame@mail.example.com:587",
+    ] {
+        let p = problems(&prod_with(&[("SMTP_URL", refused)]));
+        assert_eq!(p.len(), 1, "{refused}: {p:?}");
+        assert!(
+            p[0].starts_with("SMTP_URL: expected TLS that cannot be stripped"),
+            "{p:?}"
+        );
+        assert!(!p[0].contains("hunter2"), "the password is never echoed: {p:?}");
+    }
+    for accepted in [
+        "smtps://sesame:hunter2@mail.example.com:465",
+        "smtp://sesame:hunter2@mail.example.com:587?tls=required",
+        // No credentials: nothing to steal but the mail itself.
+        "smtp://127.0.0.1:2525",
+    ] {
+        assert!(load(&prod_with(&[("SMTP_URL", accepted)])).is_ok(), "{accepted}");
+    }
+    // Development keeps accepting a local sink with test credentials.
+    assert!(load(&[("SMTP_URL", "smtp://user:pass@127.0.0.1:2525")]).is_ok());
+}

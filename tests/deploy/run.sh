@@ -562,11 +562,17 @@ check_nginx() {
     grep -q "\" 413 [0-9]* rid=$PROXY_CLIENT_RID-big-$i rt=[0-9.]* urt=-\$" "$d/logs/sesame.access.log" ||
       fail "the access log has no 413 without upstream for rid=$PROXY_CLIENT_RID-big-$i: $(grep -F "rid=$PROXY_CLIENT_RID-big-$i " "$d/logs/sesame.access.log")"
   done
+  # A magic-link token in the query string never reaches the access log.
+  local link_token=DeployLogCheck0123456789abcdefghijklmnopqrs
+  req GET "https://127.0.0.1:$port/auth/verify?token=$link_token"
+  [ "$STATUS" = 200 ] || fail "GET /auth/verify through nginx: expected 200, got $STATUS"
+  grep -q '"GET /auth/verify[ ?]' "$d/logs/sesame.access.log" || fail "the access log lacks the GET /auth/verify line"
+  ! grep -q "$link_token" "$d/logs/sesame.access.log" || fail "the access log holds a magic-link token"
   req GET "http://127.0.0.1:$port80/health"
   [ "$STATUS" = 301 ] && [[ $(header Location) == https://* ]] || fail "http port: expected a 301 to https, got $STATUS"
   racing_tab nginx "https://127.0.0.1:$port" control
   end "$pid"
-  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still; urt=- in the access log), http→https; racing tab: $RACE_NOTE"
+  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still; urt=- in the access log), no link token in the access log, http→https; racing tab: $RACE_NOTE"
 }
 
 check_caddy() {

@@ -389,3 +389,21 @@ pub fn sid(app: &TestApp, pair: &Value) -> uuid::Uuid {
         .sid
         .as_uuid()
 }
+
+/// A config that sends email through `resend` (the stand-in for the Resend API).
+pub fn resend_config(db: PgConnectOptions, resend: &crate::mailbox::ResendStandIn) -> Config {
+    let mut config = test_config(db);
+    config.email.provider = sesame::config::EmailProvider::Resend;
+    config.email.resend_api_key = Some(sesame::config::Secret::new("re_test_key"));
+    config.email.resend_api_url = url::Url::parse(&resend.url()).unwrap();
+    config.email.from_email = "Sesame <noreply@sesame.test>".to_owned();
+    config
+}
+
+/// How many users and sessions the database holds: (0, 0) means nobody signed in.
+pub async fn users_and_sessions(pool: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}

@@ -5,14 +5,14 @@
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderValue;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
 use crate::{
-    helpers::{TestApp, smtp_config},
+    helpers::{TestApp, sid, smtp_config},
     hostile_support::{endpoints, post_as, still_serving},
     mailbox::{SmtpSink, token_of},
 };
@@ -24,12 +24,6 @@ async fn audit_rows_of(pool: &PgPool, request_id: &str) -> Vec<(String, Option<S
         .fetch_all(pool)
         .await
         .unwrap()
-}
-
-/// The session id an access token carries.
-fn sid_of(app: &TestApp, pair: &Value) -> uuid::Uuid {
-    let token = pair["token"].as_str().unwrap();
-    app.state.jwt.verify(token).unwrap().sid.as_uuid()
 }
 
 /// Hostile strings go where sesame stores raw text: the `User-Agent` header (with
@@ -160,7 +154,7 @@ async fn sql_in_every_string_field_is_just_data(opts: PgPoolOptions, db: PgConne
         assert_eq!(users, [*email], "one user, stored as normalised");
         for pair in [&by_code.json, &by_link.json] {
             let ua: Option<String> = sqlx::query_scalar("SELECT user_agent FROM sessions WHERE id = $1")
-                .bind(sid_of(&app, pair))
+                .bind(sid(&app, pair))
                 .fetch_one(&pool)
                 .await
                 .unwrap();

@@ -6,9 +6,8 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::{
-    helpers::{TestApp, smtp_config, spawn_with_smtp},
+    helpers::{TestApp, resend_config, smtp_config, spawn_with_smtp, users_and_sessions},
     login_code_support::{assert_generic_401, detail_reasons, events},
-    login_link::resend_config,
     mailbox::{ResendStandIn, SmtpSink},
 };
 
@@ -124,12 +123,7 @@ async fn a_code_whose_delivery_failed_never_signs_in(opts: PgPoolOptions, db: Pg
     let code = subject.strip_prefix("Your sign-in code: ").expect(subject);
     assert_generic_401(&app.verify_code("ada@example.com", code).await);
     assert_eq!(detail_reasons(&pool).await, ["No OTP found for email"]);
-    let (users, sessions): (i64, i64) =
-        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!((users, sessions), (0, 0), "nobody signed in");
+    assert_eq!(users_and_sessions(&pool).await, (0, 0), "nobody signed in");
 
     // The control: the same steps with a delivery that succeeds sign in.
     resend.answer_with(200);

@@ -6,15 +6,12 @@ use std::{
 };
 
 use serde_json::json;
-use sesame::{
-    auth::magic_link,
-    config::{Config, EmailProvider, Secret},
-};
+use sesame::auth::magic_link;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::{sync::Barrier, task::JoinSet};
 
 use crate::{
-    helpers::{TestApp, smtp_config, spawn_with_smtp, test_config},
+    helpers::{TestApp, resend_config, smtp_config, spawn_with_smtp, users_and_sessions},
     mailbox::{ResendStandIn, SmtpSink, link_in, token_of},
 };
 
@@ -217,17 +214,6 @@ async fn two_first_logins_of_one_address_make_one_user(opts: PgPoolOptions, db: 
     assert_eq!(sessions, 2, "each login has its own session");
 }
 
-/// `test_config` sending email through `resend`, which keeps every request,
-/// the failed ones too: a test can read what never arrived.
-pub fn resend_config(db: PgConnectOptions, resend: &ResendStandIn) -> Config {
-    let mut config = test_config(db);
-    config.email.provider = EmailProvider::Resend;
-    config.email.resend_api_key = Some(Secret::new("re_test_key"));
-    config.email.resend_api_url = url::Url::parse(&resend.url()).unwrap();
-    config.email.from_email = "Sesame <noreply@sesame.test>".to_owned();
-    config
-}
-
 #[sqlx::test]
 async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOptions) {
     let resend = ResendStandIn::start().await;
@@ -284,12 +270,7 @@ async fn a_link_whose_delivery_failed_never_signs_in(opts: PgPoolOptions, db: Pg
         .await
         .unwrap();
     assert_eq!(reason, "Link already used");
-    let (users, sessions): (i64, i64) =
-        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!((users, sessions), (0, 0), "nobody signed in");
+    assert_eq!(users_and_sessions(&pool).await, (0, 0), "nobody signed in");
 
     // The control: the same steps with a delivery that succeeds sign in.
     resend.answer_with(200);

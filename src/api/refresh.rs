@@ -114,7 +114,10 @@ impl RefreshApi {
             ),
             now,
         };
-        let child = state.refresh_chain.child(&token);
+        // The child under the salt stored with the token: the same child for
+        // every presentation of it, so a replay within the interval can be
+        // answered with the child a first presentation got.
+        let child = state.refresh_chain.child(&token, s.token_salt.as_ref());
         if let Some(decision) = session_decision(&session_record(&s), r.next_expiry, now) {
             return r.settle(tx, decision, &child).await;
         }

@@ -5,7 +5,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::users::User;
-use crate::auth::ids::{SessionId, UserId};
+use crate::auth::{
+    ids::{SessionId, UserId},
+    refresh::RotationSalt,
+};
 
 /// Why a session ended; stored in `sessions.revoke_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +62,8 @@ pub async fn revoke(
     Ok(())
 }
 
-/// Starts a session (refresh-token family) with its first token.
+/// Starts a session (refresh-token family) with its first token, and draws
+/// the salt its child will be derived with.
 pub async fn create(
     conn: &mut PgConnection,
     user_id: UserId,
@@ -70,14 +74,15 @@ pub async fn create(
     ip: Option<std::net::IpAddr>,
 ) -> Result<SessionId, sqlx::Error> {
     let session_id = SessionId::generate();
+    let salt = RotationSalt::generate();
     sqlx::query!(
         r#"
         WITH s AS (
             INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, user_agent, ip)
             VALUES ($1, $2, $4, $4, $5, $6, $7)
         )
-        INSERT INTO refresh_tokens (id, token_hash, session_id, issued_at, expires_at)
-        VALUES ($8, $3, $1, $4, $5)
+        INSERT INTO refresh_tokens (id, token_hash, session_id, issued_at, expires_at, rotation_salt)
+        VALUES ($8, $3, $1, $4, $5, $9)
         "#,
         session_id.as_uuid(),
         user_id.as_uuid(),
@@ -87,6 +92,7 @@ pub async fn create(
         user_agent,
         ip.map(sqlx::types::ipnetwork::IpNetwork::from),
         Uuid::new_v4(),
+        salt.as_bytes().as_slice(),
     )
     .execute(conn)
     .await?;
@@ -113,12 +119,16 @@ pub struct LockedSession {
     pub user_id: UserId,
     pub email: String,
     pub user_created_at: OffsetDateTime,
+    /// The salt stored with the presented token, for deriving its child;
+    /// `None` for a token issued before salts existed.
+    pub token_salt: Option<RotationSalt>,
 }
 
 /// Locks the session of the token with this hash, so that every refresh of
 /// one session runs one at a time, on every instance; `None` when no token
-/// has this hash. The token itself must be read (or updated) by a later
+/// has this hash. The token's state must be read (or updated) by a later
 /// statement: in READ COMMITTED a locking join re-checks only the locked row.
+/// Its salt, read here, never changes once the token is issued.
 pub async fn lock_by_token_hash(
     conn: &mut PgConnection,
     token_hash: &[u8; 32],
@@ -128,9 +138,12 @@ pub async fn lock_by_token_hash(
         r#"
         SELECT s.id AS "session_id: SessionId", s.created_at AS session_created_at,
                s.expires_at AS session_expires_at, s.revoked_at IS NOT NULL AS "session_revoked!",
-               u.id AS "user_id: UserId", u.email, u.created_at AS user_created_at
-        FROM sessions s JOIN users u ON u.id = s.user_id
-        WHERE s.id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)
+               u.id AS "user_id: UserId", u.email, u.created_at AS user_created_at,
+               t.rotation_salt AS "token_salt: RotationSalt"
+        FROM refresh_tokens t
+        JOIN sessions s ON s.id = t.session_id
+        JOIN users u ON u.id = s.user_id
+        WHERE t.token_hash = $1
         FOR UPDATE OF s
         "#,
         token_hash.as_slice(),
@@ -140,8 +153,9 @@ pub async fn lock_by_token_hash(
 }
 
 /// Rotates the token with this hash if it is live (not rotated, revoked or
-/// expired): retires it, inserts its child, and extends the session to
-/// `expires_at`, in one statement. `false` when the token was not live.
+/// expired): retires it, inserts its child with a fresh salt for the child's
+/// own child, and extends the session to `expires_at`, in one statement.
+/// `false` when the token was not live.
 pub async fn rotate_if_live(
     conn: &mut PgConnection,
     token_hash: &[u8; 32],
@@ -149,6 +163,7 @@ pub async fn rotate_if_live(
     now: OffsetDateTime,
     expires_at: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
+    let salt = RotationSalt::generate();
     sqlx::query_scalar!(
         r#"
         WITH parent AS (
@@ -156,8 +171,8 @@ pub async fn rotate_if_live(
             WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > $3
             RETURNING id, session_id
         ), child AS (
-            INSERT INTO refresh_tokens (id, token_hash, session_id, parent_id, issued_at, expires_at)
-            SELECT $5, $2, session_id, id, $3, $4 FROM parent
+            INSERT INTO refresh_tokens (id, token_hash, session_id, parent_id, issued_at, expires_at, rotation_salt)
+            SELECT $5, $2, session_id, id, $3, $4, $6 FROM parent
             RETURNING session_id
         ), session AS (
             UPDATE sessions SET last_used_at = $3, expires_at = $4
@@ -170,6 +185,7 @@ pub async fn rotate_if_live(
         now,
         expires_at,
         Uuid::new_v4(),
+        salt.as_bytes().as_slice(),
     )
     .fetch_one(conn)
     .await

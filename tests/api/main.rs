@@ -28,6 +28,7 @@ mod mailbox;
 mod openapi;
 mod rate_limits;
 mod refresh;
+mod refresh_derivation;
 mod restart_settings;
 mod revocation;
 mod sessions;

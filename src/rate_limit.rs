@@ -5,7 +5,10 @@
 //! counter ([`store::rate_limits::hit`], which locks the counters in one fixed
 //! order) and commits only when no limit is over; a refused request rolls back,
 //! so it counts against no limit, not even the one that refused it, and an
-//! attacker's refused requests cannot use up a victim's budget. A refused
+//! attacker's refused requests cannot use up a victim's budget. A request
+//! under a single limit (verify, refresh, logout, the Bearer operations) needs
+//! no transaction: one conditional statement counts it only when it stays
+//! within ([`store::rate_limits::hit_within`]). A refused
 //! request does no work (no email, no hash). A refusal is a
 //! [`LimitError::Exceeded`] naming the limit and when it clears (the API
 //! answers it with a 429 `rate_limited` and `Retry-After`), and the event
@@ -243,14 +246,41 @@ impl RateLimiter {
             })
             .collect();
         let now = self.clock.now();
-        let mut tx = self.db.begin().await?;
-        let counts = store::rate_limits::hit(&mut tx, &hits, now).await?;
+        let counts = match (&active[..], &hits[..]) {
+            // One limit: one conditional statement, no transaction.
+            ([one], [hit]) => {
+                let mut conn = self.db.acquire().await?;
+                let max = i32::try_from(one.max).unwrap_or(i32::MAX);
+                if store::rate_limits::hit_within(&mut conn, hit, max, now)
+                    .await?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                // Refused, nothing counted: read when the window clears (a
+                // counter deleted since by cleanup clears at once).
+                let expires_at = store::rate_limits::expires_at(&mut conn, hit.bucket, &hit.subject).await?;
+                vec![store::rate_limits::Count {
+                    bucket: hit.bucket.to_owned(),
+                    hits: max.saturating_add(1),
+                    expires_at: expires_at.unwrap_or(now),
+                }]
+            }
+            _ => {
+                let mut tx = self.db.begin().await?;
+                let counts = store::rate_limits::hit(&mut tx, &hits, now).await?;
+                if most_restrictive(&active, &counts, now).is_none() {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                // The request is refused: none of its hits count.
+                tx.rollback().await?;
+                counts
+            }
+        };
         let Some((limit, max, window, retry_after)) = most_restrictive(&active, &counts, now) else {
-            tx.commit().await?;
             return Ok(());
         };
-        // The request is refused: none of its hits count.
-        tx.rollback().await?;
         let mut event = AuditEvent::failure(Event::RateLimitExceeded, Reason::RateLimited, ctx, now)
             .meta("limit", limit.name())
             .meta("keyKind", limit.key_kind())

@@ -128,3 +128,43 @@ async fn plus_tags_share_the_address_budget_and_mail_goes_to_the_address_as_type
     assert_eq!(sink.to("ada@example.com").len(), 0);
     assert_eq!(sink.to("bob+1@example.com").len(), 1);
 }
+
+#[sqlx::test]
+async fn a_single_limit_counts_only_the_requests_it_lets_through_even_in_a_burst(
+    opts: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let mut config = limited(db, &sink);
+    config.rate_limits.verify_per_ip_per_minute = 2;
+    config.rate_limits.default_per_ip_per_minute = 10;
+    let app = TestApp::spawn_with(config).await;
+
+    for _ in 0..2 {
+        assert_eq!(app.verify_magic_link(&"V".repeat(43)).await.status, 401);
+    }
+    for _ in 0..3 {
+        let wait = assert_limited(&app.verify_magic_link(&"V".repeat(43)).await, "verify_per_ip_minute");
+        assert_eq!(wait, 60);
+    }
+    assert_eq!(hits(&pool, "verify_per_ip_minute").await, 2);
+
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (client, url) = (app.client.clone(), app.url("/auth/logout"));
+        set.spawn(async move {
+            let resp = client
+                .post(url)
+                .json(&json!({ "refreshToken": "G".repeat(43) }))
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        });
+    }
+    let statuses = set.join_all().await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30);
+    assert_eq!(hits(&pool, "default_per_ip_minute").await, 10);
+}

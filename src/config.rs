@@ -244,6 +244,12 @@ pub struct RateLimits {
     pub verify_per_ip_per_minute: u32,
     /// Refreshes per client IP per minute (`RATE_LIMIT_REFRESH_PER_IP_PER_MINUTE`, default 300).
     pub refresh_per_ip_per_minute: u32,
+    /// Requests per client IP per minute to every other `/auth` operation (`RATE_LIMIT_DEFAULT_PER_IP_PER_MINUTE`, default 600; 0 turns it off).
+    pub default_per_ip_per_minute: u32,
+    /// Sends (codes and links) per hour for the whole deployment (`RATE_LIMIT_EMAILS_PER_HOUR`, default 1000; 0 turns it off).
+    pub emails_per_hour: u32,
+    /// IPv6 clients are counted per network of this prefix length (`RATE_LIMIT_IPV6_PREFIX`, default 64).
+    pub ipv6_prefix: u8,
 }
 
 /// Everything wrong with the environment, one line per problem.

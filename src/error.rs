@@ -256,11 +256,11 @@ error_sets! {
     /// Exchanging a code, a link or a refresh token for tokens.
     VerifyErrors = [400, 401, 408, 413, 415, 429, 500, 503];
     /// Logging out with a refresh token.
-    LogoutErrors = [400, 408, 413, 415, 500, 503];
+    LogoutErrors = [400, 408, 413, 415, 429, 500, 503];
     /// Operations behind the bearer token.
-    BearerErrors = [400, 401, 408, 413, 500, 503];
+    BearerErrors = [400, 401, 408, 413, 429, 500, 503];
     /// Ending one session by id.
-    DeleteSessionErrors = [400, 401, 404, 408, 413, 500, 503];
+    DeleteSessionErrors = [400, 401, 404, 408, 413, 429, 500, 503];
 }
 
 impl<S: ErrorSet> From<LimitError> for Errors<S> {

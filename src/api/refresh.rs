@@ -150,6 +150,8 @@ impl RefreshApi {
         body: Json<LogoutRequest>,
     ) -> Result<Json<SuccessResponse>, Errors<LogoutErrors>> {
         let ctx = request_context(req, &self.state);
+        let checks = rate_limit::for_client(Limit::DefaultPerIpMinute, &ctx);
+        limit(&self.state, &ctx, &checks, None).await?;
         let now = self.state.clock.now();
         let mut tx = AuditTx::begin(&self.state.db, &self.state.audit).await?;
         let owner = match RefreshToken::parse(body.refresh_token.as_str()) {

@@ -6,13 +6,19 @@
 //! deleting the user stops its access tokens at sesame at once. Resource
 //! servers that verify tokens offline against the JWKS cannot see that and
 //! accept them until `exp`.
+//!
+//! Every bearer request is first counted against the client's
+//! `default_per_ip_minute` limit, before the token is verified or looked up,
+//! so a flood of tokens costs the database one counter per request.
 
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
+use super::{request_context, sign_in::limit};
 use crate::{
     auth::jwt::Claims,
     error::{ApiError, ErrorCode},
+    rate_limit::{self, Limit},
     state::AppState,
     store::{self, users::User},
 };
@@ -33,6 +39,14 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let state = req
         .data::<AppState>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not attached to requests")))?;
+    let ctx = request_context(req, state);
+    limit(
+        state,
+        &ctx,
+        &rate_limit::for_client(Limit::DefaultPerIpMinute, &ctx),
+        None,
+    )
+    .await?;
     let now = state.clock.now();
     let claims = state.jwt.verify_at(&bearer.token, now).map_err(|e| {
         tracing::debug!(error = %e, "bearer token refused");

@@ -12,7 +12,7 @@ use crate::{
     config::compact_duration,
     email::Message,
     error::{ApiError, ErrorCode},
-    rate_limit::Limit,
+    rate_limit::{Key, Limit},
     state::AppState,
     store::{self, users::User},
 };
@@ -22,11 +22,11 @@ pub fn parse_email(raw: &Text) -> Result<EmailAddress, ApiError> {
     EmailAddress::parse(raw.as_str()).ok_or_else(|| ErrorCode::InvalidEmail.into())
 }
 
-/// Counts the request against `checks`; 429 when a limit is over.
+/// Counts the request against `checks`, all or nothing; 429 when a limit is over.
 pub async fn limit(
     state: &AppState,
     ctx: &RequestContext,
-    checks: &[(Limit, String)],
+    checks: &[(Limit, Key)],
     email: Option<&EmailAddress>,
 ) -> Result<(), ApiError> {
     Ok(state

@@ -51,6 +51,28 @@ impl EmailAddress {
     pub fn domain(&self) -> &str {
         self.0.rsplit_once('@').map_or("", |(_, d)| d)
     }
+
+    /// The mailbox this address delivers to, the key of per-address limits:
+    /// see [`canonical_mailbox`].
+    pub fn mailbox(&self) -> String {
+        canonical_mailbox(&self.0)
+    }
+}
+
+/// The mailbox an address delivers to: lower-cased, and its local part cut at
+/// the first `+` (sub-addressing: `ada+news@x` and `ada+1@x` reach `ada@x`), so
+/// that the `+tag` variants of one address share its per-address limits. A
+/// local part that starts with `+` is kept whole (there is nothing before the
+/// tag). Only the limits use this key: email still goes to the address as typed.
+pub fn canonical_mailbox(address: &str) -> String {
+    let address = address.to_ascii_lowercase();
+    match address.rsplit_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _tag)) if !base.is_empty() => format!("{base}@{domain}"),
+            _ => address,
+        },
+        None => address,
+    }
 }
 
 impl fmt::Display for EmailAddress {
@@ -76,6 +98,27 @@ mod tests {
         assert_eq!(e.as_str(), "ada.lovelace+test@example.com");
         assert_eq!(e.domain(), "example.com");
         assert!(!format!("{e:?}").contains("ada"));
+    }
+
+    #[test]
+    fn the_mailbox_drops_the_plus_tag_and_the_case() {
+        for (address, mailbox) in [
+            ("ada@example.com", "ada@example.com"),
+            ("ada+1@example.com", "ada@example.com"),
+            ("ada+2@example.com", "ada@example.com"),
+            ("Ada+News@Example.COM", "ada@example.com"),
+            ("ada+a+b@example.com", "ada@example.com"),
+            ("ada+@example.com", "ada@example.com"),
+            ("a.da@example.com", "a.da@example.com"),
+            ("ada-1@example.com", "ada-1@example.com"),
+            ("+tag@example.com", "+tag@example.com"),
+            ("ada@plus+domain.example", "ada@plus+domain.example"),
+        ] {
+            assert_eq!(canonical_mailbox(address), mailbox, "{address}");
+        }
+        let e = EmailAddress::parse(" Ada+1@Example.com").expect("valid");
+        assert_eq!(e.mailbox(), "ada@example.com");
+        assert_eq!(e.as_str(), "ada+1@example.com", "the address itself keeps its tag");
     }
 
     #[test]

@@ -364,6 +364,14 @@ impl RateLimits {
             send_per_ip_per_hour: r.int_in("RATE_LIMIT_SEND_PER_IP_PER_HOUR", 30, 1, 1_000_000),
             verify_per_ip_per_minute: r.int_in("RATE_LIMIT_VERIFY_PER_IP_PER_MINUTE", 30, 1, 1_000_000),
             refresh_per_ip_per_minute: r.int_in("RATE_LIMIT_REFRESH_PER_IP_PER_MINUTE", 300, 1, 1_000_000),
+            default_per_ip_per_minute: r.int_in("RATE_LIMIT_DEFAULT_PER_IP_PER_MINUTE", 600, 0, 1_000_000),
+            emails_per_hour: r.int_in("RATE_LIMIT_EMAILS_PER_HOUR", 1000, 0, 100_000_000),
+            ipv6_prefix: ipv6_prefix(r),
         }
     }
+}
+
+/// `RATE_LIMIT_IPV6_PREFIX`: 1 to 128 bits (a /64 is what one host usually gets).
+fn ipv6_prefix(r: &mut Reader<'_>) -> u8 {
+    u8::try_from(r.int_in("RATE_LIMIT_IPV6_PREFIX", 64, 1, 128)).unwrap_or(64)
 }

@@ -73,6 +73,10 @@ fn defaults_match_the_spec() {
     assert_eq!(c.rate_limits.send_per_address_per_hour, 10);
     assert_eq!(c.rate_limits.send_per_ip_per_hour, 30);
     assert_eq!(c.rate_limits.verify_per_ip_per_minute, 30);
+    assert_eq!(c.rate_limits.refresh_per_ip_per_minute, 300);
+    assert_eq!(c.rate_limits.default_per_ip_per_minute, 600);
+    assert_eq!(c.rate_limits.emails_per_hour, 1000);
+    assert_eq!(c.rate_limits.ipv6_prefix, 64);
     assert!(!c.server.trust_proxy_headers);
     assert!(
         c.tokens.jwt_secret.expose().len() >= MIN_JWT_SECRET_BYTES,
@@ -147,6 +151,19 @@ fn each_bad_value_names_its_variable_and_the_expected_form() {
         ("RATE_LIMIT_SEND_PER_IP_PER_HOUR", "-1", "a whole number"),
         ("RATE_LIMIT_VERIFY_PER_IP_PER_MINUTE", "many", "a whole number"),
         ("RATE_LIMIT_REFRESH_PER_IP_PER_MINUTE", "1.5", "a whole number"),
+        (
+            "RATE_LIMIT_DEFAULT_PER_IP_PER_MINUTE",
+            "-1",
+            "a whole number from 0 to 1000000",
+        ),
+        (
+            "RATE_LIMIT_EMAILS_PER_HOUR",
+            "lots",
+            "a whole number from 0 to 100000000",
+        ),
+        ("RATE_LIMIT_IPV6_PREFIX", "0", "a whole number from 1 to 128"),
+        ("RATE_LIMIT_IPV6_PREFIX", "129", "a whole number from 1 to 128"),
+        ("RATE_LIMIT_IPV6_PREFIX", "/64", "a whole number from 1 to 128"),
         ("TRUST_PROXY_HEADERS", "sometimes", "`true` or `false`"),
     ];
     for (name, value, expected) in cases {
@@ -293,7 +310,11 @@ fn env_example_lists_every_setting_with_its_default() {
     ]
     .iter()
     .flat_map(|source| source.split('"'))
-    .filter(|w| w.len() > 2 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+    .filter(|w| w.len() > 2 && w.starts_with(|c: char| c.is_ascii_uppercase()))
+    .filter(|w| {
+        w.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
     .filter(|w| w.contains('_') || *w == "PORT" || *w == "HOST")
     .collect();
     assert!(read.len() >= 35, "found only {read:?}");
@@ -372,4 +393,19 @@ fn production_refuses_smtp_credentials_over_strippable_tls() {
     }
     // Development keeps accepting a local sink with test credentials.
     assert!(load(&[("SMTP_URL", "smtp://user:pass@127.0.0.1:2525")]).is_ok());
+}
+
+#[test]
+fn the_new_rate_limits_accept_zero_for_off_and_any_ipv6_prefix_length() {
+    let c = load(&[
+        ("RATE_LIMIT_DEFAULT_PER_IP_PER_MINUTE", "0"),
+        ("RATE_LIMIT_EMAILS_PER_HOUR", "0"),
+        ("RATE_LIMIT_IPV6_PREFIX", "128"),
+    ])
+    .expect("valid");
+    assert_eq!(c.rate_limits.default_per_ip_per_minute, 0);
+    assert_eq!(c.rate_limits.emails_per_hour, 0);
+    assert_eq!(c.rate_limits.ipv6_prefix, 128);
+    let c = load(&[("RATE_LIMIT_IPV6_PREFIX", "48"), ("RATE_LIMIT_EMAILS_PER_HOUR", "25")]).expect("valid");
+    assert_eq!((c.rate_limits.ipv6_prefix, c.rate_limits.emails_per_hour), (48, 25));
 }

@@ -27,6 +27,8 @@ mod logout;
 mod mailbox;
 mod openapi;
 mod rate_limits;
+mod rate_limits_caps;
+mod rate_limits_fairness;
 mod refresh;
 mod refresh_derivation;
 mod restart_settings;

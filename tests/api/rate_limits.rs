@@ -15,13 +15,13 @@ use crate::{
 };
 
 /// An SMTP-backed config with limits on (the documented defaults unless changed).
-fn limited(db: PgConnectOptions, sink: &SmtpSink) -> Config {
+pub fn limited(db: PgConnectOptions, sink: &SmtpSink) -> Config {
     let mut config = smtp_config(db, sink);
     config.rate_limits.enabled = true;
     config
 }
 
-fn assert_limited(resp: &TestResponse, limit: &str) -> u64 {
+pub fn assert_limited(resp: &TestResponse, limit: &str) -> u64 {
     assert_eq!(resp.status, 429, "{}", resp.text);
     assert_eq!(resp.json["code"], "rate_limited");
     assert_eq!(resp.json["success"], false);
@@ -39,7 +39,7 @@ fn assert_limited(resp: &TestResponse, limit: &str) -> u64 {
     retry_after
 }
 
-async fn post_from(app: &TestApp, path: &str, body: serde_json::Value, forwarded_for: &str) -> TestResponse {
+pub async fn post_from(app: &TestApp, path: &str, body: serde_json::Value, forwarded_for: &str) -> TestResponse {
     let resp = app
         .client
         .post(app.url(path))
@@ -109,8 +109,9 @@ async fn hourly_limits_per_address_and_per_client(_: PgPoolOptions, db: PgConnec
     let wait = assert_limited(&app.send_code("ada@example.com").await, "send_per_address_hour");
     assert_eq!(wait, 3600);
     assert_eq!(app.send_code("bob@example.com").await.status, 200);
-    // The client has now sent 5 times (and been refused once, which counts).
-    assert_limited(&app.send_code("carol@example.com").await, "send_per_ip_hour");
+    // The client has sent 4 times (the refusal counted nothing): one more.
+    assert_eq!(app.send_code("carol@example.com").await.status, 200);
+    assert_limited(&app.send_code("dave@example.com").await, "send_per_ip_hour");
     app.state.clock.advance(Duration::from_secs(3600));
     assert_eq!(app.send_code("ada@example.com").await.status, 200);
 }
@@ -164,23 +165,32 @@ fn small_limits(db: PgConnectOptions, sink: &SmtpSink, enabled: bool) -> Config 
     config
 }
 
-/// Requests that go over each limit of [`small_limits`] once, from one client:
-/// `(request, answer)` in order. With limits on, the 429s name, in turn, the
-/// per-address interval, the per-address hour, the per-client hour, the
-/// verifications and the refreshes.
-async fn exceed_every_limit(app: &TestApp, ada: &str, bob: &str) -> Vec<(&'static str, TestResponse)> {
-    vec![
-        ("send 1 to ada", app.send_code(ada).await),
-        ("send 2 to ada (interval)", app.send_magic_link(ada, None).await),
-        ("send 3 to ada (address hour)", app.send_code(ada).await),
-        ("send 1 to bob (client hour)", app.send_code(bob).await),
-        ("verify 1", app.verify_code(ada, "00000x").await),
+/// Requests that go over each limit of [`small_limits`] once, from one client,
+/// sending to the addresses `[a, b, c]`: `(request, answer)` in order. With
+/// limits on, the 429s name, in turn, the per-address interval, the
+/// per-address hour, the per-client hour, the verifications and the refreshes
+/// (a refused request counts nothing, so each 429 comes from counted sends).
+async fn exceed_every_limit(app: &TestApp, [a, b, c]: [&str; 3]) -> Vec<(&'static str, TestResponse)> {
+    let minute = Duration::from_secs(60);
+    let mut answers = vec![
+        ("send 1 to a", app.send_code(a).await),
+        ("send 2 to a (interval)", app.send_magic_link(a, None).await),
+    ];
+    app.state.clock.advance(minute);
+    answers.push(("send 3 to a", app.send_code(a).await));
+    app.state.clock.advance(minute);
+    answers.push(("send 4 to a (address hour)", app.send_code(a).await));
+    answers.push(("send 1 to b", app.send_code(b).await));
+    answers.push(("send 1 to c (client hour)", app.send_code(c).await));
+    answers.extend([
+        ("verify 1", app.verify_code(a, "00000x").await),
         ("verify 2", app.verify_magic_link(&"V".repeat(43)).await),
-        ("verify 3", app.verify_code(bob, "00000x").await),
+        ("verify 3", app.verify_code(b, "00000x").await),
         ("refresh 1", app.refresh(&"A".repeat(43)).await),
         ("refresh 2", app.refresh(&"B".repeat(43)).await),
         ("refresh 3", app.refresh(&"C".repeat(43)).await),
-    ]
+    ]);
+    answers
 }
 
 async fn post(url: String, body: serde_json::Value) -> TestResponse {
@@ -246,10 +256,12 @@ async fn limits_hold_across_a_restart_and_store_only_sha256_subjects(opts: PgPoo
             .unwrap();
     let address = documented_subject("address", "ada@example.com");
     let ip = documented_subject("ip", "127.0.0.1");
+    let global = documented_subject("global", "");
     let subjects: Vec<(&str, &[u8])> = rows.iter().map(|(b, s, _)| (b.as_str(), s.as_slice())).collect();
     assert_eq!(
         subjects,
         [
+            ("emails_per_hour", global.as_slice()),
             ("refresh_per_ip_minute", ip.as_slice()),
             ("send_per_address_hour", address.as_slice()),
             ("send_per_address_interval", address.as_slice()),
@@ -279,15 +291,16 @@ async fn rate_limit_enabled_false_lifts_every_limit(opts: PgPoolOptions, db: PgC
     let pool = opts.connect_with(db.clone()).await.unwrap();
     let sink = SmtpSink::start().await;
     let off = TestApp::spawn_with(small_limits(db.clone(), &sink, false)).await;
-    let answers = exceed_every_limit(&off, "ada@example.com", "bob@example.com").await;
+    let answers = exceed_every_limit(&off, ["ada@example.com", "bob@example.com", "carl@example.com"]).await;
     for (request, resp) in &answers {
         assert_ne!(resp.status, 429, "{request}: {}", resp.text);
         assert!(resp.header("retry-after").is_none(), "{request}");
     }
     let statuses: Vec<u16> = answers.iter().map(|(_, r)| r.status).collect();
-    assert_eq!(statuses, [200, 200, 200, 200, 401, 401, 401, 401, 401, 401]);
-    assert_eq!(sink.to("ada@example.com").len(), 3, "every send was delivered");
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 401, 401, 401, 401, 401, 401]);
+    assert_eq!(sink.to("ada@example.com").len(), 4, "every send was delivered");
     assert_eq!(sink.to("bob@example.com").len(), 1);
+    assert_eq!(sink.to("carl@example.com").len(), 1);
     let exceeded: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'rate_limit.exceeded'")
         .fetch_one(&pool)
         .await
@@ -302,7 +315,7 @@ async fn rate_limit_enabled_false_lifts_every_limit(opts: PgPoolOptions, db: PgC
 
     // The control: the same requests with the same limits on go over each one.
     let on = TestApp::spawn_with(small_limits(db, &sink, true)).await;
-    let answers = exceed_every_limit(&on, "carol@example.com", "dave@example.com").await;
+    let answers = exceed_every_limit(&on, ["carol@example.com", "dave@example.com", "erin@example.com"]).await;
     let limits: Vec<(&str, String)> = answers
         .iter()
         .filter(|(_, r)| r.status == 429)
@@ -311,9 +324,9 @@ async fn rate_limit_enabled_false_lifts_every_limit(opts: PgPoolOptions, db: PgC
     assert_eq!(
         limits,
         [
-            ("send 2 to ada (interval)", "send_per_address_interval".to_owned()),
-            ("send 3 to ada (address hour)", "send_per_address_hour".to_owned()),
-            ("send 1 to bob (client hour)", "send_per_ip_hour".to_owned()),
+            ("send 2 to a (interval)", "send_per_address_interval".to_owned()),
+            ("send 4 to a (address hour)", "send_per_address_hour".to_owned()),
+            ("send 1 to c (client hour)", "send_per_ip_hour".to_owned()),
             ("verify 3", "verify_per_ip_minute".to_owned()),
             ("refresh 3", "refresh_per_ip_minute".to_owned()),
         ]

@@ -5,8 +5,11 @@
 //!   server offers it, `?tls=required` insists, `smtps://` is TLS from the start);
 //! - `resend`: the Resend HTTP API (`POST {RESEND_API_URL}/emails`).
 //!
-//! Every message has a plain-text and an HTML part (see [`templates`]).
+//! Every message has a plain-text and an HTML part (see [`templates`]). A
+//! failed delivery is an [`EmailError`]: the reply code and the server's
+//! words, with addresses, codes and tokens taken out ([`redact`]).
 
+pub mod redact;
 pub mod templates;
 
 use std::{
@@ -49,19 +52,67 @@ impl std::fmt::Debug for Message {
     }
 }
 
-/// Why a message was not delivered; the text goes to the audit event, so it
-/// never contains the message itself.
-#[derive(Debug, thiserror::Error)]
-pub enum EmailError {
-    #[error("invalid address: {0}")]
-    Address(String),
-    #[error("SMTP: {0}")]
-    Smtp(String),
-    #[error("Resend API: {0}")]
-    Resend(String),
-    #[error("timed out after {}s", SEND_TIMEOUT.as_secs())]
+/// Why a message was not delivered: what failed, the reply code (SMTP) or
+/// HTTP status (Resend) when there was one, and what the server said, passed
+/// through [`redact::redact`]. It is logged and recorded as the failure reason
+/// of `otp.sent` / `magic_link.sent`, so it never holds the message, the
+/// recipient's address, a code or a token; the only way to build one redacts.
+#[derive(Debug)]
+pub struct EmailError {
+    kind: ErrorKind,
+    code: Option<u16>,
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    Address,
+    Smtp,
+    Resend,
     Timeout,
 }
+
+impl EmailError {
+    fn new(kind: ErrorKind, code: Option<u16>, message: &str) -> Self {
+        Self {
+            kind,
+            code,
+            message: redact::redact(message),
+        }
+    }
+
+    /// A failed SMTP conversation: a refusal carries its reply code, and the
+    /// server's text; anything else lettre's description.
+    fn smtp(e: &lettre::transport::smtp::Error) -> Self {
+        let code = e.status().map(u16::from);
+        let message = match (code, std::error::Error::source(e)) {
+            (Some(_), Some(said)) => said.to_string(),
+            _ => e.to_string(),
+        };
+        Self::new(ErrorKind::Smtp, code, &message)
+    }
+
+    /// The SMTP reply code or HTTP status of a refusal, when there was one.
+    pub fn code(&self) -> Option<u16> {
+        self.code
+    }
+}
+
+impl std::fmt::Display for EmailError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.message.is_empty() { "" } else { ": " };
+        match (self.kind, self.code) {
+            (ErrorKind::Address, _) => write!(f, "invalid address{sep}{}", self.message),
+            (ErrorKind::Smtp, Some(code)) => write!(f, "SMTP {code}{sep}{}", self.message),
+            (ErrorKind::Smtp, None) => write!(f, "SMTP{sep}{}", self.message),
+            (ErrorKind::Resend, Some(status)) => write!(f, "Resend API: HTTP {status}{sep}{}", self.message),
+            (ErrorKind::Resend, None) => write!(f, "Resend API{sep}{}", self.message),
+            (ErrorKind::Timeout, _) => write!(f, "timed out after {}s", SEND_TIMEOUT.as_secs()),
+        }
+    }
+}
+
+impl std::error::Error for EmailError {}
 
 enum Transport {
     Console,
@@ -124,7 +175,7 @@ impl Mailer {
         let started = Instant::now();
         let result = match tokio::time::timeout(SEND_TIMEOUT, self.deliver(message)).await {
             Ok(result) => result,
-            Err(_) => Err(EmailError::Timeout),
+            Err(_) => Err(EmailError::new(ErrorKind::Timeout, None, "")),
         };
         if result.is_ok() {
             // Exponential moving average, weight 1/8 for the newest delivery.
@@ -151,14 +202,16 @@ impl Mailer {
         let from: Mailbox = self
             .from
             .parse()
-            .map_err(|e| EmailError::Address(format!("FROM_EMAIL: {e}")))?;
-        let to: Mailbox = m.to.parse().map_err(|e| EmailError::Address(format!("{e}")))?;
+            .map_err(|e| EmailError::new(ErrorKind::Address, None, &format!("FROM_EMAIL: {e}")))?;
+        let to =
+            m.to.parse::<Mailbox>()
+                .map_err(|e| EmailError::new(ErrorKind::Address, None, &e.to_string()))?;
         lettre::Message::builder()
             .from(from)
             .to(to)
             .subject(&m.subject)
             .multipart(MultiPart::alternative_plain_html(m.text.clone(), m.html.clone()))
-            .map_err(|e| EmailError::Smtp(e.to_string()))
+            .map_err(|e| EmailError::new(ErrorKind::Smtp, None, &e.to_string()))
     }
 
     async fn deliver(&self, m: &Message) -> Result<(), EmailError> {
@@ -175,7 +228,7 @@ impl Mailer {
                 .send(self.mime(m)?)
                 .await
                 .map(|_| ())
-                .map_err(|e| EmailError::Smtp(e.to_string())),
+                .map_err(|e| EmailError::smtp(&e)),
             Transport::Resend { client, url, key } => {
                 let body = serde_json::json!({
                     "from": self.from,
@@ -190,27 +243,33 @@ impl Mailer {
                     .json(&body)
                     .send()
                     .await
-                    .map_err(|e| EmailError::Resend(without_url(&e)))?;
-                if resp.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(EmailError::Resend(format!("HTTP {}", resp.status().as_u16())))
+                    .map_err(|e| EmailError::new(ErrorKind::Resend, None, without_url(&e)))?;
+                let status = resp.status();
+                if status.is_success() {
+                    return Ok(());
                 }
+                // Resend explains a refusal in `message`, which may name the recipient.
+                let said = resp
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|body| body["message"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Err(EmailError::new(ErrorKind::Resend, Some(status.as_u16()), &said))
             }
         }
     }
 }
 
 /// A reqwest error without its URL (harmless here, but keep events tidy).
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
+fn without_url(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
         "connection failed"
     } else {
         "request failed"
-    };
-    kind.to_owned()
+    }
 }
 
 /// The transport for `smtp://[user:pass@]host[:port][?tls=required|opportunistic|none]`
@@ -286,11 +345,17 @@ struct SmtpPool {
 
 impl SmtpPool {
     async fn connect(&self) -> Result<AsyncSmtpConnection, EmailError> {
-        let smtp = |e: &dyn std::fmt::Display| EmailError::Smtp(e.to_string());
+        let smtp = |e: &lettre::transport::smtp::Error| EmailError::smtp(e);
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| smtp(&format!("connecting to {}:{}: {e}", self.host, self.port)))?;
-        tcp.set_nodelay(true).map_err(|e| smtp(&e))?;
+            .map_err(|e| {
+                // The host and port are the operator's own setting: kept as they are.
+                let mut err = EmailError::new(ErrorKind::Smtp, None, &e.to_string());
+                err.message = format!("connecting to {}:{}: {}", self.host, self.port, err.message);
+                err
+            })?;
+        tcp.set_nodelay(true)
+            .map_err(|e| EmailError::new(ErrorKind::Smtp, None, &e.to_string()))?;
         let hello = ClientId::default();
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
             .await
@@ -334,7 +399,7 @@ impl SmtpPool {
             }
             Err(e) => {
                 conn.abort().await;
-                Err(EmailError::Smtp(e.to_string()))
+                Err(EmailError::smtp(&e))
             }
         }
     }

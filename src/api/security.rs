@@ -2,7 +2,8 @@
 //!
 //! A token is accepted only while it verifies (signature, issuer, audience,
 //! times) *and* its session (`sid`) is live and belongs to its user (`sub`):
-//! ending a session (logout, logout-all, delete, reuse detection, expiry) or
+//! ending a session (logout, logout-all, delete, reuse detection, expiry,
+//! including passing a `SESSION_MAX_AGE` set or lowered since it began) or
 //! deleting the user stops its access tokens at sesame at once. Resource
 //! servers that verify tokens offline against the JWKS cannot see that and
 //! accept them until `exp`.
@@ -53,7 +54,8 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
         ApiError::from(ErrorCode::InvalidToken)
     })?;
     let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
-    let user = store::sessions::find_live_owner(&mut conn, claims.sid, claims.sub, now)
+    let max_age = state.config.tokens.session_max_age.map(crate::clock::span);
+    let user = store::sessions::find_live_owner(&mut conn, claims.sid, claims.sub, now, max_age)
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| {

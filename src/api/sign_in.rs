@@ -68,7 +68,8 @@ pub async fn deliver(
         let done = AuditEvent::success(event, ctx, state.clock.now()).email(email.as_str());
         return Ok(record_alone(&state.db, &state.audit, done).await?);
     };
-    tracing::warn!(error = %e, event = event.as_str(), "email delivery failed");
+    // The error is redacted: the reply code and the server's words, no address.
+    tracing::warn!(code = e.code(), error = %e, event = event.as_str(), "email delivery failed");
     let now = state.clock.now();
     let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
     match sent {

@@ -243,24 +243,32 @@ pub async fn touch(conn: &mut PgConnection, session_id: SessionId, now: OffsetDa
 }
 
 /// The user `user_id` if session `session_id` is theirs and live (not ended,
-/// not expired at `now`): what a bearer operation checks of an access token's
-/// `sid` and `sub`, in one statement that also answers `/auth/me`.
+/// not expired at `now`, and, when `max_age` (`SESSION_MAX_AGE`) is set, begun
+/// less than `max_age` ago): what a bearer operation checks of an access
+/// token's `sid` and `sub`, in one statement that also answers `/auth/me`.
+/// The cap is the present one: a session older than a `SESSION_MAX_AGE` set or
+/// lowered since it began is refused although its stored expiry is not past.
 pub async fn find_live_owner(
     conn: &mut PgConnection,
     session_id: SessionId,
     user_id: UserId,
     now: OffsetDateTime,
+    max_age: Option<time::Duration>,
 ) -> Result<Option<User>, sqlx::Error> {
+    // A cap reaching before the calendar's start caps nothing.
+    let begun_after = max_age.and_then(|age| now.checked_sub(age));
     sqlx::query_as!(
         User,
         r#"
         SELECT u.id AS "id: UserId", u.email, u.created_at
         FROM sessions s JOIN users u ON u.id = s.user_id
         WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3
+          AND ($4::timestamptz IS NULL OR s.created_at > $4)
         "#,
         session_id.as_uuid(),
         user_id.as_uuid(),
         now,
+        begun_after,
     )
     .fetch_optional(conn)
     .await

@@ -126,12 +126,13 @@ fn decode_quoted_printable(s: &str) -> String {
 }
 
 /// An SMTP server on 127.0.0.1 that accepts everything (or, when told to,
-/// refuses the message) and keeps what it receives.
+/// refuses the message or its recipients) and keeps what it receives.
 #[derive(Clone)]
 pub struct SmtpSink {
     pub addr: SocketAddr,
     messages: Arc<Mutex<Vec<Mail>>>,
     refuse: Arc<AtomicBool>,
+    refuse_recipients: Arc<AtomicBool>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -142,6 +143,7 @@ impl SmtpSink {
             addr: listener.local_addr().unwrap(),
             messages: Arc::default(),
             refuse: Arc::default(),
+            refuse_recipients: Arc::default(),
             delay_ms: Arc::default(),
         };
         let s = sink.clone();
@@ -164,6 +166,12 @@ impl SmtpSink {
     /// From now on, answer DATA with a permanent failure.
     pub fn refuse_messages(&self, refuse: bool) {
         self.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// From now on, answer RCPT TO as Postfix does for an unknown mailbox,
+    /// echoing the address: `550 5.1.1 <address>: Recipient address rejected: …`.
+    pub fn refuse_recipients(&self, refuse: bool) {
+        self.refuse_recipients.store(refuse, Ordering::SeqCst);
     }
 
     /// From now on, take this long to accept each message (a slow mail server).
@@ -213,6 +221,12 @@ impl SmtpSink {
                 from = angle(&cmd);
                 to.clear();
                 write.write_all(b"250 OK\r\n").await?;
+            } else if upper.starts_with("RCPT TO:") && self.refuse_recipients.load(Ordering::SeqCst) {
+                let reply = format!(
+                    "550 5.1.1 <{}>: Recipient address rejected: User unknown in virtual mailbox table\r\n",
+                    angle(&cmd)
+                );
+                write.write_all(reply.as_bytes()).await?;
             } else if upper.starts_with("RCPT TO:") {
                 to.push(angle(&cmd));
                 write.write_all(b"250 OK\r\n").await?;
@@ -289,6 +303,7 @@ struct ResendState {
 #[handler]
 async fn emails(req: &poem::Request, body: poem::Body, state: Data<&ResendState>) -> poem::Response {
     let body: Value = serde_json::from_slice(&body.into_bytes().await.unwrap()).unwrap_or(Value::Null);
+    let to = body["to"][0].as_str().unwrap_or_default().to_owned();
     state.requests.lock().unwrap().push(ResendRequest {
         authorization: req.header("authorization").map(str::to_owned),
         content_type: req.header("content-type").map(str::to_owned),
@@ -298,7 +313,8 @@ async fn emails(req: &poem::Request, body: poem::Body, state: Data<&ResendState>
     let answer = if status.is_success() {
         json!({ "id": uuid::Uuid::new_v4() })
     } else {
-        json!({ "name": "application_error", "message": "the test said no" })
+        // As providers do, the refusal names the recipient.
+        json!({ "name": "application_error", "message": format!("the test refused <{to}>") })
     };
     poem::web::Json(answer).with_status(status).into_response()
 }

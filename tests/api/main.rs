@@ -4,6 +4,8 @@
 mod audit_cleanup;
 mod audit_cli;
 mod audit_file;
+mod audit_jq;
+mod audit_send_failures;
 mod audit_support;
 mod audit_trail;
 mod cli;

@@ -285,22 +285,28 @@ pub struct SessionRow {
     pub ip: Option<sqlx::types::ipnetwork::IpNetwork>,
 }
 
-/// The user's sessions that are neither ended nor expired, most recently used first.
+/// The user's sessions that are neither ended nor expired (nor, when `max_age`
+/// is set, begun longer ago than the present cap, as [`find_live_owner`]
+/// judges them), most recently used first.
 pub async fn list_live(
     conn: &mut PgConnection,
     user_id: UserId,
     now: OffsetDateTime,
+    max_age: Option<time::Duration>,
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
+    let begun_after = max_age.and_then(|age| now.checked_sub(age));
     sqlx::query_as!(
         SessionRow,
         r#"
         SELECT id AS "id: SessionId", created_at, last_used_at, expires_at, user_agent, ip
         FROM sessions
         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+          AND ($3::timestamptz IS NULL OR created_at > $3)
         ORDER BY last_used_at DESC, id
         "#,
         user_id.as_uuid(),
         now,
+        begun_after,
     )
     .fetch_all(conn)
     .await

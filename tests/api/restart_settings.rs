@@ -133,6 +133,17 @@ async fn a_session_past_a_newly_set_max_age_is_refused_by_the_bearer_operations_
     let fresh = after.sign_in(&sink, "ada@example.com").await;
     let me = after.bearer(Method::GET, "/auth/me", at(&fresh)).await;
     assert_eq!(me.status, 200, "{}", me.text);
+    // Its session list leaves out the session past the cap.
+    let listed = after.bearer(Method::GET, "/auth/sessions", at(&fresh)).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let ids: Vec<&str> = listed.json["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    let fresh_sid = sid(&after, &fresh).to_string();
+    assert_eq!(ids, [fresh_sid.as_str()], "only the session under the cap is listed");
 }
 
 /// The code of the message `sink` received last for `email`.

@@ -14,7 +14,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use lettre::{
@@ -81,7 +81,7 @@ enum Transport {
 pub struct Mailer {
     transport: Arc<Transport>,
     from: String,
-    /// Moving average of recent delivery times, in microseconds.
+    /// Moving average of recent delivery steps (send and its audit row), in microseconds.
     typical_send_us: Arc<AtomicU64>,
 }
 
@@ -121,28 +121,45 @@ impl Mailer {
 
     /// Delivers `message`, or says why not.
     pub async fn send(&self, message: &Message) -> Result<(), EmailError> {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(SEND_TIMEOUT, self.deliver(message)).await {
+        match tokio::time::timeout(SEND_TIMEOUT, self.deliver(message)).await {
             Ok(result) => result,
             Err(_) => Err(EmailError::Timeout),
-        };
-        if result.is_ok() {
-            // Exponential moving average, weight 1/8 for the newest delivery.
-            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let old = self.typical_send_us.load(Ordering::Relaxed);
-            let new = if old == 0 { took } else { old - old / 8 + took / 8 };
-            self.typical_send_us.store(new, Ordering::Relaxed);
         }
-        result
     }
 
-    /// Takes about as long as a delivery does, without sending anything: for
-    /// answers that must not reveal that no email went out.
+    /// Notes how long a successful delivery step took, from handing the message
+    /// to the transport to recording that it was sent: what [`Mailer::imitate_send`]
+    /// imitates.
+    pub fn note_delivery(&self, took: Duration) {
+        // Exponential moving average, weight 1/8 for the newest delivery.
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let old = self.typical_send_us.load(Ordering::Relaxed);
+        let new = if old == 0 { took } else { old - old / 8 + took / 8 };
+        self.typical_send_us.store(new, Ordering::Relaxed);
+    }
+
+    /// Takes about as long as a delivery step does (see [`Mailer::note_delivery`]),
+    /// without sending anything: for answers that must not reveal that no email
+    /// went out. Between 7/8 and 9/8 of the recent average, uniformly.
     pub async fn imitate_send(&self) {
         let typical = self.typical_send_us.load(Ordering::Relaxed);
-        if typical > 0 {
-            let jitter = rand::random_range(0..=typical / 4);
-            tokio::time::sleep(Duration::from_micros(typical - typical / 8 + jitter)).await;
+        if typical == 0 {
+            return;
+        }
+        let jitter = rand::random_range(0..=typical / 4);
+        let wait = Duration::from_micros(typical - typical / 8 + jitter);
+        let deadline = tokio::time::Instant::now() + wait;
+        // tokio's timer ticks in whole milliseconds and rounds every sleep up to
+        // the next tick: a local mail server answers in well under one, so sleeping
+        // there alone would make the imitation the slower path. Sleep on the timer
+        // for all but the last two ticks, then the rest on a blocking thread,
+        // whose sleep is precise to tens of microseconds.
+        if let Some(coarse) = wait.checked_sub(Duration::from_millis(2)) {
+            tokio::time::sleep(coarse).await;
+        }
+        let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !rest.is_zero() {
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
         }
     }
 

@@ -31,4 +31,5 @@ mod refresh;
 mod restart_settings;
 mod revocation;
 mod sessions;
+mod signup_closed;
 mod tokens;

@@ -76,13 +76,54 @@ enum Transport {
     },
 }
 
+/// How many recent delivery durations [`Mailer::imitate_send`] draws from.
+const RECENT_DELIVERIES: usize = 64;
+
+/// The durations of the last [`RECENT_DELIVERIES`] delivery steps, in
+/// microseconds, in a ring (0 = no delivery yet in that slot).
+struct RecentDeliveries {
+    micros: [AtomicU64; RECENT_DELIVERIES],
+    /// How many have been noted; the next slot is this modulo the ring's size.
+    noted: AtomicU64,
+}
+
+impl Default for RecentDeliveries {
+    fn default() -> Self {
+        Self {
+            micros: std::array::from_fn(|_| AtomicU64::new(0)),
+            noted: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RecentDeliveries {
+    fn note(&self, took: Duration) {
+        let slot = self.noted.fetch_add(1, Ordering::Relaxed) % RECENT_DELIVERIES as u64;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        if let Some(m) = self.micros.get(usize::try_from(slot).unwrap_or_default()) {
+            m.store(micros, Ordering::Relaxed);
+        }
+    }
+
+    /// One of the noted durations, at random; `None` before the first.
+    fn draw(&self) -> Option<Duration> {
+        let filled = self.noted.load(Ordering::Relaxed).min(RECENT_DELIVERIES as u64);
+        if filled == 0 {
+            return None;
+        }
+        let slot = usize::try_from(rand::random_range(0..filled)).unwrap_or_default();
+        let micros = self.micros.get(slot)?.load(Ordering::Relaxed);
+        (micros > 0).then(|| Duration::from_micros(micros))
+    }
+}
+
 /// Delivers messages; cheap to clone.
 #[derive(Clone)]
 pub struct Mailer {
     transport: Arc<Transport>,
     from: String,
-    /// Moving average of recent delivery steps (send and its audit row), in microseconds.
-    typical_send_us: Arc<AtomicU64>,
+    /// How long recent delivery steps took (see [`Mailer::note_delivery`]).
+    recent: Arc<RecentDeliveries>,
 }
 
 impl Mailer {
@@ -115,7 +156,7 @@ impl Mailer {
         Ok(Self {
             transport: Arc::new(transport),
             from: config.email.from_email.clone(),
-            typical_send_us: Arc::new(AtomicU64::new(0)),
+            recent: Arc::new(RecentDeliveries::default()),
         })
     }
 
@@ -131,23 +172,19 @@ impl Mailer {
     /// to the transport to recording that it was sent: what [`Mailer::imitate_send`]
     /// imitates.
     pub fn note_delivery(&self, took: Duration) {
-        // Exponential moving average, weight 1/8 for the newest delivery.
-        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let old = self.typical_send_us.load(Ordering::Relaxed);
-        let new = if old == 0 { took } else { old - old / 8 + took / 8 };
-        self.typical_send_us.store(new, Ordering::Relaxed);
+        self.recent.note(took);
     }
 
-    /// Takes about as long as a delivery step does (see [`Mailer::note_delivery`]),
-    /// without sending anything: for answers that must not reveal that no email
-    /// went out. Between 7/8 and 9/8 of the recent average, uniformly.
+    /// Takes as long as a recent delivery step did (one of the last
+    /// [`RECENT_DELIVERIES`], drawn at random), without sending anything: for
+    /// answers that must not reveal that no email went out. Drawing from real
+    /// durations gives the imitation the same spread as the real thing: its
+    /// median, its tail; an average would sit above the median of a skewed
+    /// distribution.
     pub async fn imitate_send(&self) {
-        let typical = self.typical_send_us.load(Ordering::Relaxed);
-        if typical == 0 {
+        let Some(wait) = self.recent.draw() else {
             return;
-        }
-        let jitter = rand::random_range(0..=typical / 4);
-        let wait = Duration::from_micros(typical - typical / 8 + jitter);
+        };
         let deadline = tokio::time::Instant::now() + wait;
         // tokio's timer ticks in whole milliseconds and rounds every sleep up to
         // the next tick: a local mail server answers in well under one, so sleeping
@@ -373,4 +410,24 @@ fn percent_decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_imitation_draws_only_from_the_latest_deliveries() {
+        let recent = RecentDeliveries::default();
+        assert_eq!(recent.draw(), None, "nothing to imitate before the first delivery");
+        recent.note(Duration::from_micros(700));
+        assert_eq!(recent.draw(), Some(Duration::from_micros(700)));
+        // A full ring later, the first duration is gone.
+        for _ in 0..RECENT_DELIVERIES {
+            recent.note(Duration::from_millis(3));
+        }
+        for _ in 0..1000 {
+            assert_eq!(recent.draw(), Some(Duration::from_millis(3)));
+        }
+    }
 }

@@ -85,6 +85,8 @@ struct RecentDeliveries {
     micros: [AtomicU64; RECENT_DELIVERIES],
     /// How many have been noted; the next slot is this modulo the ring's size.
     noted: AtomicU64,
+    /// Moving average of how much longer than wanted an imitation took, in microseconds.
+    overshoot_us: AtomicU64,
 }
 
 impl Default for RecentDeliveries {
@@ -92,6 +94,7 @@ impl Default for RecentDeliveries {
         Self {
             micros: std::array::from_fn(|_| AtomicU64::new(0)),
             noted: AtomicU64::new(0),
+            overshoot_us: AtomicU64::new(0),
         }
     }
 }
@@ -103,6 +106,18 @@ impl RecentDeliveries {
         if let Some(m) = self.micros.get(usize::try_from(slot).unwrap_or_default()) {
             m.store(micros, Ordering::Relaxed);
         }
+    }
+
+    fn overshoot(&self) -> Duration {
+        Duration::from_micros(self.overshoot_us.load(Ordering::Relaxed))
+    }
+
+    /// Folds one imitation that `took` for a `wait` into the overshoot average
+    /// (weight 1/8 for the newest).
+    fn note_overshoot(&self, took: Duration, wait: Duration) {
+        let over = u64::try_from(took.saturating_sub(wait).as_micros()).unwrap_or(u64::MAX);
+        let old = self.overshoot_us.load(Ordering::Relaxed);
+        self.overshoot_us.store(old - old / 8 + over / 8, Ordering::Relaxed);
     }
 
     /// One of the noted durations, at random; `None` before the first.
@@ -182,10 +197,14 @@ impl Mailer {
     /// median, its tail; an average would sit above the median of a skewed
     /// distribution.
     pub async fn imitate_send(&self) {
-        let Some(wait) = self.recent.draw() else {
+        let Some(wanted) = self.recent.draw() else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + wait;
+        let started = tokio::time::Instant::now();
+        // Waking up takes time of its own (more on a busy machine): aim short by
+        // what recent imitations overshot.
+        let wait = wanted.saturating_sub(self.recent.overshoot());
+        let deadline = started + wait;
         // tokio's timer ticks in whole milliseconds and rounds every sleep up to
         // the next tick: a local mail server answers in well under one, so sleeping
         // there alone would make the imitation the slower path. Sleep on the timer
@@ -198,6 +217,7 @@ impl Mailer {
         if !rest.is_zero() {
             let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
         }
+        self.recent.note_overshoot(started.elapsed(), wait);
     }
 
     /// The MIME message: plain text and HTML alternatives.
@@ -429,5 +449,16 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(recent.draw(), Some(Duration::from_millis(3)));
         }
+    }
+
+    #[test]
+    fn the_imitation_learns_how_late_it_wakes_up() {
+        let recent = RecentDeliveries::default();
+        assert_eq!(recent.overshoot(), Duration::ZERO);
+        for _ in 0..100 {
+            recent.note_overshoot(Duration::from_micros(1_200), Duration::from_micros(1_000));
+        }
+        let learnt = recent.overshoot().as_micros();
+        assert!((190..=200).contains(&learnt), "{learnt} µs");
     }
 }

@@ -9,7 +9,11 @@
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:3001 --smtp-port 2525 \
 //!     --scenario refresh --concurrency 16 --duration 20 --max-ops 200000 --json out.json
 //! ```
-//! Scenarios: `refresh`, `me`, `login-code`, `login-link`, `mixed`. The server
+//! Scenarios: `refresh`, `me`, `login-code`, `login-link`, `mixed`, and
+//! `signup-closed`: against a server with `ALLOW_SIGNUP=false`, each virtual user
+//! alternates `POST /auth/send-code` to its account (`known<i>@bench.test`, which
+//! must exist: `bench/signup-closed.sh` inserts them) and to a fresh address
+//! without one, and the report gives the latency of each kind apart. The server
 //! must send email to `smtp://127.0.0.1:<smtp-port>?tls=none` and should run with
 //! rate limits off (the load comes from one IP). Loopback only; every run is
 //! bounded by `--duration` seconds and `--max-ops` operations.
@@ -142,6 +146,7 @@ enum Scenario {
     LoginCode,
     LoginLink,
     Mixed,
+    SignupClosed,
 }
 
 struct Args {
@@ -181,6 +186,7 @@ fn args() -> anyhow::Result<Args> {
                     "login-code" => Scenario::LoginCode,
                     "login-link" => Scenario::LoginLink,
                     "mixed" => Scenario::Mixed,
+                    "signup-closed" => Scenario::SignupClosed,
                     other => bail!("unknown scenario {other}"),
                 }
             }
@@ -212,15 +218,22 @@ struct Ctx {
 impl Ctx {
     /// POSTs JSON, records the latency, and returns the body of a 200.
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let (took, body) = self.timed_post(path, body).await?;
+        self.latency(took);
+        body
+    }
+
+    /// POSTs JSON; returns how long the answer took and the body of a 200.
+    async fn timed_post(&self, path: &str, body: Value) -> anyhow::Result<(Duration, anyhow::Result<Value>)> {
         let started = Instant::now();
         let resp = self.http.post(format!("{}{path}", self.url)).json(&body).send().await?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        self.latency(started.elapsed());
+        let took = started.elapsed();
         if !status.is_success() {
-            bail!("{path} {}", status.as_u16());
+            return Ok((took, Err(anyhow::anyhow!("{path} {}", status.as_u16()))));
         }
-        Ok(body)
+        Ok((took, Ok(body)))
     }
 
     fn latency(&self, d: Duration) {
@@ -316,6 +329,10 @@ async fn main() -> anyhow::Result<()> {
         errors: Mutex::new(HashMap::new()),
     });
 
+    if a.scenario == Scenario::SignupClosed {
+        return report(&signup_closed(ctx, &a).await?, a.json.as_deref());
+    }
+
     // Every virtual user signs in first (not measured).
     let mut users = Vec::new();
     for i in 0..a.concurrency {
@@ -359,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
                             Err(e) => Err(e),
                         }
                     }
-                    Scenario::Mixed => Ok(()),
+                    Scenario::Mixed | Scenario::SignupClosed => Ok(()),
                 };
                 if let Err(e) = result {
                     ctx.error(&e);
@@ -373,26 +390,13 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let deadline = tokio::time::sleep(a.duration);
-    tokio::pin!(deadline);
-    tokio::select! {
-        () = &mut deadline => stop.store(true, Ordering::Relaxed),
-        () = async { while tasks.join_next().await.is_some() {} } => {}
-    }
-    while tasks.join_next().await.is_some() {}
+    run_for(&mut tasks, a.duration, &stop).await;
     let elapsed = started.elapsed();
 
-    let mut lat = ctx.latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    lat.sort_unstable();
+    let lat = ctx.latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     let done = ops.load(Ordering::Relaxed).min(a.max_ops);
-    let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
     let errors = ctx.errors.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    let report = json!({
+    let report_ = json!({
         "scenario": format!("{:?}", a.scenario).to_lowercase(),
         "concurrency": a.concurrency,
         "seconds": (elapsed.as_secs_f64() * 100.0).round() / 100.0,
@@ -400,13 +404,126 @@ async fn main() -> anyhow::Result<()> {
         "operationsPerSecond": (done as f64 / elapsed.as_secs_f64()).round(),
         "requests": lat.len(),
         "requestsPerSecond": (lat.len() as f64 / elapsed.as_secs_f64()).round(),
-        "latencyMs": { "p50": ms(pct(0.5)), "p90": ms(pct(0.9)), "p99": ms(pct(0.99)), "max": ms(lat.last().copied().unwrap_or_default()) },
+        "latencyMs": percentiles(lat),
         "errors": errors.values().sum::<u64>(),
         "errorKinds": errors,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    report(&report_, a.json.as_deref())
+}
+
+/// Prints the report and writes it to `json` if given.
+fn report(report: &Value, json: Option<&str>) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)?;
     }
     Ok(())
+}
+
+/// Lets `tasks` run until they finish or `duration` passes, then stops and awaits them.
+async fn run_for(tasks: &mut tokio::task::JoinSet<()>, duration: Duration, stop: &AtomicBool) {
+    let deadline = tokio::time::sleep(duration);
+    tokio::pin!(deadline);
+    tokio::select! {
+        () = &mut deadline => stop.store(true, Ordering::Relaxed),
+        () = async { while tasks.join_next().await.is_some() {} } => {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// p50, p90, p99 and max of `lat`, in milliseconds to two decimals.
+fn percentiles(mut lat: Vec<Duration>) -> Value {
+    lat.sort_unstable();
+    let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    json!({ "p50": ms(pct(0.5)), "p90": ms(pct(0.9)), "p99": ms(pct(0.99)), "max": ms(lat.last().copied().unwrap_or_default()) })
+}
+
+/// `signup-closed`: each virtual user alternates `send-code` to an address
+/// without an account (a fresh one each time) and to its own account, timing
+/// the two kinds apart. Every answer must be the same 200, and no email may
+/// reach an address without an account.
+async fn signup_closed(ctx: Arc<Ctx>, a: &Args) -> anyhow::Result<Value> {
+    let send = |email: String| json!({ "email": email });
+    // Not measured: connections open, and the server learns how long a delivery takes.
+    for i in 0..a.concurrency {
+        for _ in 0..3 {
+            ctx.post("/auth/send-code", send(format!("known{i}@bench.test")))
+                .await?;
+        }
+    }
+    let first = ctx
+        .post("/auth/send-code", send("known0@bench.test".to_owned()))
+        .await?;
+    let known = Arc::new(Mutex::new(Vec::new()));
+    let unknown = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..a.concurrency {
+        let (ctx, stop, ops, max_ops) = (ctx.clone(), stop.clone(), ops.clone(), a.max_ops);
+        let (known, unknown, first) = (known.clone(), unknown.clone(), first.clone());
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && ops.fetch_add(1, Ordering::Relaxed) < max_ops {
+                n += 1;
+                let member = n.is_multiple_of(2);
+                let email = match member {
+                    true => format!("known{i}@bench.test"),
+                    false => format!("stranger{i}-{n}@bench.test"),
+                };
+                match ctx.timed_post("/auth/send-code", send(email)).await {
+                    Ok((took, Ok(body))) => {
+                        let kind = if member { &known } else { &unknown };
+                        if let Ok(mut l) = kind.lock() {
+                            l.push(took);
+                        }
+                        if body != first {
+                            ctx.error(&anyhow::anyhow!("an answer differs from the first"));
+                        }
+                    }
+                    Ok((_, Err(e))) | Err(e) => ctx.error(&e),
+                }
+            }
+        });
+    }
+    run_for(&mut tasks, a.duration, &stop).await;
+    let elapsed = started.elapsed();
+    let strangers_mailed = ctx
+        .inbox
+        .latest
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .keys()
+        .filter(|to| to.starts_with("stranger"))
+        .count();
+    for _ in 0..strangers_mailed {
+        ctx.error(&anyhow::anyhow!("an address without an account was sent an email"));
+    }
+    let known = known.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let unknown = unknown.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let (known_n, unknown_n) = (known.len(), unknown.len());
+    let (known, unknown) = (percentiles(known), percentiles(unknown));
+    let diff = |p: &str| {
+        let d = unknown[p].as_f64().unwrap_or_default() - known[p].as_f64().unwrap_or_default();
+        (d * 100.0).round() / 100.0
+    };
+    let errors = ctx.errors.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    Ok(json!({
+        "scenario": "signup-closed",
+        "concurrency": a.concurrency,
+        "seconds": (elapsed.as_secs_f64() * 100.0).round() / 100.0,
+        "requests": known_n + unknown_n,
+        "requestsPerSecond": ((known_n + unknown_n) as f64 / elapsed.as_secs_f64()).round(),
+        "known": { "requests": known_n, "latencyMs": known },
+        "unknown": { "requests": unknown_n, "latencyMs": unknown },
+        "unknownMinusKnownMs": { "p50": diff("p50"), "p90": diff("p90") },
+        "errors": errors.values().sum::<u64>(),
+        "errorKinds": errors,
+    }))
 }

@@ -17,7 +17,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use lettre::{
@@ -127,13 +127,81 @@ enum Transport {
     },
 }
 
+/// How many recent delivery durations [`Mailer::imitate_send`] draws from.
+const RECENT_DELIVERIES: usize = 64;
+
+/// How far one imitation moves the overshoot estimate: small against the
+/// overshoot (tens to hundreds of microseconds), reached within a few hundred sends.
+const OVERSHOOT_STEP_US: u64 = 4;
+
+/// The durations of the last [`RECENT_DELIVERIES`] delivery steps, in
+/// microseconds, in a ring (0 = no delivery yet in that slot).
+struct RecentDeliveries {
+    micros: [AtomicU64; RECENT_DELIVERIES],
+    /// How many have been noted; the next slot is this modulo the ring's size.
+    noted: AtomicU64,
+    /// How much longer than asked an imitation takes (a running median), in microseconds.
+    overshoot_us: AtomicU64,
+}
+
+impl Default for RecentDeliveries {
+    fn default() -> Self {
+        Self {
+            micros: std::array::from_fn(|_| AtomicU64::new(0)),
+            noted: AtomicU64::new(0),
+            overshoot_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RecentDeliveries {
+    fn note(&self, took: Duration) {
+        let slot = self.noted.fetch_add(1, Ordering::Relaxed) % RECENT_DELIVERIES as u64;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        if let Some(m) = self.micros.get(usize::try_from(slot).unwrap_or_default()) {
+            m.store(micros, Ordering::Relaxed);
+        }
+    }
+
+    fn overshoot(&self) -> Duration {
+        Duration::from_micros(self.overshoot_us.load(Ordering::Relaxed))
+    }
+
+    /// Moves the overshoot estimate one step towards how late an imitation that
+    /// `took` for a `wait` was: a running median (each imitation moves it by
+    /// [`OVERSHOOT_STEP_US`] up or down), as the median, not the mean, is what
+    /// the real deliveries are drawn at; an average of late wake-ups would aim
+    /// too short.
+    fn note_overshoot(&self, took: Duration, wait: Duration) {
+        let over = u64::try_from(took.saturating_sub(wait).as_micros()).unwrap_or(u64::MAX);
+        let old = self.overshoot_us.load(Ordering::Relaxed);
+        let new = match over.cmp(&old) {
+            std::cmp::Ordering::Greater => old + OVERSHOOT_STEP_US,
+            std::cmp::Ordering::Less => old.saturating_sub(OVERSHOOT_STEP_US),
+            std::cmp::Ordering::Equal => old,
+        };
+        self.overshoot_us.store(new, Ordering::Relaxed);
+    }
+
+    /// One of the noted durations, at random; `None` before the first.
+    fn draw(&self) -> Option<Duration> {
+        let filled = self.noted.load(Ordering::Relaxed).min(RECENT_DELIVERIES as u64);
+        if filled == 0 {
+            return None;
+        }
+        let slot = usize::try_from(rand::random_range(0..filled)).unwrap_or_default();
+        let micros = self.micros.get(slot)?.load(Ordering::Relaxed);
+        (micros > 0).then(|| Duration::from_micros(micros))
+    }
+}
+
 /// Delivers messages; cheap to clone.
 #[derive(Clone)]
 pub struct Mailer {
     transport: Arc<Transport>,
     from: String,
-    /// Moving average of recent delivery times, in microseconds.
-    typical_send_us: Arc<AtomicU64>,
+    /// How long recent delivery steps took (see [`Mailer::note_delivery`]).
+    recent: Arc<RecentDeliveries>,
 }
 
 impl Mailer {
@@ -166,35 +234,53 @@ impl Mailer {
         Ok(Self {
             transport: Arc::new(transport),
             from: config.email.from_email.clone(),
-            typical_send_us: Arc::new(AtomicU64::new(0)),
+            recent: Arc::new(RecentDeliveries::default()),
         })
     }
 
     /// Delivers `message`, or says why not.
     pub async fn send(&self, message: &Message) -> Result<(), EmailError> {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(SEND_TIMEOUT, self.deliver(message)).await {
+        match tokio::time::timeout(SEND_TIMEOUT, self.deliver(message)).await {
             Ok(result) => result,
             Err(_) => Err(EmailError::new(ErrorKind::Timeout, None, "")),
-        };
-        if result.is_ok() {
-            // Exponential moving average, weight 1/8 for the newest delivery.
-            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            let old = self.typical_send_us.load(Ordering::Relaxed);
-            let new = if old == 0 { took } else { old - old / 8 + took / 8 };
-            self.typical_send_us.store(new, Ordering::Relaxed);
         }
-        result
     }
 
-    /// Takes about as long as a delivery does, without sending anything: for
-    /// answers that must not reveal that no email went out.
+    /// Notes how long a successful delivery step took, from handing the message
+    /// to the transport to recording that it was sent: what [`Mailer::imitate_send`]
+    /// imitates.
+    pub fn note_delivery(&self, took: Duration) {
+        self.recent.note(took);
+    }
+
+    /// Takes as long as a recent delivery step did (one of the last
+    /// [`RECENT_DELIVERIES`], drawn at random), without sending anything: for
+    /// answers that must not reveal that no email went out. Drawing from real
+    /// durations gives the imitation the same spread as the real thing: its
+    /// median, its tail; an average would sit above the median of a skewed
+    /// distribution.
     pub async fn imitate_send(&self) {
-        let typical = self.typical_send_us.load(Ordering::Relaxed);
-        if typical > 0 {
-            let jitter = rand::random_range(0..=typical / 4);
-            tokio::time::sleep(Duration::from_micros(typical - typical / 8 + jitter)).await;
+        let Some(wanted) = self.recent.draw() else {
+            return;
+        };
+        let started = tokio::time::Instant::now();
+        // Waking up takes time of its own (more on a busy machine): aim short by
+        // how late recent imitations typically were.
+        let wait = wanted.saturating_sub(self.recent.overshoot());
+        let deadline = started + wait;
+        // tokio's timer ticks in whole milliseconds and rounds every sleep up to
+        // the next tick: a local mail server answers in well under one, so sleeping
+        // there alone would make the imitation the slower path. Sleep on the timer
+        // for all but the last two ticks, then the rest on a blocking thread,
+        // whose sleep is precise to tens of microseconds.
+        if let Some(coarse) = wait.checked_sub(Duration::from_millis(2)) {
+            tokio::time::sleep(coarse).await;
         }
+        let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !rest.is_zero() {
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+        }
+        self.recent.note_overshoot(started.elapsed(), wait);
     }
 
     /// The MIME message: plain text and HTML alternatives.
@@ -421,4 +507,37 @@ fn percent_decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_imitation_draws_only_from_the_latest_deliveries() {
+        let recent = RecentDeliveries::default();
+        assert_eq!(recent.draw(), None, "nothing to imitate before the first delivery");
+        recent.note(Duration::from_micros(700));
+        assert_eq!(recent.draw(), Some(Duration::from_micros(700)));
+        // A full ring later, the first duration is gone.
+        for _ in 0..RECENT_DELIVERIES {
+            recent.note(Duration::from_millis(3));
+        }
+        for _ in 0..1000 {
+            assert_eq!(recent.draw(), Some(Duration::from_millis(3)));
+        }
+    }
+
+    #[test]
+    fn the_imitation_learns_how_late_it_wakes_up() {
+        let recent = RecentDeliveries::default();
+        assert_eq!(recent.overshoot(), Duration::ZERO);
+        // Mostly 100 µs late, now and then 2 ms: the median, not the mean, is learnt.
+        for i in 0..1_000 {
+            let late = if i % 5 == 0 { 2_000 } else { 100 };
+            recent.note_overshoot(Duration::from_micros(1_000 + late), Duration::from_micros(1_000));
+        }
+        let learnt = recent.overshoot().as_micros();
+        assert!((96..=104).contains(&learnt), "{learnt} µs");
+    }
 }

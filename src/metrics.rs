@@ -14,6 +14,8 @@ use std::{
     time::Duration,
 };
 
+use crate::audit::Event;
+
 /// Upper bounds of the request-latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -43,8 +45,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts one audit event.
+    /// Counts one audit event, as [`as_counted`] names it.
     pub fn event(&self, event: &str, success: bool) {
+        let (event, success) = as_counted(event, success);
         let mut r = self.lock();
         *r.events.entry((event.to_owned(), success)).or_default() += 1;
     }
@@ -90,7 +93,7 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(
             out,
-            "# HELP sesame_events_total Audit events recorded, by event and outcome."
+            "# HELP sesame_events_total Audit events recorded, by event and outcome; a send withheld for want of an account counts as generated and sent."
         );
         let _ = writeln!(out, "# TYPE sesame_events_total counter");
         for ((event, success), n) in &r.events {
@@ -120,6 +123,19 @@ impl Metrics {
         }
         render_latency(&mut out, &r.latency);
         out
+    }
+}
+
+/// The series an audit event counts in: its own, except for a send withheld
+/// from an address without an account (`ALLOW_SIGNUP=false`), which counts as the
+/// `*.generated` a send to an account records at that step (the `*.sent` follows
+/// after the imitated delivery). Whoever reads `/metrics` then cannot tell an
+/// address with an account from one without; the audit trail keeps the truth.
+pub fn as_counted(event: &str, success: bool) -> (&str, bool) {
+    match event {
+        e if e == Event::OtpWithheld.as_str() => (Event::OtpGenerated.as_str(), true),
+        e if e == Event::MagicLinkWithheld.as_str() => (Event::MagicLinkGenerated.as_str(), true),
+        e => (e, success),
     }
 }
 
@@ -187,5 +203,21 @@ mod tests {
         assert!(text.contains("sesame_http_request_duration_seconds_bucket{operation=\"logout\",le=\"10\"} 1\n"));
         assert!(text.contains("sesame_http_request_duration_seconds_bucket{operation=\"logout\",le=\"+Inf\"} 2\n"));
         assert!(text.contains("sesame_http_request_duration_seconds_count{operation=\"logout\"} 2\n"));
+    }
+
+    #[test]
+    fn a_withheld_send_counts_as_the_generated_one_it_stands_for() {
+        let m = Metrics::default();
+        m.event("otp.withheld", false);
+        m.event("magic_link.withheld", false);
+        m.event("otp.sent", false);
+        let text = m.render();
+        assert!(
+            text.contains("sesame_events_total{event=\"otp.generated\",success=\"true\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("sesame_events_total{event=\"magic_link.generated\",success=\"true\"} 1\n"));
+        assert!(text.contains("sesame_events_total{event=\"otp.sent\",success=\"false\"} 1\n"));
+        assert!(!text.contains("withheld\""), "{text}");
     }
 }

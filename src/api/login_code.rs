@@ -11,7 +11,7 @@ use super::{
     ApiTags,
     bodies::{SendResponse, TokenPair},
     request_context,
-    sign_in::{Sent, Source, deliver, limit, may_sign_in, parse_email, start_session},
+    sign_in::{Sent, Source, Withheld, deliver, limit, may_sign_in, parse_email, start_session, withhold},
     types::Text,
 };
 use crate::{
@@ -77,14 +77,16 @@ impl LoginCodeApi {
         let config = &state.config;
         let code = OtpCode::generate(config.login.otp_length);
         let hash = hash_code(state, code.clone()).await?;
-        if !may_sign_in(state, &email).await? {
-            state.mailer.imitate_send().await;
+        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+        if !may_sign_in(&mut tx, state, &email).await? {
+            // The round trip that storing the code takes, storing nothing.
+            store::otp::find_for_update(&mut tx, &email).await?;
+            withhold(tx, state, &ctx, &email, Withheld::Code).await?;
             return Ok(Json(SendResponse::sent()));
         }
 
         let now = state.clock.now();
         let expiry = crate::clock::span(config.login.otp_expiry);
-        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let id = store::otp::replace(&mut tx, &email, &hash, now, now + expiry, expiry).await?;
         tx.record(
             AuditEvent::success(Event::OtpGenerated, &ctx, now)

@@ -10,7 +10,7 @@ use super::{
     bodies::{SendResponse, TokenPair},
     page::{PageResponse, magic_link_page},
     request_context,
-    sign_in::{Sent, Source, deliver, limit, may_sign_in, parse_email, start_session},
+    sign_in::{Sent, Source, Withheld, deliver, limit, may_sign_in, parse_email, start_session, withhold},
     types::Text,
 };
 use crate::{
@@ -92,15 +92,17 @@ impl LoginLinkApi {
         let redirect_to = redirect_to.map(|_| target.as_str());
         let url = magic_link::with_token(&target, &token);
         limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
-        if !may_sign_in(state, &email).await? {
-            state.mailer.imitate_send().await;
+        let hash = magic_link::hash(&token);
+        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+        if !may_sign_in(&mut tx, state, &email).await? {
+            // The round trip that storing the link takes, storing nothing.
+            store::magic_links::find_for_update(&mut tx, &hash).await?;
+            withhold(tx, state, &ctx, &email, Withheld::Link).await?;
             return Ok(Json(SendResponse::sent()));
         }
 
         let now = state.clock.now();
         let expires_at = now + crate::clock::span(config.login.magic_link_expiry);
-        let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
-        let hash = magic_link::hash(&token);
         let id = store::magic_links::insert(&mut tx, &email, &hash, redirect_to, now, expires_at).await?;
         let mut event = AuditEvent::success(Event::MagicLinkGenerated, &ctx, now)
             .email(email.as_str())

@@ -2,6 +2,9 @@
 //! request against its limits, delivering the email, and starting a session
 //! with its first token pair.
 
+use std::time::Instant;
+
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -36,13 +39,13 @@ pub async fn limit(
 }
 
 /// Whether `email` may receive a sign-in message: always, unless
-/// `ALLOW_SIGNUP=false` and the address has no account.
-pub async fn may_sign_in(state: &AppState, email: &EmailAddress) -> Result<bool, ApiError> {
+/// `ALLOW_SIGNUP=false` and the address has no account. Asked inside the send's
+/// transaction, so both answers take the same steps up to the mailer.
+pub async fn may_sign_in(conn: &mut PgConnection, state: &AppState, email: &EmailAddress) -> Result<bool, ApiError> {
     if state.config.login.allow_signup {
         return Ok(true);
     }
-    let mut conn = state.db.acquire().await?;
-    Ok(store::users::exists(&mut conn, email).await?)
+    Ok(store::users::exists(conn, email).await?)
 }
 
 /// What an email carries: the id of its code or link.
@@ -64,9 +67,12 @@ pub async fn deliver(
         Sent::Code(_) => Event::OtpSent,
         Sent::Link(_) => Event::MagicLinkSent,
     };
+    let started = Instant::now();
     let Err(e) = state.mailer.send(message).await else {
         let done = AuditEvent::success(event, ctx, state.clock.now()).email(email.as_str());
-        return Ok(record_alone(&state.db, &state.audit, done).await?);
+        record_alone(&state.db, &state.audit, done).await?;
+        state.mailer.note_delivery(started.elapsed());
+        return Ok(());
     };
     // The error is redacted: the reply code and the server's words, no address.
     tracing::warn!(code = e.code(), error = %e, event = event.as_str(), "email delivery failed");
@@ -80,6 +86,46 @@ pub async fn deliver(
         .await?;
     tx.commit().await?;
     Err(ErrorCode::EmailFailed.into())
+}
+
+/// A sign-in message withheld from an address without an account.
+#[derive(Debug, Clone, Copy)]
+pub enum Withheld {
+    Code,
+    Link,
+}
+
+/// The `error` of `otp.withheld` and `magic_link.withheld`.
+pub const NO_ACCOUNT: &str = "No account (sign-up closed)";
+
+/// Ends a send to an address that may not sign in in the steps of a real one,
+/// storing and sending nothing: records `otp.withheld` / `magic_link.withheld`
+/// in `tx` (where a real send records its `*.generated`) and commits, waits as
+/// long as a delivery step takes, then counts on `/metrics` the `*.sent` a
+/// delivery would have. `/metrics` counts the withheld event as `*.generated`
+/// (see `metrics::as_counted`), so its counters move as for an account; the
+/// audit trail says what happened.
+pub async fn withhold(
+    mut tx: AuditTx,
+    state: &AppState,
+    ctx: &RequestContext,
+    email: &EmailAddress,
+    withheld: Withheld,
+) -> Result<(), ApiError> {
+    let (event, sent) = match withheld {
+        Withheld::Code => (Event::OtpWithheld, Event::OtpSent),
+        Withheld::Link => (Event::MagicLinkWithheld, Event::MagicLinkSent),
+    };
+    tx.record(
+        AuditEvent::failure(event, NO_ACCOUNT, ctx, state.clock.now())
+            .email(email.as_str())
+            .meta("emailDomain", email.domain()),
+    )
+    .await?;
+    tx.commit().await?;
+    state.mailer.imitate_send().await;
+    state.metrics.event(sent.as_str(), true);
+    Ok(())
 }
 
 /// How a session's tokens came to be: the `method` of `auth.login` and the

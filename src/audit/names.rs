@@ -11,6 +11,8 @@ pub enum Event {
     OtpGenerated,
     /// The email carrying a code was handed to the transport (or failed).
     OtpSent,
+    /// No code was stored or sent: the address has no account and sign-up is closed.
+    OtpWithheld,
     /// A code was checked: accepted or refused.
     OtpVerification,
     /// The precise reason a code was refused, with the attempt count.
@@ -19,6 +21,8 @@ pub enum Event {
     MagicLinkGenerated,
     /// The email carrying a link was handed to the transport (or failed).
     MagicLinkSent,
+    /// No link was stored or sent: the address has no account and sign-up is closed.
+    MagicLinkWithheld,
     /// A magic link was presented: accepted or refused.
     MagicLinkVerification,
     /// A session started (`metadata.method`: `otp` | `magic-link`).
@@ -40,10 +44,12 @@ impl Event {
     pub const ALL: &'static [Self] = &[
         Self::OtpGenerated,
         Self::OtpSent,
+        Self::OtpWithheld,
         Self::OtpVerification,
         Self::OtpVerificationDetail,
         Self::MagicLinkGenerated,
         Self::MagicLinkSent,
+        Self::MagicLinkWithheld,
         Self::MagicLinkVerification,
         Self::AuthLogin,
         Self::AuthLogout,
@@ -58,10 +64,12 @@ impl Event {
         match self {
             Self::OtpGenerated => "otp.generated",
             Self::OtpSent => "otp.sent",
+            Self::OtpWithheld => "otp.withheld",
             Self::OtpVerification => "otp.verification",
             Self::OtpVerificationDetail => "otp.verification.detail",
             Self::MagicLinkGenerated => "magic_link.generated",
             Self::MagicLinkSent => "magic_link.sent",
+            Self::MagicLinkWithheld => "magic_link.withheld",
             Self::MagicLinkVerification => "magic_link.verification",
             Self::AuthLogin => "auth.login",
             Self::AuthLogout => "auth.logout",

@@ -36,4 +36,5 @@ mod refresh_derivation;
 mod restart_settings;
 mod revocation;
 mod sessions;
+mod signup_closed;
 mod tokens;

@@ -21,6 +21,8 @@ pub enum Event {
     MagicLinkSent,
     /// A magic link was presented: accepted or refused.
     MagicLinkVerification,
+    /// A first sign-in created the user (committed with the user row).
+    UserCreated,
     /// A session started (`metadata.method`: `otp` | `magic-link`).
     AuthLogin,
     /// One session or all of a user's sessions ended.
@@ -45,6 +47,7 @@ impl Event {
         Self::MagicLinkGenerated,
         Self::MagicLinkSent,
         Self::MagicLinkVerification,
+        Self::UserCreated,
         Self::AuthLogin,
         Self::AuthLogout,
         Self::TokenGenerated,
@@ -63,6 +66,7 @@ impl Event {
             Self::MagicLinkGenerated => "magic_link.generated",
             Self::MagicLinkSent => "magic_link.sent",
             Self::MagicLinkVerification => "magic_link.verification",
+            Self::UserCreated => "user.created",
             Self::AuthLogin => "auth.login",
             Self::AuthLogout => "auth.logout",
             Self::TokenGenerated => "token.generated",

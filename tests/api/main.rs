@@ -33,3 +33,4 @@ mod restart_settings;
 mod revocation;
 mod sessions;
 mod tokens;
+mod webhooks_events;

@@ -131,12 +131,18 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let app = routes(&self.state);
         let cleanup = crate::cleanup::spawn(self.state.clone());
+        let webhooks = crate::webhooks::spawn(self.state.clone());
         tracing::info!(addr = %self.addr, "sesame listening");
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
             .await
             .context("serving HTTP")?;
         cleanup.abort();
+        if let Some(webhooks) = webhooks {
+            webhooks
+                .stop(self.state.config.webhooks.timeout + Duration::from_secs(1))
+                .await;
+        }
         self.state.audit.close().await;
         self.state.db.close().await;
         tracing::info!("sesame stopped");

@@ -3,7 +3,8 @@
 //! A flow records its events through an [`AuditTx`], the database transaction
 //! of the state change they describe: each event is inserted into
 //! `audit_events` inside that transaction, so the row commits or rolls back
-//! with the change. Only after the commit does the [`AuditSink`] fan the events
+//! with the change, together with its webhook deliveries (`webhook_deliveries`
+//! rows for the events `WEBHOOK_EVENTS` selects; see `webhooks`). Only after the commit does the [`AuditSink`] fan the events
 //! out, in order: Prometheus counters, the console, the JSON Lines file. An
 //! event with no state change of its own goes through [`record_alone`]. The
 //! table is always written; `METRICS_ENABLED` and `METRICS_FORMAT` only govern
@@ -31,7 +32,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    config::{Config, MetricsFormat},
+    config::{Config, MetricsFormat, WebhookEvents},
     metrics::Metrics,
     store,
 };
@@ -64,7 +65,7 @@ impl AuditTx {
     /// Inserts the recorded events, commits, then fans them out. Dropping an
     /// `AuditTx` without committing rolls back and publishes nothing.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        store::audit::insert_many(&mut self.tx, &self.pending).await?;
+        store::audit::insert_many(&mut self.tx, &self.pending, &self.sink.inner.routes).await?;
         self.tx.commit().await?;
         self.sink.publish(&self.pending);
         Ok(())
@@ -89,7 +90,7 @@ impl DerefMut for AuditTx {
 /// verification, a rate-limit hit) in its own short transaction.
 pub async fn record_alone(db: &PgPool, sink: &AuditSink, event: AuditEvent) -> Result<(), sqlx::Error> {
     let mut conn = db.acquire().await?;
-    store::audit::insert_many(&mut conn, std::slice::from_ref(&event)).await?;
+    store::audit::insert_many(&mut conn, std::slice::from_ref(&event), &sink.inner.routes).await?;
     sink.publish(std::slice::from_ref(&event));
     Ok(())
 }
@@ -104,6 +105,10 @@ struct SinkInner {
     metrics: Metrics,
     console: Option<Console>,
     file: Option<file::FileWriter>,
+    /// Which events get webhook deliveries, written with them (`store::webhooks`).
+    routes: store::webhooks::Routes,
+    /// Wakes this instance's webhook worker when a delivery committed.
+    webhooks_wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone, Copy)]
@@ -135,12 +140,23 @@ impl AuditSink {
                     color: std::io::stdout().is_terminal(),
                 }),
                 file,
+                routes: webhook_routes(config),
+                webhooks_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         })
     }
 
+    /// Resolves when a committed event of this instance has webhook deliveries
+    /// (or has had since the last call).
+    pub async fn webhooks_committed(&self) {
+        self.inner.webhooks_wake.notified().await;
+    }
+
     /// Fans committed events out, in order. Never blocks on the disk.
     pub fn publish(&self, events: &[AuditEvent]) {
+        if events.iter().any(|e| self.inner.routes.sends(&e.event)) {
+            self.inner.webhooks_wake.notify_one();
+        }
         for e in events {
             self.inner.metrics.event(&e.event, e.success);
             if let Some(console) = self.inner.console {
@@ -162,6 +178,19 @@ impl AuditSink {
             }
         })
         .await;
+    }
+}
+
+fn webhook_routes(config: &Config) -> store::webhooks::Routes {
+    let w = &config.webhooks;
+    let (all_events, events) = match &w.events {
+        WebhookEvents::All => (true, Vec::new()),
+        WebhookEvents::Only(names) => (false, names.clone()),
+    };
+    store::webhooks::Routes {
+        endpoints: w.urls.iter().map(ToString::to_string).collect(),
+        all_events,
+        events,
     }
 }
 

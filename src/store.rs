@@ -12,3 +12,4 @@ pub mod otp;
 pub mod rate_limits;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;

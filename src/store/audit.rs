@@ -2,10 +2,11 @@
 
 use sqlx::{PgConnection, types::ipnetwork::IpNetwork};
 
-use crate::audit::event::AuditEvent;
+use crate::{audit::event::AuditEvent, store::webhooks::Routes};
 
-/// Inserts events, in order, in one statement (one round trip, however many).
-pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+/// Inserts events, in order, in one statement (one round trip, however many),
+/// with a `webhook_deliveries` row for each event `routes` sends and each endpoint.
+pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent], routes: &Routes) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -27,13 +28,23 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Resu
     let agents: Vec<Option<&str>> = events.iter().map(|e| e.context.user_agent.as_deref()).collect();
     let request_ids: Vec<Option<&str>> = events.iter().map(|e| e.context.request_id.as_deref()).collect();
     let times: Vec<time::OffsetDateTime> = events.iter().map(|e| e.timestamp).collect();
+    // The outbox rows go in the same statement: no extra round trip, and none
+    // at all when no endpoint is configured (the CTE's insert still runs).
     sqlx::query!(
         r#"
-        INSERT INTO audit_events (event, success, user_id, email, error, metadata, ip, user_agent, request_id, created_at)
-        SELECT e, s, u, m, er, CASE WHEN jsonb_typeof(md) = 'null' THEN NULL ELSE md END, i, a, r, t
-        FROM unnest($1::text[], $2::bool[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[])
-            WITH ORDINALITY AS x(e, s, u, m, er, md, i, a, r, t, n)
-        ORDER BY n
+        WITH inserted AS (
+            INSERT INTO audit_events (event, success, user_id, email, error, metadata, ip, user_agent, request_id, created_at)
+            SELECT e, s, u, m, er, CASE WHEN jsonb_typeof(md) = 'null' THEN NULL ELSE md END, i, a, r, t
+            FROM unnest($1::text[], $2::bool[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[])
+                WITH ORDINALITY AS x(e, s, u, m, er, md, i, a, r, t, n)
+            ORDER BY n
+            RETURNING id, event, created_at
+        )
+        INSERT INTO webhook_deliveries (event_id, endpoint, next_attempt_at, retry_since, created_at)
+        SELECT inserted.id, endpoint, inserted.created_at, inserted.created_at, inserted.created_at
+        FROM inserted CROSS JOIN unnest($11::text[]) AS endpoints(endpoint)
+        WHERE $12 OR inserted.event = ANY($13::text[])
+        ORDER BY inserted.id, endpoint
         "#,
         &names as &[&str],
         &success,
@@ -45,6 +56,9 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Resu
         &agents as &[Option<&str>],
         &request_ids as &[Option<&str>],
         &times,
+        &routes.endpoints,
+        routes.all_events,
+        &routes.events,
     )
     .execute(conn)
     .await?;

@@ -33,4 +33,6 @@ mod restart_settings;
 mod revocation;
 mod sessions;
 mod tokens;
+mod webhooks;
 mod webhooks_events;
+mod webhooks_support;

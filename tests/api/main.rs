@@ -34,5 +34,6 @@ mod revocation;
 mod sessions;
 mod tokens;
 mod webhooks;
+mod webhooks_crash;
 mod webhooks_events;
 mod webhooks_support;

@@ -13,7 +13,7 @@ use sesame::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::{
-    helpers::{TestApp, smtp_config},
+    helpers::{TestApp, set_database_reachable, smtp_config},
     mailbox::SmtpSink,
     webhooks_support::{Receiver, deliveries, new_secret, verify, wait_deliveries, webhook_config},
 };
@@ -245,4 +245,27 @@ async fn two_instances_deliver_each_event_once_in_order(opts: PgPoolOptions, db:
         .collect();
     assert_eq!(order, emails, "each once, in commit order");
     assert!(deliveries(&pool).await.iter().all(|(_, attempts)| *attempts == 1));
+}
+
+#[sqlx::test]
+async fn the_worker_survives_a_database_outage(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let name = db.get_database().unwrap().to_owned();
+    let receiver = Receiver::start().await;
+    let sink = SmtpSink::start().await;
+    let secret = new_secret();
+    let config = webhook_config(smtp_config(db, &sink), &[receiver.url()], &secret, default_events());
+    let app = TestApp::spawn_with(config).await;
+    app.sign_in(&sink, "ada@example.com").await;
+    receiver.wait_for(1).await;
+    drop(pool);
+
+    set_database_reachable(&name, false).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    set_database_reachable(&name, true).await;
+
+    app.sign_in(&sink, "bob@example.com").await;
+    let got = receiver.wait_for(2).await;
+    let order: Vec<&str> = got.iter().map(|r| r.body.as_str()).collect();
+    assert!(order[1].contains("bob@example.com"), "{order:?}");
 }

@@ -38,10 +38,14 @@ struct ReceiverState {
     /// Statuses of the next answers; then `otherwise`.
     answers: Arc<Mutex<VecDeque<u16>>>,
     otherwise: Arc<std::sync::atomic::AtomicU16>,
+    /// How long each answer takes, in milliseconds.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[handler]
 async fn hook(req: &poem::Request, body: poem::Body, state: Data<&ReceiverState>) -> poem::Response {
+    let delay = state.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
     let header = |name: &str| req.header(name).unwrap_or_default().to_owned();
     let received = Received {
         id: header("webhook-id"),
@@ -89,6 +93,12 @@ impl Receiver {
     /// The next answers' statuses, in order (then 200).
     pub fn answer_next(&self, statuses: &[u16]) {
         self.state.answers.lock().unwrap().extend(statuses);
+    }
+
+    /// Makes each answer take `delay`.
+    pub fn answer_after(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.state.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The status of every answer after the queued ones.

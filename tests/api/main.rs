@@ -34,6 +34,7 @@ mod revocation;
 mod sessions;
 mod tokens;
 mod webhooks;
+mod webhooks_cli;
 mod webhooks_crash;
 mod webhooks_events;
 mod webhooks_support;

@@ -47,6 +47,7 @@ use tokio::{sync::watch, task::JoinSet};
 
 use crate::{
     audit::{json_line, timestamp},
+    metrics::WebhookOutcome,
     state::AppState,
     store::{self, webhooks::Claimed},
 };
@@ -151,7 +152,12 @@ impl Deliverer {
     async fn pass(self: &Arc<Self>, stopped: &watch::Receiver<bool>) -> Result<bool, sqlx::Error> {
         let mut tx = self.state.db.begin().await?;
         store::webhooks::sequence(&mut tx).await?;
+        let oldest = store::webhooks::oldest_pending(&mut tx).await?;
         tx.commit().await?;
+        let age = oldest.map_or(0, |t| (self.state.clock.now() - t).whole_seconds().max(0));
+        self.state
+            .metrics
+            .webhook_oldest_pending(Duration::from_secs(age.unsigned_abs()));
         let mut endpoints = JoinSet::new();
         for url in &self.state.config.webhooks.urls {
             let (this, stopped, endpoint) = (self.clone(), stopped.clone(), url.to_string());
@@ -183,8 +189,11 @@ impl Deliverer {
         };
         let outcome = self.attempt(&claimed).await;
         let now = self.state.clock.now();
-        match outcome {
-            Ok(()) => store::webhooks::mark_delivered(&mut tx, claimed.id, now).await?,
+        let counted = match outcome {
+            Ok(()) => {
+                store::webhooks::mark_delivered(&mut tx, claimed.id, now).await?;
+                WebhookOutcome::Delivered
+            }
             Err(error) => {
                 let jitter = rand::rng().random::<f64>();
                 let next = backoff::after_failure(
@@ -206,9 +215,15 @@ impl Deliverer {
                     "webhook attempt failed"
                 );
                 store::webhooks::mark_attempt_failed(&mut tx, claimed.id, now, &error, next).await?;
+                if next.is_some() {
+                    WebhookOutcome::Retried
+                } else {
+                    WebhookOutcome::Failed
+                }
             }
-        }
+        };
         tx.commit().await?;
+        self.state.metrics.webhook_attempt(counted);
         Ok(true)
     }
 

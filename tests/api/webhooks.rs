@@ -83,6 +83,12 @@ async fn a_receiver_down_for_a_while_then_up_gets_every_event_in_order(opts: PgP
     }
     // The head was tried and refused; the ones behind it wait, untried.
     wait_deliveries(&pool, "the head tried", |d| d.first().is_some_and(|h| h.1 >= 1)).await;
+    app.state.clock.advance(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        app.metric("sesame_webhook_oldest_pending_age_seconds").await >= 3600.0,
+        "the gauge shows the backlog's age"
+    );
     let d = deliveries(&pool).await;
     assert_eq!(d.len(), 4);
     assert!(d.iter().all(|(s, _)| s == "pending"), "{d:?}");
@@ -183,6 +189,10 @@ async fn past_webhook_max_age_a_delivery_is_failed_and_an_operator_retry_deliver
     // Past the window, the next failed attempt gives up.
     app.state.clock.advance(Duration::from_secs(2 * 3600));
     wait_deliveries(&pool, "failed", |d| d == [("failed".to_owned(), 2)]).await;
+    assert_eq!(
+        app.metric(r#"sesame_webhook_attempts_total{result="failed"}"#).await,
+        1.0
+    );
     let mut conn = pool.acquire().await.unwrap();
     let failed = store::webhooks::list(&mut conn, Some(store::webhooks::Status::Failed), 0, 10)
         .await
@@ -264,7 +274,19 @@ async fn the_worker_survives_a_database_outage(opts: PgPoolOptions, db: PgConnec
     tokio::time::sleep(Duration::from_secs(3)).await;
     set_database_reachable(&name, true).await;
 
-    app.sign_in(&sink, "bob@example.com").await;
+    // Pooled connections cut by the outage fail once each (503) and are replaced.
+    let mut signed_in = false;
+    for _ in 0..50 {
+        if app.send_code("bob@example.com").await.status == 200 {
+            let code = sink.last_to("bob@example.com").code();
+            if app.verify_code("bob@example.com", &code).await.status == 200 {
+                signed_in = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(signed_in, "the app heals after the outage");
     let got = receiver.wait_for(2).await;
     let order: Vec<&str> = got.iter().map(|r| r.body.as_str()).collect();
     assert!(order[1].contains("bob@example.com"), "{order:?}");

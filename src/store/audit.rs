@@ -4,11 +4,27 @@ use sqlx::{PgConnection, types::ipnetwork::IpNetwork};
 
 use crate::{audit::event::AuditEvent, store::webhooks::Routes};
 
+/// The JSON Lines file an instance writes, as its outbox rows name it.
+#[derive(Debug, Clone, Copy)]
+pub struct FileOutbox {
+    /// The file's id, from its position file.
+    pub writer: uuid::Uuid,
+    /// This process.
+    pub boot: uuid::Uuid,
+}
+
 /// Inserts events, in order, in one statement (one round trip, however many),
-/// with a `webhook_deliveries` row for each event `routes` sends and each endpoint.
-pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent], routes: &Routes) -> Result<(), sqlx::Error> {
+/// with a `webhook_deliveries` row for each event `routes` sends and each endpoint,
+/// and an `audit_file_pending` row for each event when `file` is set. Returns the
+/// events' ids, in order.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    events: &[AuditEvent],
+    routes: &Routes,
+    file: Option<FileOutbox>,
+) -> Result<Vec<i64>, sqlx::Error> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let names: Vec<&str> = events.iter().map(|e| e.event.as_ref()).collect();
     let success: Vec<bool> = events.iter().map(|e| e.success).collect();
@@ -29,8 +45,8 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent], routes:
     let request_ids: Vec<Option<&str>> = events.iter().map(|e| e.context.request_id.as_deref()).collect();
     let times: Vec<time::OffsetDateTime> = events.iter().map(|e| e.timestamp).collect();
     // The outbox rows go in the same statement: no extra round trip, and none
-    // at all when no endpoint is configured (the CTE's insert still runs).
-    sqlx::query!(
+    // at all when no endpoint or file is configured (every CTE runs either way).
+    sqlx::query_scalar!(
         r#"
         WITH inserted AS (
             INSERT INTO audit_events (event, success, user_id, email, error, metadata, ip, user_agent, request_id, created_at)
@@ -39,12 +55,17 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent], routes:
                 WITH ORDINALITY AS x(e, s, u, m, er, md, i, a, r, t, n)
             ORDER BY n
             RETURNING id, event, created_at
+        ), hooks AS (
+            INSERT INTO webhook_deliveries (event_id, endpoint, next_attempt_at, retry_since, created_at)
+            SELECT inserted.id, endpoint, inserted.created_at, inserted.created_at, inserted.created_at
+            FROM inserted CROSS JOIN unnest($11::text[]) AS endpoints(endpoint)
+            WHERE $12 OR inserted.event = ANY($13::text[])
+            ORDER BY inserted.id, endpoint
+        ), file AS (
+            INSERT INTO audit_file_pending (writer, event_id, boot)
+            SELECT $14::uuid, inserted.id, $15::uuid FROM inserted WHERE $14::uuid IS NOT NULL
         )
-        INSERT INTO webhook_deliveries (event_id, endpoint, next_attempt_at, retry_since, created_at)
-        SELECT inserted.id, endpoint, inserted.created_at, inserted.created_at, inserted.created_at
-        FROM inserted CROSS JOIN unnest($11::text[]) AS endpoints(endpoint)
-        WHERE $12 OR inserted.event = ANY($13::text[])
-        ORDER BY inserted.id, endpoint
+        SELECT id AS "id!" FROM inserted ORDER BY id
         "#,
         &names as &[&str],
         &success,
@@ -59,10 +80,11 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent], routes:
         &routes.endpoints,
         routes.all_events,
         &routes.events,
+        file.map(|f| f.writer),
+        file.map(|f| f.boot),
     )
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_all(conn)
+    .await
 }
 
 /// Which events `list` returns.

@@ -4,6 +4,7 @@
 mod audit_cleanup;
 mod audit_cli;
 mod audit_file;
+mod audit_file_crash;
 mod audit_support;
 mod audit_trail;
 mod cli;

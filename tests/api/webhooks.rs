@@ -291,3 +291,54 @@ async fn the_worker_survives_a_database_outage(opts: PgPoolOptions, db: PgConnec
     let order: Vec<&str> = got.iter().map(|r| r.body.as_str()).collect();
     assert!(order[1].contains("bob@example.com"), "{order:?}");
 }
+
+#[sqlx::test]
+async fn an_event_whose_transaction_commits_late_is_delivered_after_not_skipped(
+    opts: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let receiver = Receiver::start().await;
+    let sink = SmtpSink::start().await;
+    let secret = new_secret();
+    let config = webhook_config(smtp_config(db, &sink), &[receiver.url()], &secret, WebhookEvents::All);
+    let app = TestApp::spawn_with(config).await;
+    let routes = store::webhooks::Routes {
+        endpoints: vec![receiver.url()],
+        all_events: true,
+        events: Vec::new(),
+    };
+    let event = |email: &str| {
+        AuditEvent::success(Event::UserCreated, &RequestContext::none(), app.state.clock.now()).email(email)
+    };
+
+    // The late transaction takes the smaller ids, then commits after the other one
+    // was delivered: a cursor over ids would already be past it.
+    let mut late = pool.begin().await.unwrap();
+    let late_ids = store::audit::insert_many(&mut late, &[event("late@example.com")], &routes, None)
+        .await
+        .unwrap();
+    let mut early = pool.begin().await.unwrap();
+    let early_ids = store::audit::insert_many(&mut early, &[event("early@example.com")], &routes, None)
+        .await
+        .unwrap();
+    early.commit().await.unwrap();
+    assert!(late_ids[0] < early_ids[0]);
+    receiver.wait_for(1).await;
+    late.commit().await.unwrap();
+
+    let got = receiver.wait_for(2).await;
+    let order: Vec<&str> = got.iter().map(|r| r.body.as_str()).collect();
+    assert!(
+        order[0].contains("early@example.com") && order[1].contains("late@example.com"),
+        "in commit order: {order:?}"
+    );
+    let seqs: Vec<(i64, Option<i64>)> = sqlx::query_as("SELECT event_id, seq FROM webhook_deliveries ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [early_ids[0], late_ids[0]]
+    );
+}

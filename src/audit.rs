@@ -3,7 +3,8 @@
 //! A flow records its events through an [`AuditTx`], the database transaction
 //! of the state change they describe: each event is inserted into
 //! `audit_events` inside that transaction, so the row commits or rolls back
-//! with the change. Only after the commit does the [`AuditSink`] fan the events
+//! with the change, together with its webhook deliveries (`webhook_deliveries`
+//! rows for the events `WEBHOOK_EVENTS` selects; see `webhooks`). Only after the commit does the [`AuditSink`] fan the events
 //! out, in order: Prometheus counters, the console, the JSON Lines file. An
 //! event with no state change of its own goes through [`record_alone`]. The
 //! table is always written; `METRICS_ENABLED` and `METRICS_FORMAT` only govern
@@ -12,6 +13,7 @@
 pub mod event;
 pub mod file;
 mod names;
+pub mod outbox;
 pub mod report;
 
 pub use event::{AuditEvent, RequestContext};
@@ -31,7 +33,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    config::{Config, MetricsFormat},
+    config::{Config, MetricsFormat, WebhookEvents},
     metrics::Metrics,
     store,
 };
@@ -64,9 +66,9 @@ impl AuditTx {
     /// Inserts the recorded events, commits, then fans them out. Dropping an
     /// `AuditTx` without committing rolls back and publishes nothing.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        store::audit::insert_many(&mut self.tx, &self.pending).await?;
+        let ids = self.sink.insert(&mut self.tx, &self.pending).await?;
         self.tx.commit().await?;
-        self.sink.publish(&self.pending);
+        self.sink.publish(&self.pending, &ids);
         Ok(())
     }
 }
@@ -89,8 +91,8 @@ impl DerefMut for AuditTx {
 /// verification, a rate-limit hit) in its own short transaction.
 pub async fn record_alone(db: &PgPool, sink: &AuditSink, event: AuditEvent) -> Result<(), sqlx::Error> {
     let mut conn = db.acquire().await?;
-    store::audit::insert_many(&mut conn, std::slice::from_ref(&event)).await?;
-    sink.publish(std::slice::from_ref(&event));
+    let ids = sink.insert(&mut conn, std::slice::from_ref(&event)).await?;
+    sink.publish(std::slice::from_ref(&event), &ids);
     Ok(())
 }
 
@@ -104,6 +106,12 @@ struct SinkInner {
     metrics: Metrics,
     console: Option<Console>,
     file: Option<file::FileWriter>,
+    /// Which events get webhook deliveries, written with them (`store::webhooks`).
+    routes: store::webhooks::Routes,
+    /// Wakes this instance's webhook worker when a delivery committed.
+    webhooks_wake: Arc<tokio::sync::Notify>,
+    /// The file's outbox rows and crash repair, when the file output is on.
+    file_outbox: Option<outbox::FileState>,
 }
 
 #[derive(Clone, Copy)]
@@ -120,10 +128,14 @@ impl AuditSink {
             (true, MetricsFormat::File) => (false, true),
             (true, MetricsFormat::Both) => (true, true),
         };
+        let file_outbox = file
+            .then(|| outbox::FileState::open(&config.audit.metrics_file_path))
+            .flatten();
         let file = if file {
             Some(file::FileWriter::start(
                 config.audit.metrics_file_path.clone(),
                 metrics.clone(),
+                file_outbox.as_ref().map(|f| f.tracking.clone()),
             )?)
         } else {
             None
@@ -135,21 +147,48 @@ impl AuditSink {
                     color: std::io::stdout().is_terminal(),
                 }),
                 file,
+                routes: webhook_routes(config),
+                webhooks_wake: Arc::new(tokio::sync::Notify::new()),
+                file_outbox,
             }),
         })
     }
 
-    /// Fans committed events out, in order. Never blocks on the disk.
-    pub fn publish(&self, events: &[AuditEvent]) {
-        for e in events {
+    /// Inserts `events` with their outbox rows; their ids, in order.
+    async fn insert(&self, conn: &mut PgConnection, events: &[AuditEvent]) -> Result<Vec<i64>, sqlx::Error> {
+        let file = self.inner.file_outbox.as_ref().map(|f| f.outbox);
+        store::audit::insert_many(conn, events, &self.inner.routes, file).await
+    }
+
+    /// Resolves when a committed event of this instance has webhook deliveries
+    /// (or has had since the last call).
+    pub async fn webhooks_committed(&self) {
+        self.inner.webhooks_wake.notified().await;
+    }
+
+    /// Fans committed events out, in order, with their ids (as `insert` returned
+    /// them). Never blocks on the disk.
+    pub fn publish(&self, events: &[AuditEvent], ids: &[i64]) {
+        if events.iter().any(|e| self.inner.routes.sends(&e.event)) {
+            self.inner.webhooks_wake.notify_one();
+        }
+        let tracked = self.inner.file_outbox.is_some();
+        for (i, e) in events.iter().enumerate() {
             self.inner.metrics.event(&e.event, e.success);
             if let Some(console) = self.inner.console {
                 // One println! is one locked write: lines never interleave.
                 println!("{}", console_line(e, console.color));
             }
             if let Some(file) = &self.inner.file {
-                file.write(json_line(e));
+                file.write(json_line(e), ids.get(i).copied().filter(|_| tracked));
             }
+        }
+    }
+
+    /// Writes a recovered event's line to the file (`outbox`).
+    fn write_recovered(&self, e: &AuditEvent, id: i64) {
+        if let Some(file) = &self.inner.file {
+            file.write(json_line(e), Some(id));
         }
     }
 
@@ -162,6 +201,19 @@ impl AuditSink {
             }
         })
         .await;
+    }
+}
+
+fn webhook_routes(config: &Config) -> store::webhooks::Routes {
+    let w = &config.webhooks;
+    let (all_events, events) = match &w.events {
+        WebhookEvents::All => (true, Vec::new()),
+        WebhookEvents::Only(names) => (false, names.clone()),
+    };
+    store::webhooks::Routes {
+        endpoints: w.urls.iter().map(ToString::to_string).collect(),
+        all_events,
+        events,
     }
 }
 

@@ -45,6 +45,11 @@ pub enum Command {
     },
     /// Run the cleanup job once (expired codes, links, sessions, rate-limit windows, old audit rows).
     Cleanup,
+    /// See and retry webhook deliveries (the webhook_deliveries table).
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Manage the Ed25519 keys that sign access tokens.
     Keys {
         #[command(subcommand)]
@@ -97,6 +102,25 @@ pub enum AuditCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum WebhooksCommand {
+    /// Deliveries per status, the age of the oldest pending one, and the deliveries in one status.
+    Status {
+        /// Which deliveries to list: failed, pending or delivered.
+        #[arg(long, default_value = "failed", value_parser = ["failed", "pending", "delivered"])]
+        status: String,
+        /// How many to list, oldest first.
+        #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
+    /// Retry one delivery now. A failed one becomes pending again, at the end of its
+    /// endpoint's queue, with a fresh WEBHOOK_MAX_AGE and the same webhook-id.
+    Retry {
+        /// The delivery's id (the first column of `sesame webhooks status`).
+        id: i64,
+    },
+}
+
 fn parse_window(s: &str) -> Result<Duration, String> {
     crate::config::parse_duration(s)
         .filter(|d| !d.is_zero())
@@ -124,6 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Generate { out, force },
         } => generate_keys(&out, force),
         Command::Cleanup => cleanup_once().await,
+        Command::Webhooks { command } => webhooks(command).await,
         Command::Serve => {
             let config = load_config()?;
             migrate(&config).await?;
@@ -154,6 +179,66 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
             tail(&state, &filter, limit, json, follow).await
         }
     }
+}
+
+/// `sesame webhooks status|retry`.
+async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
+    use store::webhooks::Status;
+    let state = AppState::new(quiet(load_config()?), Clock::system())?;
+    let mut conn = state.db.acquire().await.context("connecting to the database")?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        WebhooksCommand::Status { status, limit } => {
+            let counts = store::webhooks::counts(&mut conn).await?;
+            let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+            writeln!(
+                out,
+                "deliveries: {}",
+                if counts.is_empty() {
+                    "none".to_owned()
+                } else {
+                    counts.join(", ")
+                }
+            )?;
+            if let Some(oldest) = store::webhooks::oldest_pending(&mut conn).await? {
+                let age = (state.clock.now() - oldest).whole_seconds().max(0);
+                writeln!(
+                    out,
+                    "oldest pending: {} old",
+                    crate::config::compact_duration(Duration::from_secs(age.unsigned_abs()))
+                )?;
+            }
+            let status = Status::parse(&status).context("unknown status")?;
+            let rows = store::webhooks::list(&mut conn, Some(status), 0, limit).await?;
+            writeln!(out, "\n{} deliveries (oldest first):", status.as_str())?;
+            let table = report::Table {
+                columns: ["id", "event", "endpoint", "attempts", "created", "last error"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                rows: rows
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            report::Cell::Int(d.id),
+                            report::Cell::Text(d.event.clone()),
+                            report::Cell::Text(d.endpoint.clone()),
+                            report::Cell::Int(d.attempts.into()),
+                            report::Cell::Text(audit::timestamp(d.created_at)),
+                            d.last_error.clone().map_or(report::Cell::Null, report::Cell::Text),
+                        ]
+                    })
+                    .collect(),
+            };
+            write!(out, "{table}")?;
+        }
+        WebhooksCommand::Retry { id } => {
+            if !store::webhooks::retry(&mut conn, id, state.clock.now()).await? {
+                anyhow::bail!("no failed or pending delivery {id}");
+            }
+            writeln!(out, "delivery {id} is due now")?;
+        }
+    }
+    Ok(())
 }
 
 /// `sesame cleanup`: one run of the cleanup job, and what it deleted.

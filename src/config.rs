@@ -3,7 +3,7 @@
 //! Every setting is an environment variable (a `.env` file is read first by the
 //! binary, if present). The settings come in sections ([`ServerSettings`],
 //! [`DatabaseSettings`], [`TokenSettings`], [`LoginSettings`], [`EmailSettings`],
-//! [`AuditSettings`], [`RateLimits`]), each read by its own function in `sections`
+//! [`AuditSettings`], [`RateLimits`], [`WebhookSettings`]), each read by its own function in `sections`
 //! through one shared `Reader`. Reading never stops at the first problem: all bad
 //! values are collected, and start-up fails with one line per variable naming what
 //! was expected. Secrets live in [`Secret`], whose `Debug` is redacted, and their
@@ -115,6 +115,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// Per-address and per-client limits.
     pub rate_limits: RateLimits,
+    /// Where audit events are POSTed, how they are signed and retried.
+    pub webhooks: WebhookSettings,
 }
 
 /// The HTTP server: where it listens, how it logs, whom it trusts.
@@ -252,6 +254,41 @@ pub struct RateLimits {
     pub ipv6_prefix: u8,
 }
 
+/// Webhooks (`docs/API.md`, "Webhooks"): endpoints, signing, which events, retries.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Endpoints every selected event is POSTed to (`WEBHOOK_URLS`, default none; comma-separated http(s) URLs).
+    pub urls: Vec<Url>,
+    /// Standard Webhooks signing secret (`WEBHOOK_SECRET`, default none; `whsec_` + base64 of
+    /// at least 24 bytes; required with `WEBHOOK_URLS`).
+    pub secret: Option<Secret>,
+    /// Which events are sent (`WEBHOOK_EVENTS`, default user.created,admin.user.deleted,admin.user.disabled,token.reuse_detected).
+    pub events: WebhookEvents,
+    /// How long one delivery attempt may take (`WEBHOOK_TIMEOUT`, default 5s).
+    pub timeout: Duration,
+    /// How long a delivery is retried from its event before it is marked failed (`WEBHOOK_MAX_AGE`, default 24h).
+    pub max_age: Duration,
+}
+
+/// The events `WEBHOOK_EVENTS` selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookEvents {
+    /// `*`: every event.
+    All,
+    /// These names only.
+    Only(Vec<String>),
+}
+
+impl WebhookEvents {
+    /// Whether `event` is sent.
+    pub fn includes(&self, event: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.iter().any(|n| n == event),
+        }
+    }
+}
+
 /// Everything wrong with the environment, one line per problem.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  {}", .problems.join("\n  "))]
@@ -285,6 +322,7 @@ impl Config {
             email: EmailSettings::read(&mut r, app_env),
             audit: AuditSettings::read(&mut r),
             rate_limits: RateLimits::read(&mut r),
+            webhooks: WebhookSettings::read(&mut r),
         };
         r.finish(config)
     }

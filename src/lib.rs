@@ -19,6 +19,8 @@
 //! - [`email`]: the [`email::Mailer`] (console, SMTP, Resend) and the message templates.
 //! - [`store`]: all SQL, as small functions that compose inside one transaction.
 //! - [`audit`]: audit events: recorded in the transaction of their change, then fanned out.
+//! - [`webhooks`]: the delivery worker POSTing selected events, signed, from the outbox
+//!   rows written with them.
 //! - [`rate_limit`]: per-address and per-client limits, counted in PostgreSQL.
 //! - [`metrics`]: Prometheus counters and histograms for `/metrics`.
 //! - [`error`]: the one error envelope every response uses, and every [`error::ErrorCode`].
@@ -41,6 +43,7 @@ pub mod rate_limit;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

@@ -42,6 +42,27 @@ struct Registry {
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     audit_file_errors: Arc<AtomicU64>,
+    webhooks: Arc<WebhookCounters>,
+}
+
+/// The webhook worker's counters and gauge.
+#[derive(Default)]
+struct WebhookCounters {
+    delivered: AtomicU64,
+    /// Attempts that failed and will be retried.
+    retried: AtomicU64,
+    /// Deliveries given up after `WEBHOOK_MAX_AGE`.
+    failed: AtomicU64,
+    /// Age in seconds of the oldest pending delivery, as of the worker's last pass.
+    oldest_pending_seconds: AtomicU64,
+}
+
+/// The outcome of one webhook attempt, as counted.
+#[derive(Debug, Clone, Copy)]
+pub enum WebhookOutcome {
+    Delivered,
+    Retried,
+    Failed,
 }
 
 impl Metrics {
@@ -64,6 +85,24 @@ impl Metrics {
 
     pub fn audit_file_errors(&self) -> u64 {
         self.audit_file_errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts one webhook attempt by its outcome.
+    pub fn webhook_attempt(&self, outcome: WebhookOutcome) {
+        let w = &self.webhooks;
+        let counter = match outcome {
+            WebhookOutcome::Delivered => &w.delivered,
+            WebhookOutcome::Retried => &w.retried,
+            WebhookOutcome::Failed => &w.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the age of the oldest pending webhook delivery (0: none).
+    pub fn webhook_oldest_pending(&self, age: Duration) {
+        self.webhooks
+            .oldest_pending_seconds
+            .store(age.as_secs(), Ordering::Relaxed);
     }
 
     /// Counts one HTTP request of `operation` and its latency.
@@ -122,6 +161,7 @@ impl Metrics {
             );
         }
         render_latency(&mut out, &r.latency);
+        render_webhooks(&mut out, &self.webhooks);
         out
     }
 }
@@ -137,6 +177,37 @@ pub fn as_counted(event: &str, success: bool) -> (&str, bool) {
         e if e == Event::MagicLinkWithheld.as_str() => (Event::MagicLinkGenerated.as_str(), true),
         e => (e, success),
     }
+}
+
+/// The webhook counters and the oldest pending delivery's age.
+fn render_webhooks(out: &mut String, w: &WebhookCounters) {
+    let _ = writeln!(
+        out,
+        "# HELP sesame_webhook_attempts_total Webhook delivery attempts of this instance, by result \
+         (delivered; retry: failed, tried again later; failed: given up after WEBHOOK_MAX_AGE)."
+    );
+    let _ = writeln!(out, "# TYPE sesame_webhook_attempts_total counter");
+    for (result, n) in [
+        ("delivered", &w.delivered),
+        ("retry", &w.retried),
+        ("failed", &w.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "sesame_webhook_attempts_total{{result=\"{result}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sesame_webhook_oldest_pending_age_seconds Age of the oldest pending webhook delivery (0: none)."
+    );
+    let _ = writeln!(out, "# TYPE sesame_webhook_oldest_pending_age_seconds gauge");
+    let _ = writeln!(
+        out,
+        "sesame_webhook_oldest_pending_age_seconds {}",
+        w.oldest_pending_seconds.load(Ordering::Relaxed)
+    );
 }
 
 /// The latency histograms, one per operation.

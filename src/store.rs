@@ -5,6 +5,7 @@
 //! injected clock, never from SQL `now()`, so expiry can be tested.
 
 pub mod audit;
+pub mod audit_file;
 pub mod cleanup;
 pub mod health;
 pub mod magic_links;
@@ -12,3 +13,4 @@ pub mod otp;
 pub mod rate_limits;
 pub mod sessions;
 pub mod users;
+pub mod webhooks;

@@ -165,7 +165,8 @@ pub struct SessionOf<'a> {
 }
 
 /// Creates (or finds) the user, starts a session with its first refresh token,
-/// signs an access token, and records `auth.login` and `token.generated`.
+/// signs an access token, and records `user.created` (on a first sign-in),
+/// `auth.login` and `token.generated`.
 pub async fn start_session(
     tx: &mut AuditTx,
     state: &AppState,
@@ -175,7 +176,16 @@ pub async fn start_session(
     now: OffsetDateTime,
 ) -> Result<TokenPair, ApiError> {
     let config = &state.config;
-    let user = store::users::upsert_on_login(tx, email, now).await?;
+    let (user, created) = store::users::upsert_on_login(tx, email, now).await?;
+    if created {
+        tx.record(
+            AuditEvent::success(Event::UserCreated, ctx, now)
+                .user(user.id)
+                .email(&user.email)
+                .meta("method", source.as_str()),
+        )
+        .await?;
+    }
     let refresh = RefreshToken::generate();
     let expires_at = session_expiry(
         now,

@@ -7,15 +7,37 @@
 //! rename-and-create), and on failure counts every lost line (the failed one
 //! and those still in the buffer) and logs at most once a minute. Closing
 //! drains the queue before the thread exits.
+//!
+//! # As complete as the table, after a crash too
+//!
+//! With a [`Tracking`], every committed event also has an `audit_file_pending`
+//! row (written with it), and the file has a position file beside it
+//! (`METRICS_FILE_PATH.pos`: the file's writer id, its length after the last
+//! flushed batch, and the ids whose lines are in the file while their rows may
+//! remain). After each flushed batch the position file is replaced (write and
+//! rename), and only then are the batch's rows deleted (`audit::outbox`). After
+//! a `kill -9`, the next start cuts the file back to the recorded length (lines
+//! written after it, a torn one included, are unconfirmed and their rows still
+//! there), deletes the rows of the recorded ids, and appends the events whose
+//! rows remain: each line once, none torn. A power loss is not covered (the
+//! file is not fsynced), nor a crash between a logrotate rename and the next
+//! batch (the lines cut back would be in the rotated file).
 
 use std::{
+    collections::BTreeSet,
     fs::{File, OpenOptions},
     io::{BufWriter, Write},
     path::{Path, PathBuf},
-    sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::metrics::Metrics;
 
@@ -27,8 +49,67 @@ const ROTATION_CHECK: Duration = Duration::from_secs(1);
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 enum Message {
-    Line(String),
+    /// A line, and the id of its event when it has an outbox row.
+    Line(String, Option<i64>),
     Close,
+}
+
+/// What ties the file to its outbox rows (see the module doc).
+#[derive(Clone)]
+pub struct Tracking {
+    /// The file's id, kept in its position file.
+    pub writer: Uuid,
+    /// Ids whose lines are in the file while their outbox rows may remain.
+    pub unconfirmed: Arc<Mutex<BTreeSet<i64>>>,
+    /// Batches of ids whose lines are in the file and in the position file: rows to delete.
+    pub confirmed: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
+}
+
+/// The position file: what a crash leaves to repair.
+#[derive(Debug, Serialize, Deserialize)]
+struct Position {
+    writer: Uuid,
+    dev: u64,
+    ino: u64,
+    /// The file's length after the last flushed batch.
+    offset: u64,
+    /// Ids whose lines the file holds while their rows may remain.
+    written: Vec<i64>,
+}
+
+/// `METRICS_FILE_PATH.pos`.
+pub fn position_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".pos");
+    PathBuf::from(name)
+}
+
+/// Repairs the file after a crash, before anything is written to it: cuts it
+/// back to its last recorded length. Returns the file's writer id (a new one
+/// for a file without a position file) and the ids recorded as written.
+pub fn recover(path: &Path) -> std::io::Result<(Uuid, Vec<i64>)> {
+    let pos = match std::fs::read(position_path(path)) {
+        Ok(bytes) => serde_json::from_slice::<Position>(&bytes).ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let Some(pos) = pos else {
+        return Ok((Uuid::new_v4(), Vec::new()));
+    };
+    #[cfg(unix)]
+    if let Ok(file) = OpenOptions::new().write(true).open(path) {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = file.metadata()?;
+        if (m.dev(), m.ino()) == (pos.dev, pos.ino) && m.len() > pos.offset {
+            tracing::warn!(
+                path = %path.display(),
+                cut = m.len() - pos.offset,
+                "the audit JSON Lines file has unconfirmed bytes from a crash; cutting them (their events are appended again)"
+            );
+            file.set_len(pos.offset)?;
+        }
+    }
+    Ok((pos.writer, pos.written))
 }
 
 /// The sending side; cloned into the audit sink.
@@ -41,12 +122,12 @@ pub struct FileWriter {
 impl FileWriter {
     /// Starts the writer thread for `path`. The file is opened lazily, so a bad
     /// path is a counted, logged error rather than a failed start-up.
-    pub fn start(path: PathBuf, metrics: Metrics) -> std::io::Result<Self> {
+    pub fn start(path: PathBuf, metrics: Metrics, tracking: Option<Tracking>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let m = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("audit-jsonl".to_owned())
-            .spawn(move || run(&path, &rx, &m))?;
+            .spawn(move || run(&path, &rx, &m, tracking.as_ref()))?;
         Ok(Self {
             tx,
             thread: std::sync::Mutex::new(Some(thread)),
@@ -54,9 +135,10 @@ impl FileWriter {
         })
     }
 
-    /// Queues one complete line (without its newline); never blocks.
-    pub fn write(&self, line: String) {
-        match self.tx.try_send(Message::Line(line)) {
+    /// Queues one complete line (without its newline), with its event's id when
+    /// it has an outbox row; never blocks.
+    pub fn write(&self, line: String, id: Option<i64>) {
+        match self.tx.try_send(Message::Line(line, id)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.metrics.audit_file_error(),
         }
@@ -85,6 +167,9 @@ struct Open {
 struct Writer<'a> {
     path: &'a Path,
     metrics: &'a Metrics,
+    tracking: Option<&'a Tracking>,
+    /// Ids of the lines in the buffer since the last flush.
+    batch: Vec<i64>,
     file: Option<Open>,
     /// Lines in the buffer since the last successful flush: lost if it fails.
     unflushed: u64,
@@ -93,10 +178,12 @@ struct Writer<'a> {
     last_rotation_check: Instant,
 }
 
-fn run(path: &Path, rx: &mpsc::Receiver<Message>, metrics: &Metrics) {
+fn run(path: &Path, rx: &mpsc::Receiver<Message>, metrics: &Metrics, tracking: Option<&Tracking>) {
     let mut w = Writer {
         path,
         metrics,
+        tracking,
+        batch: Vec::new(),
         file: None,
         unflushed: 0,
         last_error_log: None,
@@ -105,12 +192,12 @@ fn run(path: &Path, rx: &mpsc::Receiver<Message>, metrics: &Metrics) {
     };
     loop {
         match rx.recv_timeout(ROTATION_CHECK) {
-            Ok(Message::Line(line)) => {
-                w.write(&line);
+            Ok(Message::Line(line, id)) => {
+                w.write(&line, id);
                 // Drain what is already queued, then flush once.
                 loop {
                     match rx.try_recv() {
-                        Ok(Message::Line(line)) => w.write(&line),
+                        Ok(Message::Line(line, id)) => w.write(&line, id),
                         Ok(Message::Close) => {
                             w.flush();
                             return;
@@ -158,13 +245,16 @@ impl Writer<'_> {
         self.file.as_mut().ok_or_else(|| std::io::Error::other("file not open"))
     }
 
-    fn write(&mut self, line: &str) {
+    fn write(&mut self, line: &str, id: Option<i64>) {
         let result = self.open().and_then(|f| {
             f.out.write_all(line.as_bytes())?;
             f.out.write_all(b"\n")
         });
         match result {
-            Ok(()) => self.unflushed += 1,
+            Ok(()) => {
+                self.unflushed += 1;
+                self.batch.extend(id);
+            }
             // This line and every buffered one are lost.
             Err(e) => self.failed(&e, self.unflushed + 1),
         }
@@ -173,8 +263,58 @@ impl Writer<'_> {
     fn flush(&mut self) {
         let Some(f) = self.file.as_mut() else { return };
         match f.out.flush() {
-            Ok(()) => self.unflushed = 0,
+            Ok(()) => {
+                self.unflushed = 0;
+                self.confirm();
+            }
             Err(e) => self.failed(&e, self.unflushed),
+        }
+    }
+
+    /// Records the flushed batch in the position file, then hands its ids over
+    /// for their rows to be deleted. If the position file cannot be written the
+    /// rows stay, and the next start appends those lines again.
+    fn confirm(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        let (Some(tracking), Some(open)) = (self.tracking, self.file.as_ref()) else {
+            return;
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let written: Vec<i64> = {
+            let mut set = tracking
+                .unconfirmed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            set.extend(&batch);
+            set.iter().copied().collect()
+        };
+        let saved = open.out.get_ref().metadata().and_then(|m| {
+            #[cfg(unix)]
+            let (dev, ino) = open.ino;
+            #[cfg(not(unix))]
+            let (dev, ino) = (0, 0);
+            let pos = Position {
+                writer: tracking.writer,
+                dev,
+                ino,
+                offset: m.len(),
+                written,
+            };
+            let target = position_path(self.path);
+            let tmp = target.with_extension("pos.tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&pos).unwrap_or_default())?;
+            std::fs::rename(&tmp, &target)
+        });
+        match saved {
+            Ok(()) => {
+                let _ = tracking.confirmed.send(batch);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot write the audit file's position file; its lines are appended again after a restart"
+            ),
         }
     }
 
@@ -202,6 +342,7 @@ impl Writer<'_> {
             drop(open.out.into_parts());
         }
         self.unflushed = 0;
+        self.batch.clear();
         self.metrics.audit_file_errors_add(lost);
         let due = self.last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
         if due {

@@ -25,6 +25,8 @@ pub enum Event {
     MagicLinkWithheld,
     /// A magic link was presented: accepted or refused.
     MagicLinkVerification,
+    /// A first sign-in created the user (committed with the user row).
+    UserCreated,
     /// A session started (`metadata.method`: `otp` | `magic-link`).
     AuthLogin,
     /// One session or all of a user's sessions ended.
@@ -51,6 +53,7 @@ impl Event {
         Self::MagicLinkSent,
         Self::MagicLinkWithheld,
         Self::MagicLinkVerification,
+        Self::UserCreated,
         Self::AuthLogin,
         Self::AuthLogout,
         Self::TokenGenerated,
@@ -71,6 +74,7 @@ impl Event {
             Self::MagicLinkSent => "magic_link.sent",
             Self::MagicLinkWithheld => "magic_link.withheld",
             Self::MagicLinkVerification => "magic_link.verification",
+            Self::UserCreated => "user.created",
             Self::AuthLogin => "auth.login",
             Self::AuthLogout => "auth.logout",
             Self::TokenGenerated => "token.generated",

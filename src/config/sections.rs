@@ -11,7 +11,7 @@ use url::Url;
 use super::{
     AppEnv, AuditSettings, DESIGN_EXAMPLE_JWT_SECRET, DatabaseSettings, EXAMPLE_JWT_SECRET, EmailProvider,
     EmailSettings, LogFormat, LoginSettings, MIN_JWT_SECRET_BYTES, MetricsFormat, RateLimits, Secret, ServerSettings,
-    TokenSettings, origin_of, reader::Reader,
+    TokenSettings, WebhookEvents, WebhookSettings, origin_of, reader::Reader,
 };
 
 /// `APP_ENV` (`NODE_ENV` when unset): read first, since production tightens other checks.
@@ -374,4 +374,83 @@ impl RateLimits {
 /// `RATE_LIMIT_IPV6_PREFIX`: 1 to 128 bits (a /64 is what one host usually gets).
 fn ipv6_prefix(r: &mut Reader<'_>) -> u8 {
     u8::try_from(r.int_in("RATE_LIMIT_IPV6_PREFIX", 64, 1, 128)).unwrap_or(64)
+}
+
+/// `WEBHOOK_EVENTS` when unset: sign-ups, deletions, and stolen refresh tokens.
+pub const DEFAULT_WEBHOOK_EVENTS: &str = "user.created,admin.user.deleted,admin.user.disabled,token.reuse_detected";
+
+impl WebhookSettings {
+    pub(super) fn read(r: &mut Reader<'_>) -> Self {
+        let urls = webhook_urls(r);
+        let secret = webhook_secret(r);
+        if !urls.is_empty() && secret.is_none() {
+            r.secret_problem(
+                "WEBHOOK_SECRET",
+                "a signing secret `whsec_` + base64 of at least 24 random bytes when WEBHOOK_URLS is set \
+                 (e.g. `whsec_$(openssl rand -base64 32)`)",
+            );
+        }
+        Self {
+            urls,
+            secret,
+            events: webhook_events(r),
+            timeout: r.duration("WEBHOOK_TIMEOUT", "5s", Duration::from_millis(100)),
+            max_age: r.duration("WEBHOOK_MAX_AGE", "24h", Duration::from_secs(1)),
+        }
+    }
+}
+
+fn webhook_urls(r: &mut Reader<'_>) -> Vec<Url> {
+    let Some(v) = r.raw("WEBHOOK_URLS") else {
+        return Vec::new();
+    };
+    let mut urls = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match Url::parse(item) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => urls.push(u),
+            _ => r.problem(
+                "WEBHOOK_URLS",
+                "a comma-separated list of absolute http(s) URLs such as https://app.example.com/hooks/sesame",
+                Some(item),
+            ),
+        }
+    }
+    urls
+}
+
+fn webhook_secret(r: &mut Reader<'_>) -> Option<Secret> {
+    let v = r.raw("WEBHOOK_SECRET")?;
+    if crate::webhooks::signature::secret_key(&v).is_none() {
+        r.secret_problem(
+            "WEBHOOK_SECRET",
+            "`whsec_` followed by the base64 of at least 24 random bytes (the Standard Webhooks format)",
+        );
+    }
+    Some(Secret::new(v))
+}
+
+/// `*`, or known event names (the admin ones are sent once the admin API records them).
+fn webhook_events(r: &mut Reader<'_>) -> WebhookEvents {
+    let raw = r.raw("WEBHOOK_EVENTS");
+    let v = raw.as_deref().unwrap_or(DEFAULT_WEBHOOK_EVENTS);
+    if v == "*" {
+        return WebhookEvents::All;
+    }
+    let known = |name: &str| {
+        crate::audit::Event::ALL.iter().any(|e| e.as_str() == name)
+            || DEFAULT_WEBHOOK_EVENTS.split(',').any(|d| d == name)
+    };
+    let mut names = Vec::new();
+    for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if known(name) {
+            names.push(name.to_owned());
+        } else {
+            r.problem(
+                "WEBHOOK_EVENTS",
+                "`*` or a comma-separated list of event names from docs/API.md such as user.created,token.reuse_detected",
+                Some(name),
+            );
+        }
+    }
+    WebhookEvents::Only(names)
 }

@@ -360,7 +360,11 @@ fn field_docs_name_each_variable_and_its_default() {
         else {
             panic!("no field doc says {tag}…)");
         };
-        let documented = rest.split([' ', ',', ';', ')']).next().unwrap_or_default();
+        let mut documented = rest.split([' ', ',', ';', ')']).next().unwrap_or_default();
+        if value.contains(',') {
+            // A list default is written whole, without spaces.
+            documented = rest.split([' ', ';', ')']).next().unwrap_or_default();
+        }
         if !value.is_empty() && name != "JWT_SECRET" && name != "DATABASE_URL" {
             assert_eq!(documented, value, "the field doc of {name}");
         }
@@ -408,4 +412,69 @@ fn the_new_rate_limits_accept_zero_for_off_and_any_ipv6_prefix_length() {
     assert_eq!(c.rate_limits.ipv6_prefix, 128);
     let c = load(&[("RATE_LIMIT_IPV6_PREFIX", "48"), ("RATE_LIMIT_EMAILS_PER_HOUR", "25")]).expect("valid");
     assert_eq!((c.rate_limits.ipv6_prefix, c.rate_limits.emails_per_hour), (48, 25));
+}
+
+#[test]
+fn webhook_settings_default_to_none_and_refuse_bad_values_naming_the_variable() {
+    let c = load(&[]).expect("defaults");
+    assert!(c.webhooks.urls.is_empty() && c.webhooks.secret.is_none());
+    assert_eq!(
+        c.webhooks.events,
+        WebhookEvents::Only(
+            [
+                "user.created",
+                "admin.user.deleted",
+                "admin.user.disabled",
+                "token.reuse_detected"
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        )
+    );
+    assert_eq!(c.webhooks.timeout, Duration::from_secs(5));
+    assert_eq!(c.webhooks.max_age, Duration::from_secs(86_400));
+
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let c = load(&[
+        ("WEBHOOK_URLS", "https://a.example.com/hooks, http://127.0.0.1:9000/x"),
+        ("WEBHOOK_SECRET", secret),
+        ("WEBHOOK_EVENTS", "*"),
+        ("WEBHOOK_TIMEOUT", "2s"),
+        ("WEBHOOK_MAX_AGE", "1h"),
+    ])
+    .expect("valid");
+    assert_eq!(c.webhooks.urls.len(), 2);
+    assert_eq!(c.webhooks.events, WebhookEvents::All);
+    assert!(c.webhooks.events.includes("auth.login"));
+    assert_eq!(
+        (c.webhooks.timeout, c.webhooks.max_age),
+        (Duration::from_secs(2), Duration::from_secs(3600))
+    );
+    assert!(!format!("{c:?}").contains("MfKQ9r8"), "the secret is redacted");
+
+    let refused = |vars: &[(&str, &str)], name: &str| {
+        let p = problems(vars);
+        assert!(p.iter().any(|l| l.starts_with(&format!("{name}: "))), "{vars:?}: {p:?}");
+        assert!(
+            !p.iter().any(|l| l.contains("MfKQ9r8") || l.contains("c2hvcnQ")),
+            "secret echoed: {p:?}"
+        );
+    };
+    refused(&[("WEBHOOK_URLS", "https://a.example.com/h")], "WEBHOOK_SECRET");
+    refused(
+        &[("WEBHOOK_URLS", "ftp://a.example.com/h"), ("WEBHOOK_SECRET", secret)],
+        "WEBHOOK_URLS",
+    );
+    refused(
+        &[("WEBHOOK_URLS", "not a url"), ("WEBHOOK_SECRET", secret)],
+        "WEBHOOK_URLS",
+    );
+    refused(
+        &[("WEBHOOK_SECRET", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+        "WEBHOOK_SECRET",
+    );
+    refused(&[("WEBHOOK_SECRET", "whsec_c2hvcnQ=")], "WEBHOOK_SECRET");
+    refused(&[("WEBHOOK_EVENTS", "user.created,user.exploded")], "WEBHOOK_EVENTS");
+    refused(&[("WEBHOOK_TIMEOUT", "0s")], "WEBHOOK_TIMEOUT");
+    refused(&[("WEBHOOK_MAX_AGE", "soon")], "WEBHOOK_MAX_AGE");
 }

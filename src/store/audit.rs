@@ -2,12 +2,29 @@
 
 use sqlx::{PgConnection, types::ipnetwork::IpNetwork};
 
-use crate::audit::event::AuditEvent;
+use crate::{audit::event::AuditEvent, store::webhooks::Routes};
 
-/// Inserts events, in order, in one statement (one round trip, however many).
-pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<(), sqlx::Error> {
+/// The JSON Lines file an instance writes, as its outbox rows name it.
+#[derive(Debug, Clone, Copy)]
+pub struct FileOutbox {
+    /// The file's id, from its position file.
+    pub writer: uuid::Uuid,
+    /// This process.
+    pub boot: uuid::Uuid,
+}
+
+/// Inserts events, in order, in one statement (one round trip, however many),
+/// with a `webhook_deliveries` row for each event `routes` sends and each endpoint,
+/// and an `audit_file_pending` row for each event when `file` is set. Returns the
+/// events' ids, in order.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    events: &[AuditEvent],
+    routes: &Routes,
+    file: Option<FileOutbox>,
+) -> Result<Vec<i64>, sqlx::Error> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let names: Vec<&str> = events.iter().map(|e| e.event.as_ref()).collect();
     let success: Vec<bool> = events.iter().map(|e| e.success).collect();
@@ -27,13 +44,28 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Resu
     let agents: Vec<Option<&str>> = events.iter().map(|e| e.context.user_agent.as_deref()).collect();
     let request_ids: Vec<Option<&str>> = events.iter().map(|e| e.context.request_id.as_deref()).collect();
     let times: Vec<time::OffsetDateTime> = events.iter().map(|e| e.timestamp).collect();
-    sqlx::query!(
+    // The outbox rows go in the same statement: no extra round trip, and none
+    // at all when no endpoint or file is configured (every CTE runs either way).
+    sqlx::query_scalar!(
         r#"
-        INSERT INTO audit_events (event, success, user_id, email, error, metadata, ip, user_agent, request_id, created_at)
-        SELECT e, s, u, m, er, CASE WHEN jsonb_typeof(md) = 'null' THEN NULL ELSE md END, i, a, r, t
-        FROM unnest($1::text[], $2::bool[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[])
-            WITH ORDINALITY AS x(e, s, u, m, er, md, i, a, r, t, n)
-        ORDER BY n
+        WITH inserted AS (
+            INSERT INTO audit_events (event, success, user_id, email, error, metadata, ip, user_agent, request_id, created_at)
+            SELECT e, s, u, m, er, CASE WHEN jsonb_typeof(md) = 'null' THEN NULL ELSE md END, i, a, r, t
+            FROM unnest($1::text[], $2::bool[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[])
+                WITH ORDINALITY AS x(e, s, u, m, er, md, i, a, r, t, n)
+            ORDER BY n
+            RETURNING id, event, created_at
+        ), hooks AS (
+            INSERT INTO webhook_deliveries (event_id, endpoint, next_attempt_at, retry_since, created_at)
+            SELECT inserted.id, endpoint, inserted.created_at, inserted.created_at, inserted.created_at
+            FROM inserted CROSS JOIN unnest($11::text[]) AS endpoints(endpoint)
+            WHERE $12 OR inserted.event = ANY($13::text[])
+            ORDER BY inserted.id, endpoint
+        ), file AS (
+            INSERT INTO audit_file_pending (writer, event_id, boot)
+            SELECT $14::uuid, inserted.id, $15::uuid FROM inserted WHERE $14::uuid IS NOT NULL
+        )
+        SELECT id AS "id!" FROM inserted ORDER BY id
         "#,
         &names as &[&str],
         &success,
@@ -45,10 +77,14 @@ pub async fn insert_many(conn: &mut PgConnection, events: &[AuditEvent]) -> Resu
         &agents as &[Option<&str>],
         &request_ids as &[Option<&str>],
         &times,
+        &routes.endpoints,
+        routes.all_events,
+        &routes.events,
+        file.map(|f| f.writer),
+        file.map(|f| f.boot),
     )
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_all(conn)
+    .await
 }
 
 /// Which events `list` returns.

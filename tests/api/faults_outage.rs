@@ -54,6 +54,7 @@ async fn a_server_killed_right_after_a_200_lost_nothing_it_answered(opts: PgPool
             "otp.generated",
             "otp.sent",
             "otp.verification",
+            "user.created",
             "auth.login",
             "token.generated",
             "token.generated"

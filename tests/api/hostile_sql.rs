@@ -169,7 +169,13 @@ async fn sql_in_every_string_field_is_just_data(opts: PgPoolOptions, db: PgConne
         assert_eq!(link_row, ((*email).to_owned(), Some(stored_redirect.to_owned())));
         let expected_events: [&[&str]; 4] = [
             &["otp.generated", "otp.sent"],
-            &["otp.verification", "auth.login", "token.generated", "token.generated"],
+            &[
+                "otp.verification",
+                "user.created",
+                "auth.login",
+                "token.generated",
+                "token.generated",
+            ],
             &["magic_link.generated", "magic_link.sent"],
             &[
                 "magic_link.verification",

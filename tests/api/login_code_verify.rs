@@ -86,6 +86,7 @@ async fn a_code_from_the_email_signs_a_new_user_in(opts: PgPoolOptions, db: PgCo
             "otp.generated:true",
             "otp.sent:true",
             "otp.verification:true",
+            "user.created:true",
             "auth.login:true",
             "token.generated:true",
             "token.generated:true"
@@ -97,9 +98,10 @@ async fn a_code_from_the_email_signs_a_new_user_in(opts: PgPoolOptions, db: PgCo
             .await
             .unwrap();
     assert_eq!(meta[0]["emailDomain"], "example.com");
-    assert_eq!(meta[1]["method"], "otp");
+    assert_eq!(meta[1]["method"], "otp", "user.created");
+    assert_eq!(meta[2]["method"], "otp", "auth.login");
     assert_eq!(
-        (meta[2]["tokenType"].as_str(), meta[3]["tokenType"].as_str()),
+        (meta[3]["tokenType"].as_str(), meta[4]["tokenType"].as_str()),
         (Some("access"), Some("refresh"))
     );
     let all: String = sqlx::query_scalar("SELECT string_agg(audit_events::text, ' ') FROM audit_events")
@@ -341,12 +343,13 @@ async fn login_and_failures_reach_the_json_lines_file(_: PgPoolOptions, db: PgCo
             "otp.verification.detail:false:Invalid code",
             "otp.verification:false:Invalid code",
             "otp.verification:true:",
+            "user.created:true:",
             "auth.login:true:",
             "token.generated:true:",
             "token.generated:true:",
         ]
     );
-    let login = &lines[7];
+    let login = &lines[8];
     assert_eq!(login["userId"], ok.json["user"]["id"]);
     assert_eq!(login["email"], "ada@example.com");
     assert_eq!(login["metadata"]["method"], "otp");

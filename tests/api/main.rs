@@ -4,6 +4,7 @@
 mod audit_cleanup;
 mod audit_cli;
 mod audit_file;
+mod audit_file_crash;
 mod audit_jq;
 mod audit_send_failures;
 mod audit_support;
@@ -38,3 +39,8 @@ mod revocation;
 mod sessions;
 mod signup_closed;
 mod tokens;
+mod webhooks;
+mod webhooks_cli;
+mod webhooks_crash;
+mod webhooks_events;
+mod webhooks_support;

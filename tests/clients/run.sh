@@ -5,6 +5,8 @@
 # against the real server, with email going to a local SMTP sink (smtp_sink.py):
 #   send code -> read the code from the sink -> verify code -> me -> refresh -> logout
 #   (-> the logged-out refresh token is refused with 401 invalid_refresh_token).
+# The server also sends its webhooks to webhook_receiver.py, which verifies each one with the
+# `standardwebhooks` Python package; every sign-up's user.created must arrive verified.
 #
 #   tests/clients/run.sh
 #
@@ -40,6 +42,7 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/sesame-clients.XXXXXX")
 server_pid=
 sink_pid=
+receiver_pid=
 
 stop() { # stop PID: SIGTERM, then wait up to 15 s, then SIGKILL
   local pid=$1 i
@@ -55,6 +58,7 @@ cleanup() {
   trap - EXIT INT TERM
   [ -n "$server_pid" ] && stop "$server_pid"
   [ -n "$sink_pid" ] && stop "$sink_pid"
+  [ -n "$receiver_pid" ] && stop "$receiver_pid"
   if [ "$rc" -ne 0 ]; then
     if [ -s "$work/server.log" ]; then
       echo "--- last lines of the server log ($work/server.log):" >&2
@@ -144,11 +148,25 @@ done
 sink_port=$(cat "$work/sink.port")
 say "SMTP sink on 127.0.0.1:$sink_port (mail in $maildir)"
 
+webhook_secret=$("$PYTHON" -c 'import base64, os; print("whsec_" + base64.b64encode(os.urandom(32)).decode())')
+"$venv/bin/python" "$here/webhook_receiver.py" serve --secret "$webhook_secret" \
+  --port-file "$work/receiver.port" --out "$work/webhooks.jsonl" >"$work/receiver.log" 2>&1 &
+receiver_pid=$!
+for _ in $(seq 100); do
+  [ -s "$work/receiver.port" ] && break
+  kill -0 "$receiver_pid" 2>/dev/null || die "the webhook receiver exited at start"
+  sleep 0.1
+done
+[ -s "$work/receiver.port" ] || die "the webhook receiver did not start within 10 s"
+receiver_url=http://127.0.0.1:$(cat "$work/receiver.port")/hooks
+say "webhook receiver on $receiver_url (standardwebhooks)"
+
 port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base=http://127.0.0.1:$port
 # Started from the scratch folder, so that no .env of a checkout is read.
 (cd "$work" && exec env DATABASE_URL="$PG_BASE/$db" PORT="$port" HOST=127.0.0.1 \
   EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$sink_port?tls=none" \
+  WEBHOOK_URLS="$receiver_url" WEBHOOK_SECRET="$webhook_secret" \
   RATE_LIMIT_ENABLED=false METRICS_FORMAT=none LOG_FORMAT=json RUST_LOG=warn \
   "$SESAME_BIN" serve) >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -172,6 +190,14 @@ else
 fi
 say "python client (openapi-python-client)"
 if SESAME_URL=$base MAILDIR=$maildir EMAIL=py-client@example.com "$venv/bin/python" "$here/flow.py"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
+
+say "webhooks verified by standardwebhooks (Python)"
+if "$venv/bin/python" "$here/webhook_receiver.py" check --out "$work/webhooks.jsonl" \
+  ts-client@example.com py-client@example.com; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1))

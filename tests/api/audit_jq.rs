@@ -148,6 +148,8 @@ async fn the_designs_jq_recipes_answer_what_was_driven(_: PgPoolOptions, db: PgC
         ("magic_link.generated", 1),
         ("magic_link.sent", 1),
         ("magic_link.verification", 1),
+        // Each of the three sign-ins is its address's first.
+        ("user.created", 3),
         ("auth.login", 3),
         // Two per sign-in (3) and per rotation (2).
         ("token.generated", 10),

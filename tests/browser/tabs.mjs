@@ -118,6 +118,10 @@ try {
     check(timed[i].parent === timed[i - 1].child, `refresh ${i} presented the token refresh ${i - 1} got`);
   }
   const timedLocks = await Promise.all(tabs.map((t) => t.evaluate(() => window.lockRequests)));
+  // The race happened: tabs other than the sender came due too, waited for the lock, and
+  // took the stored pair instead of sending their own request.
+  const asked = timedLocks.reduce((a, b) => a + b, 0);
+  check(asked > timed.length, `more lock requests (${asked}) than refresh requests (${timed.length}): the tabs raced`);
   note(`${timed.length} timer-driven rotations, one POST /auth/refresh each, sent by tabs ${timed.map((r) => r.tab).join(', ')}; lock requests per tab: ${timedLocks}`);
 
   // --- Three tabs ask for a refresh at the same moment ------------------------------------

@@ -1,18 +1,9 @@
 // sesame-client: a browser session manager for sesame. See README.md.
 export { ApiError, type ErrorBody, SignedOutError } from './errors.js';
 export type { components, paths } from './openapi.js';
-export {
-  type ChannelLike,
-  type FetchLike,
-  type LockManagerLike,
-  SessionEvent,
-  type SessionEventType,
-  SessionManager,
-  type SessionManagerOptions,
-  type SignOutReason,
-  type TokenPair,
-  refreshMargin,
-} from './session.js';
+export { SessionEvent, type SessionEventType, type SignOutReason } from './events.js';
+export type { ChannelLike, FetchLike, LockManagerLike } from './platform.js';
+export { SessionManager, type SessionManagerOptions, type TokenPair, refreshMargin } from './session.js';
 export {
   DEFAULT_KEY,
   memoryStore,

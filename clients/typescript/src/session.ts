@@ -10,52 +10,13 @@
 // take its new pair from the shared storage, and a BroadcastChannel tells them it came.
 import createClient, { type Client } from 'openapi-fetch';
 import { ApiError, SignedOutError } from './errors.js';
+import { SessionEvent, type SessionEventType, type SignOutReason } from './events.js';
 import type { components, paths } from './openapi.js';
+import { type ChannelLike, type FetchLike, type LockManagerLike, delay, fnv1a, sidOf, withBearer } from './platform.js';
 import { type Session, type SessionStore, type User, memoryStore, webStorageStore } from './storage.js';
 
 /** A token pair as sesame answers it (verify-code, verify-magic-link, refresh). */
 export type TokenPair = components['schemas']['TokenPair'];
-
-/** What `fetch` the manager uses: the global one by default. */
-export type FetchLike = (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
-
-/** The part of the Web Locks API the manager uses (`navigator.locks`). */
-export interface LockManagerLike {
-  request<T>(name: string, callback: () => Promise<T>): Promise<T>;
-}
-
-/** The part of BroadcastChannel the manager uses. */
-export interface ChannelLike {
-  postMessage(message: unknown): void;
-  addEventListener(type: 'message', listener: (event: MessageEvent) => void): void;
-  close(): void;
-}
-
-/** Why a session ended here. */
-export type SignOutReason =
-  /** `logout()` (here or, with `fromOtherTab`, in another tab). */
-  | 'logout'
-  /** `logoutAll()`. */
-  | 'logout-all'
-  /** sesame refused the refresh token: the session was ended elsewhere, or expired. */
-  | 'session-ended';
-
-export type SessionEventType = 'signed-in' | 'signed-out' | 'refreshed';
-
-/** The event the manager dispatches: `signed-in`, `refreshed` (with the session) or `signed-out`. */
-export class SessionEvent extends Event {
-  constructor(
-    type: SessionEventType,
-    /** The new session (null for `signed-out`). */
-    readonly session: Session | null,
-    /** Why the session ended (`signed-out` only). */
-    readonly reason: SignOutReason | null = null,
-    /** True when another tab did it and this tab learned of it. */
-    readonly fromOtherTab = false,
-  ) {
-    super(type);
-  }
-}
 
 export interface SessionManagerOptions {
   /** sesame's base URL, e.g. `https://auth.example.com` (a path prefix is kept). */
@@ -87,12 +48,18 @@ export function refreshMargin(lifetime: number): number {
 
 /** After a refresh that failed for another reason than a refused token (offline, 5xx), try again in: */
 const RETRY_AFTER_FAILURE_MS = 5_000;
+/** How long a tab that rotated a refresh token holds the lock that says so (see `rotate`). */
+const ROTATED_MARK_MS = 5_000;
+/** How long a tab waits for the pair another tab stored to reach its own storage. */
+const WAIT_FOR_PAIR_MS = 3_000;
 
 /** A message between tabs that share a session. */
 interface TabMessage {
   type: SessionEventType;
   session: Session | null;
   reason: SignOutReason | null;
+  /** The session that ended (`signed-out`), by its `sid`. */
+  sid: string | null;
 }
 
 export class SessionManager extends EventTarget {
@@ -111,6 +78,12 @@ export class SessionManager extends EventTarget {
   private readonly now: () => number;
   private readonly autoRefresh: boolean;
   private inflight: Promise<Session> | null = null;
+  /**
+   * The sessions (`sid`) that ended here or in another tab. A tab whose refresh was
+   * answered just after another tab logged out may store that session again (it cannot see
+   * the other tab's removal yet): a stored pair of an ended session counts as none.
+   */
+  private readonly ended = new Set<string>();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private readonly onVisible = (): void => {
     if (globalThis.document?.visibilityState === 'visible') this.schedule();
@@ -155,14 +128,24 @@ export class SessionManager extends EventTarget {
 
   // --- The session ---------------------------------------------------------------------
 
+  /** The stored session, unless it is one that ended (then it is removed). */
+  private current(): Session | null {
+    const s = this.store.get();
+    if (s && this.ended.has(sidOf(s.token) ?? '')) {
+      this.store.clear();
+      return null;
+    }
+    return s;
+  }
+
   /** The current session, or null when signed out. */
   get session(): Session | null {
-    return this.store.get();
+    return this.current();
   }
 
   /** The signed-in user, or null. */
   get user(): User | null {
-    return this.store.get()?.user ?? null;
+    return this.current()?.user ?? null;
   }
 
   /** Calls `listener` on each `type` event; returns a function that stops it. */
@@ -226,7 +209,7 @@ export class SessionManager extends EventTarget {
 
   /** Keeps a new session; a different session this store held before is ended on the server. */
   private signedIn(pair: Pick<TokenPair, 'token' | 'refreshToken' | 'expiresIn'> & { user: User | null }): Session {
-    const previous = this.store.get();
+    const previous = this.current();
     const session = this.keep(pair);
     if (previous && previous.refreshToken !== session.refreshToken) {
       // Best effort: the old session would otherwise stay live until it expires.
@@ -260,7 +243,7 @@ export class SessionManager extends EventTarget {
    */
   refresh(): Promise<Session> {
     if (!this.inflight) {
-      const seen = this.store.get()?.refreshToken;
+      const seen = this.current()?.refreshToken;
       const rotate = (): Promise<Session> => this.rotate(seen);
       const run = this.locks ? this.locks.request(`sesame-client.refresh:${this.store.key}`, rotate) : rotate();
       this.inflight = run.finally(() => {
@@ -271,23 +254,32 @@ export class SessionManager extends EventTarget {
   }
 
   private async rotate(seen: string | undefined): Promise<Session> {
-    const current = this.store.get();
+    const current = this.current();
     if (!current) throw new SignedOutError();
     // Another tab refreshed while this one waited for the lock: take its pair.
     if (current.refreshToken !== seen && !this.expiringSoon(current)) return current;
+    // A browser hands a write to localStorage to its other tabs asynchronously, so the lock
+    // can come here before the pair its last holder stored does. That holder marked the
+    // token it rotated with a lock of its own, taken before it let the refresh lock go:
+    // seeing the mark, wait for the pair instead of presenting the token again.
+    if (await this.rotatedElsewhere(current.refreshToken)) {
+      const stored = await this.storedAfter(current.refreshToken);
+      if (stored) return stored;
+    }
     const { data, error, response } = await this.anonymous.POST('/auth/refresh', {
       body: { refreshToken: current.refreshToken },
     });
     if (data) {
       // Logged out (here or in another tab) while the refresh was on its way: that ended
       // the whole session, this pair included.
-      if (!this.store.get()) throw new SignedOutError();
+      if (!this.current() || this.ended.has(sidOf(data.token) ?? '')) throw new SignedOutError();
       const session = this.keep(data);
+      this.markRotated(current.refreshToken);
       this.announce('refreshed', session);
       return session;
     }
     if (response.status === 401) {
-      const now = this.store.get();
+      const now = this.current();
       // A tab without the lock refreshed first: its pair is the live one.
       if (now && now.refreshToken !== current.refreshToken) return now;
       this.end('session-ended');
@@ -296,13 +288,44 @@ export class SessionManager extends EventTarget {
     throw new ApiError(response.status, error);
   }
 
+  /** The name of the lock that says a refresh token was rotated (a hash, not the token). */
+  private rotatedMark(refreshToken: string): string {
+    return `sesame-client.rotated:${this.store.key}:${fnv1a(refreshToken)}`;
+  }
+
+  /** Holds the mark for a few seconds; requested now, so before the refresh lock is released. */
+  private markRotated(refreshToken: string): void {
+    if (!this.locks?.query) return;
+    void this.locks.request(this.rotatedMark(refreshToken), () => delay(ROTATED_MARK_MS, true)).catch(() => {});
+  }
+
+  private async rotatedElsewhere(refreshToken: string): Promise<boolean> {
+    if (!this.locks?.query) return false;
+    const name = this.rotatedMark(refreshToken);
+    const { held = [] } = await this.locks.query();
+    return held.some((lock) => lock.name === name);
+  }
+
+  /** The stored pair once it replaces `refreshToken`; null if it has not within WAIT_FOR_PAIR_MS. */
+  private async storedAfter(refreshToken: string): Promise<Session | null> {
+    const end = this.now() + WAIT_FOR_PAIR_MS;
+    for (;;) {
+      const s = this.current();
+      if (!s) throw new SignedOutError();
+      if (s.refreshToken !== refreshToken) return s;
+      // Then refresh after all: within the reuse interval sesame answers the same pair.
+      if (this.now() > end) return null;
+      await delay(10);
+    }
+  }
+
   private expiringSoon(s: Session): boolean {
     return s.expiresAt - this.now() <= refreshMargin(s.lifetime);
   }
 
   /** A usable access token: refreshed first when it expires within the margin. */
   async accessToken(): Promise<string> {
-    const s = this.store.get();
+    const s = this.current();
     if (!s) throw new SignedOutError();
     return this.expiringSoon(s) ? (await this.refresh()).token : s.token;
   }
@@ -311,7 +334,7 @@ export class SessionManager extends EventTarget {
   private schedule(delay?: number): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    const s = this.store.get();
+    const s = this.current();
     if (!s || !this.autoRefresh) return;
     const wait = delay ?? Math.max(0, s.expiresAt - refreshMargin(s.lifetime) - this.now());
     this.timer = setTimeout(() => void this.onTimer(), Math.min(wait, 2 ** 31 - 1));
@@ -320,7 +343,7 @@ export class SessionManager extends EventTarget {
   }
 
   private async onTimer(): Promise<void> {
-    const s = this.store.get();
+    const s = this.current();
     if (!s) return;
     if (!this.expiringSoon(s)) return this.schedule(); // another tab refreshed already
     try {
@@ -345,7 +368,7 @@ export class SessionManager extends EventTarget {
     const token = await this.accessToken();
     const first = await this.send(...withBearer(input, init, token));
     if (first.status !== 401) return first;
-    const now = this.store.get();
+    const now = this.current();
     const fresh = now && now.token !== token ? now : await this.refresh();
     return this.send(...withBearer(again, init, fresh.token));
   }
@@ -354,7 +377,7 @@ export class SessionManager extends EventTarget {
   async me(): Promise<User> {
     const { data, error, response } = await this.api.GET('/auth/me');
     if (!data) throw new ApiError(response.status, error);
-    const s = this.store.get();
+    const s = this.current();
     if (s) this.store.set({ ...s, user: data.user });
     return data.user;
   }
@@ -368,7 +391,7 @@ export class SessionManager extends EventTarget {
   async logout(): Promise<void> {
     // Log out with the token a refresh under way is about to hand us.
     if (this.inflight) await this.inflight.catch(() => {});
-    const s = this.store.get();
+    const s = this.current();
     if (!s) return;
     try {
       const { data, error, response } = await this.anonymous.POST('/auth/logout', {
@@ -389,36 +412,34 @@ export class SessionManager extends EventTarget {
   }
 
   private end(reason: SignOutReason): void {
-    const had = this.store.get() !== null;
+    const had = this.current();
+    const sid = had ? sidOf(had.token) : null;
+    if (sid) this.ended.add(sid);
     this.store.clear();
     this.schedule();
-    if (had) this.announce('signed-out', null, reason);
+    if (had) this.announce('signed-out', null, reason, sid);
   }
 
   // --- Events, here and in the other tabs ----------------------------------------------------
 
-  private announce(type: SessionEventType, session: Session | null, reason: SignOutReason | null = null): void {
+  private announce(
+    type: SessionEventType,
+    session: Session | null,
+    reason: SignOutReason | null = null,
+    sid: string | null = null,
+  ): void {
     this.dispatchEvent(new SessionEvent(type, session, reason));
-    const message: TabMessage = { type, session, reason };
+    const message: TabMessage = { type, session, reason, sid };
     this.channel?.postMessage(message);
   }
 
-  /** Another tab signed in, refreshed or signed out; the shared store already holds the result. */
+  /** Another tab signed in, refreshed or signed out; the shared store holds the result. */
   private heard(m: TabMessage): void {
     if (m?.type !== 'signed-in' && m?.type !== 'refreshed' && m?.type !== 'signed-out') return;
+    if (m.type === 'signed-out' && m.sid) this.ended.add(m.sid);
+    // A pair of a session that ended (a refresh answered after the logout) is no news.
+    if (m.session && this.ended.has(sidOf(m.session.token) ?? '')) return;
     this.schedule();
     this.dispatchEvent(new SessionEvent(m.type, m.session, m.reason, true));
   }
-}
-
-/** The arguments of `fetch` with the bearer token set. */
-function withBearer(input: RequestInfo | URL, init: RequestInit | undefined, token: string): [RequestInfo | URL, RequestInit?] {
-  if (input instanceof Request) {
-    const request = new Request(input, init);
-    request.headers.set('authorization', `Bearer ${token}`);
-    return [request];
-  }
-  const headers = new Headers(init?.headers);
-  headers.set('authorization', `Bearer ${token}`);
-  return [input, { ...init, headers }];
 }

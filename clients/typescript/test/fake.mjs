@@ -34,7 +34,9 @@ export class FakeSesame {
 
   pair(sid) {
     this.n += 1;
-    const token = `at-${this.n}`;
+    // Shaped like sesame's JWT as far as the client reads it: the payload's `sid`.
+    const payload = Buffer.from(JSON.stringify({ sid, n: this.n })).toString('base64url');
+    const token = `h.${payload}.at-${this.n}`;
     this.accessTokens.set(token, sid);
     return { success: true, token, refreshToken: this.sessions.get(sid).live, tokenType: 'Bearer', expiresIn: this.expiresIn, user: USER };
   }
@@ -125,19 +127,58 @@ export class MemoryStorage {
   }
 }
 
-/** A Web Locks stub: callbacks for one name run one after another. */
+/**
+ * A Web Locks stub: callbacks for one name run one after another; `query()` lists the
+ * locks held (by name), as navigator.locks.query() does.
+ */
 export function lockManager() {
   const tails = new Map();
+  const held = [];
   return {
-    requests: 0,
+    requests: 0, // for the refresh lock
     request(name, callback) {
-      this.requests += 1;
+      if (name.startsWith('sesame-client.refresh:')) this.requests += 1;
       const prev = tails.get(name) ?? Promise.resolve();
-      const run = prev.then(() => callback());
+      const run = prev.then(async () => {
+        const lock = { name };
+        held.push(lock);
+        try {
+          return await callback();
+        } finally {
+          held.splice(held.indexOf(lock), 1);
+        }
+      });
       tails.set(name, run.catch(() => {}));
       return run;
     },
+    async query() {
+      return { held: held.map((l) => ({ name: l.name })) };
+    },
   };
+}
+
+/**
+ * One origin's localStorage as a browser's tabs see it: each tab reads its own copy, and
+ * a write reaches the other tabs `lag` ms later (Chromium hands it over asynchronously).
+ */
+export class LaggyOrigin {
+  constructor(lag) {
+    this.lag = lag;
+    this.views = [];
+  }
+  tab() {
+    const mine = new Map();
+    this.views.push(mine);
+    const spread = (apply) => {
+      apply(mine);
+      for (const v of this.views) if (v !== mine) setTimeout(() => apply(v), this.lag);
+    };
+    return {
+      getItem: (k) => (mine.has(k) ? mine.get(k) : null),
+      setItem: (k, v) => spread((m) => m.set(k, String(v))),
+      removeItem: (k) => spread((m) => m.delete(k)),
+    };
+  }
 }
 
 /** Records a manager's events as "type" or "type:reason", with "(other tab)" when heard. */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { ApiError, SessionManager, SignedOutError, refreshMargin, webStorageStore } from '../dist/index.js';
-import { CODE, EMAIL, FakeSesame, MemoryStorage, USER, lockManager, record, sleep } from './fake.mjs';
+import { CODE, EMAIL, FakeSesame, LaggyOrigin, MemoryStorage, USER, lockManager, record, sleep } from './fake.mjs';
 
 const BASE = 'http://sesame.test';
 
@@ -36,7 +36,7 @@ describe('signing in', () => {
     const events = record(m);
     const s = await signIn(m);
     assert.deepEqual(events, ['signed-in']);
-    assert.equal(s.token, 'at-2');
+    assert.ok(s.token.endsWith('.at-2'), s.token);
     assert.equal(s.refreshToken, 'rt-1');
     assert.equal(s.expiresAt, 1_000_000 + 900_000, 'expiresAt is the manager clock plus expiresIn');
     assert.equal(s.lifetime, 900_000);
@@ -268,6 +268,29 @@ describe('tabs sharing a session', () => {
     assert.ok(c);
   });
 
+  it('wait for the pair another tab stored when the lock comes before the pair', async () => {
+    // The lock passes from tab a to tab b before a's write to localStorage reaches b (50 ms
+    // later): b finds a's mark on the token and waits for the pair instead of sending it.
+    const sesame = new FakeSesame({ delay: 5 });
+    const origin = new LaggyOrigin(50);
+    const locks = lockManager();
+    const key = `test.${randomUUID()}`;
+    const [a, b] = [0, 1].map(() => manager(sesame, { storage: webStorageStore(origin.tab(), key), locks }));
+    const events = [a, b].map(record);
+    await signIn(a);
+    await sleep(100); // b sees the session
+    const [pa, pb] = await Promise.all([a.refresh(), b.refresh()]);
+    assert.equal(sesame.count('POST', '/auth/refresh'), 1, 'exactly one POST /auth/refresh');
+    assert.equal(pb.refreshToken, pa.refreshToken, 'b took the pair a stored');
+    assert.ok(!events.flat().some((e) => e.startsWith('signed-out')), `no sign-out: ${events}`);
+    // The mark names a hash of the token, never the token itself.
+    const { held } = await locks.query();
+    assert.ok(held.some((l) => l.name.startsWith(`sesame-client.rotated:${key}:`)), 'a marked the token it rotated');
+    assert.ok(!held.some((l) => l.name.includes('rt-')), 'no token in a lock name');
+    a.close();
+    b.close();
+  });
+
   it('take the pair another tab stored when their refresh is refused without locks', async () => {
     // Without Web Locks both tabs send the same refresh token; this sesame refuses the
     // second (as with no reuse interval), after the first tab has stored its new pair.
@@ -282,6 +305,31 @@ describe('tabs sharing a session', () => {
     assert.ok(a.session && b.session, 'neither tab signed out');
     assert.ok(!events.flat().some((e) => e.startsWith('signed-out')), `no sign-out: ${events}`);
     list.forEach((t) => t.close());
+  });
+
+  it('stay signed out when a refresh is answered after another tab logged out', async () => {
+    // b's refresh is answered after a logged out, before a's removal reaches b's storage
+    // (50 ms): b must not store the pair again, nor may a take it for a session.
+    const sesame = new FakeSesame({ delay: 20 });
+    const origin = new LaggyOrigin(50);
+    const key = `test.${randomUUID()}`;
+    const [a, b] = [0, 1].map(() => manager(sesame, { storage: webStorageStore(origin.tab(), key), locks: null }));
+    const events = [a, b].map(record);
+    await signIn(a);
+    await sleep(100);
+    const refreshing = b.refresh().catch((e) => e);
+    await sleep(1); // b's refresh reaches sesame first
+    await a.logout();
+    const outcome = await refreshing;
+    await sleep(200); // every write and message has arrived
+    assert.equal(sesame.count('POST', '/auth/refresh'), 1);
+    assert.equal(sesame.calls.find((c) => c.path === '/auth/refresh').body.refreshToken, 'rt-1', 'b refreshed before the logout');
+    assert.equal(a.session, null, 'a stays signed out');
+    assert.equal(b.session, null, 'b is signed out');
+    assert.ok(outcome instanceof SignedOutError || outcome?.refreshToken, `b's refresh: ${outcome}`);
+    assert.equal(events[1].at(-1), 'signed-out:logout (other tab)', `b heard the logout last: ${events[1]}`);
+    a.close();
+    b.close();
   });
 
   it('sign out together on logout', async () => {

@@ -30,6 +30,7 @@ die() { echo "browser tests: $*" >&2; exit 1; }
 [ -x "$SESAME_BIN" ] || die "no server binary at $SESAME_BIN (cargo build, or set SESAME_BIN)"
 command -v node >/dev/null || die "node (>= 20) is needed"
 [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] || die "node >= 20 is needed, found $(node --version)"
+command -v npm >/dev/null || die "npm is needed"
 command -v psql >/dev/null || die "psql is needed"
 
 # --- Installs, only when missing ------------------------------------------------
@@ -163,10 +164,17 @@ else
   echo "client package build: FAILED (log: $out/client-build.log)"
   sed 's/^/    /' "$out/client-build.log" >&2
 fi
-if ! (cd "$client" && timeout 120 node --test --test-reporter="$here/unit-lines.mjs" test/*.test.mjs) 2>"$out/client-unit.log"; then
+rc=0
+(cd "$client" && timeout 120 node --test --test-reporter="$here/unit-lines.mjs" test/*.test.mjs) \
+  >"$work/client-unit.out" 2>"$out/client-unit.log" || rc=$?
+cat "$work/client-unit.out"
+if [ "$rc" -ne 0 ]; then
   failed=1
-  echo "client unit tests: FAILED (log: $out/client-unit.log)"
-  sed 's/^/    /' "$out/client-unit.log" >&2
+  # A failure the reporter did not name (a crash, a timeout) still counts as one.
+  if ! grep -q ': FAILED' "$work/client-unit.out"; then
+    echo "client unit tests: FAILED (exit $rc, log: $out/client-unit.log)"
+    sed 's/^/    /' "$out/client-unit.log" >&2
+  fi
 fi
 run_test() { # run_test LABEL SCRIPT VAR=value…  (the script prints "LABEL: ok" on success)
   local label=$1 script=$2 log=$out/${2%.mjs}.log result

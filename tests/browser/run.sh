@@ -4,13 +4,18 @@
 #   example page  — examples/web end to end: code, refresh, 401 retry, tabs, magic link, logout
 #   verify page   — sesame's own sign-in page (GET /auth/verify, /auth/verify-magic-link): opening
 #                   it uses nothing; its button hands the tokens to FRONTEND_URL; its CSP holds
+#   client tabs   — the sesame-client package (clients/typescript) in three tabs sharing
+#                   localStorage, 3 s access tokens: one POST /auth/refresh per rotation, no sign-out
+# Before them, the client package is built (openapi-typescript + tsc) and its unit tests run
+# (node --test), one "client unit …: ok" line each; the example page uses that build.
 #
 #   tests/browser/run.sh            prints one line per test; exits non-zero on any failure
 #
 # Settings: SESAME_BIN (default <repo>/target/debug/sesame), PG_BASE (a PostgreSQL
 # URL without a database, e.g. postgres://postgres@127.0.0.1:5432; default: the
 # private cluster of scripts/pg.sh), VERBOSE=1 (show each test's steps).
-# Installs what is missing: Debian's chromium (apt) and the npm packages (npm ci).
+# Installs what is missing: Debian's chromium (apt) and the npm packages (npm ci, here and in
+# clients/typescript when its package.json or package-lock.json changed).
 # Screenshots and logs go to tests/browser/out/. Nothing leaves 127.0.0.1.
 set -euo pipefail
 
@@ -25,6 +30,7 @@ die() { echo "browser tests: $*" >&2; exit 1; }
 [ -x "$SESAME_BIN" ] || die "no server binary at $SESAME_BIN (cargo build, or set SESAME_BIN)"
 command -v node >/dev/null || die "node (>= 20) is needed"
 [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] || die "node >= 20 is needed, found $(node --version)"
+command -v npm >/dev/null || die "npm is needed"
 command -v psql >/dev/null || die "psql is needed"
 
 # --- Installs, only when missing ------------------------------------------------
@@ -39,6 +45,15 @@ have=$(node -p 'try { require(process.argv[1]).version } catch { "" }' "$here/no
 if [ "$want" != "$have" ]; then
   echo "installing npm packages (npm ci)…" >&2
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+client=$repo/clients/typescript
+client_stamp=$client/node_modules/.sesame-installed
+want="$(cat "$client/package.json" "$client/package-lock.json" | sha256sum | cut -d' ' -f1) node $(node --version)"
+if [ "$(cat "$client_stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing the client package's npm packages (npm ci)…" >&2
+  (cd "$client" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$want" >"$client_stamp"
 fi
 
 # --- PostgreSQL -------------------------------------------------------------------
@@ -120,6 +135,8 @@ swagger_port=$(free_port)
 example_port=$(free_port)
 verify_port=$(free_port)
 app_port=$(free_port)
+tabs_port=$(free_port)
+tabs_page_port=$(free_port)
 start_sesame swagger "$swagger_port"
 # A 2 s access token, so the page must refresh it while the test watches.
 start_sesame example "$example_port" ACCESS_TOKEN_EXPIRY=2s
@@ -128,12 +145,37 @@ start_sesame example "$example_port" ACCESS_TOKEN_EXPIRY=2s
 app_url=http://127.0.0.1:$app_port/app/
 start_sesame verify "$verify_port" FRONTEND_URL="$app_url" CORS_ALLOWED_ORIGINS="http://127.0.0.1:$app_port" \
   REDIRECT_ALLOW_LIST="http://127.0.0.1:$verify_port" ACCESS_TOKEN_EXPIRY=15m
+# The tabs test: 3 s access tokens, so that it sees several rotations within seconds.
+start_sesame tabs "$tabs_port" ACCESS_TOKEN_EXPIRY=3s CORS_ALLOWED_ORIGINS="http://127.0.0.1:$tabs_page_port"
 wait_healthy swagger "$swagger_port"
 wait_healthy example "$example_port"
 wait_healthy verify "$verify_port"
+wait_healthy tabs "$tabs_port"
 
 # --- The tests ----------------------------------------------------------------------
 failed=0
+
+# The client package: build it (the example page and the tabs test load its dist/), then
+# its unit tests, one line per test (unit-lines.mjs).
+if (cd "$client" && rm -rf dist && npm run --silent build) >"$out/client-build.log" 2>&1; then
+  echo "client package build: ok"
+else
+  failed=1
+  echo "client package build: FAILED (log: $out/client-build.log)"
+  sed 's/^/    /' "$out/client-build.log" >&2
+fi
+rc=0
+(cd "$client" && timeout 120 node --test --test-reporter="$here/unit-lines.mjs" test/*.test.mjs) \
+  >"$work/client-unit.out" 2>"$out/client-unit.log" || rc=$?
+cat "$work/client-unit.out"
+if [ "$rc" -ne 0 ]; then
+  failed=1
+  # A failure the reporter did not name (a crash, a timeout) still counts as one.
+  if ! grep -q ': FAILED' "$work/client-unit.out"; then
+    echo "client unit tests: FAILED (exit $rc, log: $out/client-unit.log)"
+    sed 's/^/    /' "$out/client-unit.log" >&2
+  fi
+fi
 run_test() { # run_test LABEL SCRIPT VAR=value…  (the script prints "LABEL: ok" on success)
   local label=$1 script=$2 log=$out/${2%.mjs}.log result
   shift 2
@@ -153,5 +195,7 @@ run_test "example page" example.mjs SESAME_URL="http://127.0.0.1:$example_port" 
   EXAMPLE_DIR="$repo/examples/web"
 run_test "verify page" verify-page.mjs SESAME_URL="http://127.0.0.1:$verify_port" FRONTEND_URL="$app_url" \
   DATABASE_URL="$PG_BASE/sesame_browser_verify_$$"
+run_test "client tabs" tabs.mjs SESAME_URL="http://127.0.0.1:$tabs_port" PAGE_PORT="$tabs_page_port" \
+  CLIENT_DIR="$client" DATABASE_URL="$PG_BASE/sesame_browser_tabs_$$"
 
 exit "$failed"

@@ -1,0 +1,1 @@
+../../../clients/typescript/node_modules/openapi-fetch/dist/index.mjs

@@ -34,7 +34,14 @@ pub enum Limit {
     VerifyPerIpMinute,
     /// `RATE_LIMIT_REFRESH_PER_IP_PER_MINUTE`.
     RefreshPerIpMinute,
+    /// Wrong admin tokens per client IP per minute ([`ADMIN_AUTH_PER_IP_PER_MINUTE`]).
+    AdminAuthPerIpMinute,
 }
+
+/// Wrong admin tokens a client may present per minute: an operator mistyping
+/// gets a few tries; guessing a 32-byte token is hopeless anyway, this keeps
+/// the log and the database quiet.
+pub const ADMIN_AUTH_PER_IP_PER_MINUTE: u32 = 10;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -48,6 +55,7 @@ impl Limit {
             Self::SendPerIpHour => "send_per_ip_hour",
             Self::VerifyPerIpMinute => "verify_per_ip_minute",
             Self::RefreshPerIpMinute => "refresh_per_ip_minute",
+            Self::AdminAuthPerIpMinute => "admin_auth_per_ip_minute",
         }
     }
 
@@ -67,6 +75,7 @@ impl Limit {
             Self::SendPerIpHour => (l.send_per_ip_per_hour, HOUR),
             Self::VerifyPerIpMinute => (l.verify_per_ip_per_minute, MINUTE),
             Self::RefreshPerIpMinute => (l.refresh_per_ip_per_minute, MINUTE),
+            Self::AdminAuthPerIpMinute => (ADMIN_AUTH_PER_IP_PER_MINUTE, MINUTE),
         }
     }
 
@@ -78,6 +87,7 @@ impl Limit {
             Self::SendPerIpHour => format!("at most {max} codes or links per client per {per}"),
             Self::VerifyPerIpMinute => format!("at most {max} verifications per client per {per}"),
             Self::RefreshPerIpMinute => format!("at most {max} refreshes per client per {per}"),
+            Self::AdminAuthPerIpMinute => format!("at most {max} wrong admin tokens per client per {per}"),
         }
     }
 }

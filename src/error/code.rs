@@ -27,6 +27,10 @@ pub enum ErrorCode {
     InvalidRefreshToken,
     /// The bearer access token is missing, invalid or expired.
     InvalidToken,
+    /// The admin API was called while `ADMIN_TOKEN` is not set.
+    AdminTokenRequired,
+    /// The admin bearer token is missing or wrong.
+    InvalidAdminToken,
     /// Unknown route, or a resource that is not the caller's.
     NotFound,
     /// Known route, wrong method.
@@ -64,6 +68,8 @@ impl ErrorCode {
         Self::InvalidLink,
         Self::InvalidRefreshToken,
         Self::InvalidToken,
+        Self::AdminTokenRequired,
+        Self::InvalidAdminToken,
         Self::NotFound,
         Self::MethodNotAllowed,
         Self::RequestTimeout,
@@ -90,6 +96,8 @@ impl ErrorCode {
             Self::InvalidLink => "invalid_link",
             Self::InvalidRefreshToken => "invalid_refresh_token",
             Self::InvalidToken => "invalid_token",
+            Self::AdminTokenRequired => "admin_token_required",
+            Self::InvalidAdminToken => "invalid_admin_token",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
@@ -113,9 +121,12 @@ impl ErrorCode {
             | Self::BadRequest
             | Self::InvalidEmail
             | Self::InvalidRedirect => StatusCode::BAD_REQUEST,
-            Self::InvalidCode | Self::InvalidLink | Self::InvalidRefreshToken | Self::InvalidToken => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::InvalidCode
+            | Self::InvalidLink
+            | Self::InvalidRefreshToken
+            | Self::InvalidToken
+            | Self::AdminTokenRequired
+            | Self::InvalidAdminToken => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -141,6 +152,8 @@ impl ErrorCode {
             Self::InvalidLink => "the link is invalid, used or expired",
             Self::InvalidRefreshToken => "the refresh token is invalid, used or expired",
             Self::InvalidToken => "the access token is missing, invalid or expired",
+            Self::AdminTokenRequired => "the admin API is off: set ADMIN_TOKEN to use it",
+            Self::InvalidAdminToken => "the admin token is missing or wrong",
             Self::NotFound => "not found",
             Self::MethodNotAllowed => "method not allowed on this route",
             Self::RequestTimeout => "the request body did not arrive in time",

@@ -31,6 +31,9 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document (YAML by default); needs no database.
     Openapi {
+        /// Print the admin API's document (served on the admin listener) instead.
+        #[arg(long)]
+        admin: bool,
         /// Print YAML (the default).
         #[arg(long, conflicts_with = "json")]
         yaml: bool,
@@ -106,12 +109,19 @@ fn parse_window(s: &str) -> Result<Duration, String> {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Openapi { json, .. } => {
-            let service = crate::api::service(&AppState::offline());
-            if json {
-                println!("{}", service.spec());
+        Command::Openapi { admin, json, .. } => {
+            let state = AppState::offline();
+            let (spec, yaml) = if admin {
+                let service = crate::api::admin::service(&state);
+                (service.spec(), service.spec_yaml())
             } else {
-                print!("{}", service.spec_yaml());
+                let service = crate::api::service(&state);
+                (service.spec(), service.spec_yaml())
+            };
+            if json {
+                println!("{spec}");
+            } else {
+                print!("{yaml}");
             }
             Ok(())
         }

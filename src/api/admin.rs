@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use poem::{Endpoint, IntoResponse as _, Request, Response};
-use poem_openapi::{OpenApiService, SecurityScheme, Tags, auth::Bearer};
+use poem_openapi::{OpenApi, OpenApiService, SecurityScheme, Tags, auth::Bearer};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -35,13 +35,35 @@ pub enum AdminTags {
 #[oai(ty = "bearer")]
 pub struct AdminAuth(#[expect(dead_code, reason = "checked by require_token before the operation runs")] Bearer);
 
+/// `GET /health` on the admin listener, listed in the admin document.
+pub struct AdminHealthApi {
+    pub state: AppState,
+}
+
+#[OpenApi]
+impl AdminHealthApi {
+    /// Check the server and its database.
+    ///
+    /// The same check as `GET /health` on the public port: 503 while the
+    /// database is unreachable, 200 again as soon as it is back.
+    #[oai(
+        path = "/health",
+        method = "get",
+        operation_id = "get_health",
+        tag = "AdminTags::Health"
+    )]
+    async fn get_health(&self) -> health::HealthResponse {
+        health::check(&self.state).await
+    }
+}
+
 /// Every API of the admin document.
-pub type AdminApis = health::HealthApi;
+pub type AdminApis = AdminHealthApi;
 
 /// The admin OpenAPI service: routes and the generated document.
 pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
     OpenApiService::new(
-        health::HealthApi { state: state.clone() },
+        AdminHealthApi { state: state.clone() },
         "sesame admin",
         env!("CARGO_PKG_VERSION"),
     )

@@ -10,6 +10,49 @@ fn generated_yaml() -> String {
     sesame::api::service(&AppState::offline()).spec_yaml()
 }
 
+fn generated_admin_yaml() -> String {
+    sesame::api::admin::service(&AppState::offline()).spec_yaml()
+}
+
+#[tokio::test]
+async fn committed_openapi_admin_yaml_is_current() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi-admin.yaml"))
+        .expect("openapi-admin.yaml exists");
+    assert!(
+        committed == generated_admin_yaml(),
+        "openapi-admin.yaml differs from the code: run \
+         `cargo run -q -- openapi --admin --yaml > openapi-admin.yaml` and commit it"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_prints_the_admin_document_without_a_database() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["openapi", "--admin", "--yaml"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), generated_admin_yaml());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["openapi", "--admin", "--json"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spec["info"]["title"], "sesame admin");
+}
+
+#[sqlx::test]
+async fn the_admin_listener_serves_the_admin_document(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = TestApp::spawn(db).await;
+    let served = app.admin_get("/openapi.json").await;
+    assert_eq!(served.status, 200);
+    let generated: Value = serde_json::from_str(&sesame::api::admin::service(&AppState::offline()).spec()).unwrap();
+    assert_eq!(served.json, generated);
+    assert!(app.admin_get("/docs").await.text.contains("SwaggerUIBundle"));
+}
+
 #[tokio::test]
 async fn committed_openapi_yaml_is_current() {
     let committed =

@@ -12,6 +12,7 @@
 //! - [`keys`]: reads the JWT key files at start-up into [`auth::jwt::JwtKeys`].
 //! - [`app`]: [`app::Application`] (bind, serve, shut down) and the routes.
 //! - [`state`]: [`state::AppState`], what handlers, jobs and commands share.
+//! - [`admin`]: what operators do to users, shared by the admin API and `sesame users`.
 //! - [`api`]: the HTTP operations, one module per flow, and the middleware.
 //! - [`auth`]: the rules as pure functions (codes, links, refresh, session expiry),
 //!   tokens and hashing; no HTTP, no SQL, no IO.
@@ -24,6 +25,7 @@
 //! - [`error`]: the one error envelope every response uses, and every [`error::ErrorCode`].
 //! - [`telemetry`]: the tracing subscriber.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;

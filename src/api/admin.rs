@@ -15,6 +15,9 @@ use poem_openapi::{OpenApi, OpenApiService, SecurityScheme, Tags, auth::Bearer};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+pub mod cursor;
+pub mod users;
+
 use super::{health, request_context};
 use crate::{
     error::{ApiError, ErrorCode},
@@ -25,6 +28,8 @@ use crate::{
 /// The groups operations are listed under in the admin document.
 #[derive(Tags)]
 pub enum AdminTags {
+    /// Finding, creating, disabling and erasing users; ending their sessions.
+    Users,
     /// Liveness of the server and its database.
     Health,
 }
@@ -58,12 +63,15 @@ impl AdminHealthApi {
 }
 
 /// Every API of the admin document.
-pub type AdminApis = AdminHealthApi;
+pub type AdminApis = (users::UsersApi, AdminHealthApi);
 
 /// The admin OpenAPI service: routes and the generated document.
 pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
     OpenApiService::new(
-        AdminHealthApi { state: state.clone() },
+        (
+            users::UsersApi { state: state.clone() },
+            AdminHealthApi { state: state.clone() },
+        ),
         "sesame admin",
         env!("CARGO_PKG_VERSION"),
     )

@@ -33,6 +33,8 @@ pub enum Event {
     TokenReuseDetected,
     /// A request was refused by a rate limit.
     RateLimitExceeded,
+    /// An operator created a user (`metadata.actor`: `admin` | `cli`).
+    AdminUserCreated,
 }
 
 impl Event {
@@ -51,6 +53,7 @@ impl Event {
         Self::TokenRefresh,
         Self::TokenReuseDetected,
         Self::RateLimitExceeded,
+        Self::AdminUserCreated,
     ];
 
     /// The dotted name, e.g. `auth.login`.
@@ -69,6 +72,7 @@ impl Event {
             Self::TokenRefresh => "token.refresh",
             Self::TokenReuseDetected => "token.reuse_detected",
             Self::RateLimitExceeded => "rate_limit.exceeded",
+            Self::AdminUserCreated => "admin.user.created",
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     NotFound,
     /// Known route, wrong method.
     MethodNotAllowed,
+    /// An admin API create for an address that already has a user.
+    UserExists,
     /// The body did not arrive within `REQUEST_BODY_TIMEOUT`.
     RequestTimeout,
     /// The body is over 64 KiB.
@@ -72,6 +74,7 @@ impl ErrorCode {
         Self::InvalidAdminToken,
         Self::NotFound,
         Self::MethodNotAllowed,
+        Self::UserExists,
         Self::RequestTimeout,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
@@ -100,6 +103,7 @@ impl ErrorCode {
             Self::InvalidAdminToken => "invalid_admin_token",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::UserExists => "user_exists",
             Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -129,6 +133,7 @@ impl ErrorCode {
             | Self::InvalidAdminToken => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UserExists => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -156,6 +161,7 @@ impl ErrorCode {
             Self::InvalidAdminToken => "the admin token is missing or wrong",
             Self::NotFound => "not found",
             Self::MethodNotAllowed => "method not allowed on this route",
+            Self::UserExists => "a user with this address already exists",
             Self::RequestTimeout => "the request body did not arrive in time",
             Self::PayloadTooLarge => "the request body is larger than 64 KiB",
             Self::UnsupportedMediaType => "the body must be sent as `Content-Type: application/json`",

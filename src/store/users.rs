@@ -46,3 +46,123 @@ pub async fn exists(conn: &mut PgConnection, email: &EmailAddress) -> Result<boo
     .fetch_one(conn)
     .await
 }
+
+/// A user as the admin API shows it: its state and how many live sessions it has.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub email: String,
+    pub created_at: OffsetDateTime,
+    pub last_login_at: Option<OffsetDateTime>,
+    pub disabled_at: Option<OffsetDateTime>,
+    /// Sessions neither ended nor expired.
+    pub sessions: i64,
+}
+
+/// Which users [`list`] returns; the filters combine.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter<'a> {
+    /// Exactly this address (case-insensitive).
+    pub email: Option<&'a str>,
+    /// Addresses containing this text (case-insensitive, taken literally).
+    pub query: Option<&'a str>,
+}
+
+/// `text` as a `LIKE … ESCAPE '\'` pattern matching it anywhere, literally:
+/// `%`, `_` and `\` in it match only themselves.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Up to `limit` users matching `filter`, newest first (`created_at`, then `id`),
+/// strictly after the position `after` of an earlier page.
+pub async fn list(
+    conn: &mut PgConnection,
+    filter: &UserFilter<'_>,
+    after: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+    now: OffsetDateTime,
+) -> Result<Vec<UserRecord>, sqlx::Error> {
+    let pattern = filter.query.map(contains_pattern);
+    let (after_at, after_id) = after.unzip();
+    sqlx::query_as!(
+        UserRecord,
+        r#"
+        SELECT u.id AS "id: UserId", u.email, u.created_at, u.last_login_at, u.disabled_at,
+               (SELECT count(*) FROM sessions s
+                WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > $6) AS "sessions!"
+        FROM users u
+        WHERE ($1::text IS NULL OR lower(u.email) = lower(btrim($1)))
+          AND ($2::text IS NULL OR lower(u.email) LIKE $2 ESCAPE '\')
+          AND ($3::timestamptz IS NULL OR (u.created_at, u.id) < ($3, $4::uuid))
+        ORDER BY u.created_at DESC, u.id DESC
+        LIMIT $5
+        "#,
+        filter.email,
+        pattern,
+        after_at,
+        after_id,
+        limit,
+        now,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// The user `id`, with its live-session count.
+pub async fn find(conn: &mut PgConnection, id: UserId, now: OffsetDateTime) -> Result<Option<UserRecord>, sqlx::Error> {
+    sqlx::query_as!(
+        UserRecord,
+        r#"
+        SELECT u.id AS "id: UserId", u.email, u.created_at, u.last_login_at, u.disabled_at,
+               (SELECT count(*) FROM sessions s
+                WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > $2) AS "sessions!"
+        FROM users u
+        WHERE u.id = $1
+        "#,
+        id.as_uuid(),
+        now,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The id of the user of `email`, if there is one.
+pub async fn find_id_by_email(conn: &mut PgConnection, email: &EmailAddress) -> Result<Option<UserId>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT id AS "id: UserId" FROM users WHERE lower(email) = $1"#,
+        email.as_str()
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Creates a user for `email` that has never signed in; `None` when the address has one.
+pub async fn create(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+    now: OffsetDateTime,
+) -> Result<Option<UserId>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO users (id, email, created_at)
+        VALUES ($1, $2, $3)
+        ON CONFLICT ((lower(email))) DO NOTHING
+        RETURNING id AS "id: UserId"
+        "#,
+        Uuid::new_v4(),
+        email.as_str(),
+        now,
+    )
+    .fetch_optional(conn)
+    .await
+}

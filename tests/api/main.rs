@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_listener;
+mod admin_users;
 mod audit_cleanup;
 mod audit_cli;
 mod audit_file;

@@ -111,6 +111,47 @@ fn json_schema_ref<'a>(response: &'a Value, what: &str) -> &'a str {
 #[tokio::test]
 async fn every_operation_documents_its_error_body() {
     let spec: Value = serde_json::from_str(&sesame::api::service(&AppState::offline()).spec()).unwrap();
+    let seen = inspect_error_bodies(&spec);
+    for id in [
+        "send_code",
+        "verify_code",
+        "send_magic_link",
+        "verify_magic_link",
+        PAGE,
+        "refresh",
+        "logout",
+        "get_me",
+        "list_sessions",
+        "delete_session",
+        "logout_all",
+        HEALTH,
+    ] {
+        assert!(seen.iter().any(|s| s == id), "{id} was inspected: {seen:?}");
+    }
+}
+
+/// The same for the admin document: every admin operation answers 401 (the
+/// admin token) and 429 (wrong tokens) with the error bodies.
+#[tokio::test]
+async fn every_admin_operation_documents_its_error_body() {
+    let spec: Value = serde_json::from_str(&sesame::api::admin::service(&AppState::offline()).spec()).unwrap();
+    let seen = inspect_error_bodies(&spec);
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for operation in item.as_object().unwrap().values() {
+            if path.starts_with("/admin/") {
+                let responses = &operation["responses"];
+                assert!(responses["401"].is_object() && responses["429"].is_object(), "{path}");
+                assert!(operation["security"].is_array(), "{path} declares the admin token");
+            }
+        }
+    }
+    for id in ["list_users", "get_user", "create_user", HEALTH] {
+        assert!(seen.iter().any(|s| s == id), "{id} was inspected: {seen:?}");
+    }
+}
+
+/// Checks the error responses of every operation of `spec`; returns their ids.
+fn inspect_error_bodies(spec: &Value) -> Vec<String> {
     let schemas = spec["components"]["schemas"].as_object().unwrap();
     // The envelope's fields are in every error schema, with the same types.
     let envelope = &schemas["ErrorBody"];
@@ -173,22 +214,7 @@ async fn every_operation_documents_its_error_body() {
             seen.push(id.to_owned());
         }
     }
-    for id in [
-        "send_code",
-        "verify_code",
-        "send_magic_link",
-        "verify_magic_link",
-        PAGE,
-        "refresh",
-        "logout",
-        "get_me",
-        "list_sessions",
-        "delete_session",
-        "logout_all",
-        HEALTH,
-    ] {
-        assert!(seen.iter().any(|s| s == id), "{id} was inspected: {seen:?}");
-    }
+    seen
 }
 
 #[sqlx::test]

@@ -1,0 +1,80 @@
+//! What operators do to users: the flows shared by the admin API
+//! (`api::admin`) and the `sesame users` command. Each runs in one
+//! transaction with its audit event (`admin.*`, `metadata.actor` naming
+//! where it came from); reads are not audited.
+
+use time::OffsetDateTime;
+
+use crate::{
+    audit::{AuditEvent, AuditTx, Event, RequestContext},
+    auth::{email_address::EmailAddress, ids::UserId},
+    state::AppState,
+    store,
+};
+
+/// Where an operator's change came from: `metadata.actor` of its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// The admin API (`ADMIN_TOKEN`).
+    Admin,
+    /// The `sesame users` command.
+    Cli,
+}
+
+impl Actor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Cli => "cli",
+        }
+    }
+}
+
+/// Why an operator's change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no such user")]
+    NotFound,
+    #[error("a user with this address already exists")]
+    UserExists,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The event of an operator's change to a user.
+fn event(name: Event, actor: Actor, ctx: &RequestContext, now: OffsetDateTime) -> AuditEvent {
+    AuditEvent::success(name, ctx, now).meta("actor", actor.as_str())
+}
+
+/// Creates a user for `email` without sending anything (imports, invitations).
+pub async fn create_user(
+    state: &AppState,
+    actor: Actor,
+    ctx: &RequestContext,
+    email: &EmailAddress,
+) -> Result<store::users::UserRecord, AdminError> {
+    let now = state.clock.now();
+    let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+    let id = store::users::create(&mut tx, email, now)
+        .await?
+        .ok_or(AdminError::UserExists)?;
+    tx.record(
+        event(Event::AdminUserCreated, actor, ctx, now)
+            .user(id)
+            .email(email.as_str()),
+    )
+    .await?;
+    let user = store::users::find(&mut tx, id, now)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// The user `id`, for reads.
+pub async fn find_user(state: &AppState, id: UserId) -> Result<store::users::UserRecord, AdminError> {
+    let mut conn = state.db.acquire().await?;
+    store::users::find(&mut conn, id, state.clock.now())
+        .await?
+        .ok_or(AdminError::NotFound)
+}

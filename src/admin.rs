@@ -9,7 +9,7 @@ use crate::{
     audit::{AuditEvent, AuditTx, Event, RequestContext},
     auth::{email_address::EmailAddress, ids::UserId},
     state::AppState,
-    store,
+    store::{self, sessions::RevokeReason},
 };
 
 /// Where an operator's change came from: `metadata.actor` of its event.
@@ -77,4 +77,88 @@ pub async fn find_user(state: &AppState, id: UserId) -> Result<store::users::Use
     store::users::find(&mut conn, id, state.clock.now())
         .await?
         .ok_or(AdminError::NotFound)
+}
+
+/// Disables the user `id`: its sessions end at once (so its refresh tokens
+/// and, at sesame, its access tokens stop working) and it cannot sign in
+/// until enabled. Idempotent: `admin.user.disabled` is recorded only when it
+/// was enabled.
+pub async fn disable_user(
+    state: &AppState,
+    actor: Actor,
+    ctx: &RequestContext,
+    id: UserId,
+) -> Result<store::users::UserRecord, AdminError> {
+    let now = state.clock.now();
+    let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+    let changed = store::users::set_disabled(&mut tx, id, true, now)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    let revoked = store::sessions::revoke_all(&mut tx, id, RevokeReason::Disabled, now).await?;
+    let user = store::users::find(&mut tx, id, now)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    if changed || revoked > 0 {
+        tx.record(
+            event(Event::AdminUserDisabled, actor, ctx, now)
+                .user(id)
+                .email(&user.email)
+                .meta("revoked", revoked),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Enables the user `id` again: it may sign in (its ended sessions stay
+/// ended). Idempotent: `admin.user.enabled` is recorded only when it was disabled.
+pub async fn enable_user(
+    state: &AppState,
+    actor: Actor,
+    ctx: &RequestContext,
+    id: UserId,
+) -> Result<store::users::UserRecord, AdminError> {
+    let now = state.clock.now();
+    let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+    let changed = store::users::set_disabled(&mut tx, id, false, now)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    let user = store::users::find(&mut tx, id, now)
+        .await?
+        .ok_or(AdminError::NotFound)?;
+    if changed {
+        tx.record(
+            event(Event::AdminUserEnabled, actor, ctx, now)
+                .user(id)
+                .email(&user.email),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Ends every session of the user `id`; returns how many were live.
+/// Recorded as `admin.sessions.revoked` (`metadata.revoked`).
+pub async fn revoke_sessions(
+    state: &AppState,
+    actor: Actor,
+    ctx: &RequestContext,
+    id: UserId,
+) -> Result<i64, AdminError> {
+    let now = state.clock.now();
+    let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+    // Lock the user, so that its deletion cannot interleave.
+    let user = store::users::lock(&mut tx, id).await?.ok_or(AdminError::NotFound)?;
+    let revoked = store::sessions::revoke_all(&mut tx, id, RevokeReason::Admin, now).await?;
+    tx.record(
+        event(Event::AdminSessionsRevoked, actor, ctx, now)
+            .user(id)
+            .email(&user)
+            .meta("revoked", revoked),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(revoked)
 }

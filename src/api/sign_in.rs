@@ -35,14 +35,14 @@ pub async fn limit(
         .await?)
 }
 
-/// Whether `email` may receive a sign-in message: always, unless
-/// `ALLOW_SIGNUP=false` and the address has no account.
+/// Whether `email` may receive a sign-in message: unless its user is disabled,
+/// or `ALLOW_SIGNUP=false` and the address has no account.
 pub async fn may_sign_in(state: &AppState, email: &EmailAddress) -> Result<bool, ApiError> {
-    if state.config.login.allow_signup {
-        return Ok(true);
-    }
     let mut conn = state.db.acquire().await?;
-    Ok(store::users::exists(&mut conn, email).await?)
+    Ok(match store::users::is_disabled(&mut conn, email).await? {
+        Some(disabled) => !disabled,
+        None => state.config.login.allow_signup,
+    })
 }
 
 /// What an email carries: the id of its code or link.
@@ -128,7 +128,15 @@ pub async fn start_session(
     now: OffsetDateTime,
 ) -> Result<TokenPair, ApiError> {
     let config = &state.config;
-    let user = store::users::upsert_on_login(tx, email, now).await?;
+    let Some(user) = store::users::upsert_on_login(tx, email, now).await? else {
+        // Disabled since the code or link was sent: the generic refusal.
+        tracing::info!("sign-in refused: the user is disabled");
+        return Err(match source {
+            Source::MagicLink => ErrorCode::InvalidLink,
+            Source::Otp | Source::Refresh => ErrorCode::InvalidCode,
+        }
+        .into());
+    };
     let refresh = RefreshToken::generate();
     let expires_at = session_expiry(
         now,

@@ -35,6 +35,12 @@ pub enum Event {
     RateLimitExceeded,
     /// An operator created a user (`metadata.actor`: `admin` | `cli`).
     AdminUserCreated,
+    /// An operator disabled a user; its sessions ended (`metadata.revoked`).
+    AdminUserDisabled,
+    /// An operator enabled a disabled user.
+    AdminUserEnabled,
+    /// An operator ended every session of a user (`metadata.revoked`).
+    AdminSessionsRevoked,
 }
 
 impl Event {
@@ -54,6 +60,9 @@ impl Event {
         Self::TokenReuseDetected,
         Self::RateLimitExceeded,
         Self::AdminUserCreated,
+        Self::AdminUserDisabled,
+        Self::AdminUserEnabled,
+        Self::AdminSessionsRevoked,
     ];
 
     /// The dotted name, e.g. `auth.login`.
@@ -73,6 +82,9 @@ impl Event {
             Self::TokenReuseDetected => "token.reuse_detected",
             Self::RateLimitExceeded => "rate_limit.exceeded",
             Self::AdminUserCreated => "admin.user.created",
+            Self::AdminUserDisabled => "admin.user.disabled",
+            Self::AdminUserEnabled => "admin.user.enabled",
+            Self::AdminSessionsRevoked => "admin.sessions.revoked",
         }
     }
 }

@@ -20,6 +20,10 @@ pub enum RevokeReason {
     ReuseDetected,
     /// Refreshed past its `SESSION_MAX_AGE`, set or lowered since it began.
     Expired,
+    /// An operator disabled its user.
+    Disabled,
+    /// An operator ended every session of its user.
+    Admin,
 }
 
 impl RevokeReason {
@@ -30,6 +34,8 @@ impl RevokeReason {
             Self::Revoked => "revoked",
             Self::ReuseDetected => "reuse_detected",
             Self::Expired => "expired",
+            Self::Disabled => "disabled",
+            Self::Admin => "admin",
         }
     }
 }
@@ -241,6 +247,7 @@ pub async fn find_live_owner(
         SELECT u.id AS "id: UserId", u.email, u.created_at
         FROM sessions s JOIN users u ON u.id = s.user_id
         WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3
+          AND u.disabled_at IS NULL
         "#,
         session_id.as_uuid(),
         user_id.as_uuid(),

@@ -16,34 +16,36 @@ pub struct User {
 
 /// The user of `email`, created if this is their first sign-in; records the
 /// sign-in time. Race-safe: two first logins of one address make one user.
+/// `None` when the user is disabled: it may not sign in.
 pub async fn upsert_on_login(
     conn: &mut PgConnection,
     email: &EmailAddress,
     now: OffsetDateTime,
-) -> Result<User, sqlx::Error> {
+) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
         r#"
         INSERT INTO users (id, email, created_at, last_login_at)
         VALUES ($1, $2, $3, $3)
         ON CONFLICT ((lower(email))) DO UPDATE SET last_login_at = EXCLUDED.last_login_at
+            WHERE users.disabled_at IS NULL
         RETURNING id AS "id: UserId", email, created_at
         "#,
         Uuid::new_v4(),
         email.as_str(),
         now,
     )
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
 
-/// Whether an account exists for `email`.
-pub async fn exists(conn: &mut PgConnection, email: &EmailAddress) -> Result<bool, sqlx::Error> {
+/// Whether the user of `email` is disabled; `None` when the address has no user.
+pub async fn is_disabled(conn: &mut PgConnection, email: &EmailAddress) -> Result<Option<bool>, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = $1) AS "exists!""#,
+        r#"SELECT disabled_at IS NOT NULL AS "disabled!" FROM users WHERE lower(email) = $1"#,
         email.as_str()
     )
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
 
@@ -165,4 +167,36 @@ pub async fn create(
     )
     .fetch_optional(conn)
     .await
+}
+
+/// Disables (`disabled`) or enables the user `id`, locking its row; `None` when
+/// there is no such user, else whether this changed it (both are idempotent).
+pub async fn set_disabled(
+    conn: &mut PgConnection,
+    id: UserId,
+    disabled: bool,
+    now: OffsetDateTime,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"
+        WITH before AS (SELECT id, disabled_at FROM users WHERE id = $1 FOR UPDATE)
+        UPDATE users u SET disabled_at = CASE WHEN $2 THEN coalesce(before.disabled_at, $3) END
+        FROM before
+        WHERE u.id = before.id
+        RETURNING (before.disabled_at IS NULL) = $2 AS "changed!"
+        "#,
+        id.as_uuid(),
+        disabled,
+        now,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Locks the row of the user `id` for this transaction; its address, or
+/// `None` when there is no such user.
+pub async fn lock(conn: &mut PgConnection, id: UserId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT email FROM users WHERE id = $1 FOR UPDATE", id.as_uuid())
+        .fetch_optional(conn)
+        .await
 }

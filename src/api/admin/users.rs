@@ -104,6 +104,14 @@ pub struct UserResponse {
     pub user: AdminUserBody,
 }
 
+/// How many sessions were ended.
+#[derive(Object, Debug)]
+pub struct RevokeSessionsResponse {
+    /// Always `true`.
+    pub success: bool,
+    pub revoked: i64,
+}
+
 #[derive(ApiResponse)]
 pub enum CreateUserResponse {
     /// The user was created; nothing was sent to it.
@@ -239,5 +247,78 @@ impl UsersApi {
             success: true,
             user: user.into(),
         })))
+    }
+
+    /// Disable a user.
+    ///
+    /// Its sessions end at once: its refresh tokens and, at sesame, its access
+    /// tokens stop working (resource servers verifying tokens offline accept
+    /// them until they expire). It cannot sign in: the send operations answer
+    /// as always and send nothing, the verify operations answer the generic
+    /// 401. Idempotent. Recorded as `admin.user.disabled`.
+    #[oai(
+        path = "/admin/users/:id/disable",
+        method = "post",
+        operation_id = "disable_user",
+        tag = "AdminTags::Users"
+    )]
+    async fn disable_user(
+        &self,
+        req: &Request,
+        _auth: AdminAuth,
+        id: Path<Uuid>,
+    ) -> Result<Json<UserResponse>, Errors<AdminUserErrors>> {
+        let ctx = request_context(req, &self.state);
+        let user = admin::disable_user(&self.state, Actor::Admin, &ctx, UserId::from(id.0)).await?;
+        Ok(Json(UserResponse {
+            success: true,
+            user: user.into(),
+        }))
+    }
+
+    /// Enable a disabled user: it may sign in again.
+    ///
+    /// Sessions ended by disabling stay ended. Idempotent. Recorded as
+    /// `admin.user.enabled`.
+    #[oai(
+        path = "/admin/users/:id/enable",
+        method = "post",
+        operation_id = "enable_user",
+        tag = "AdminTags::Users"
+    )]
+    async fn enable_user(
+        &self,
+        req: &Request,
+        _auth: AdminAuth,
+        id: Path<Uuid>,
+    ) -> Result<Json<UserResponse>, Errors<AdminUserErrors>> {
+        let ctx = request_context(req, &self.state);
+        let user = admin::enable_user(&self.state, Actor::Admin, &ctx, UserId::from(id.0)).await?;
+        Ok(Json(UserResponse {
+            success: true,
+            user: user.into(),
+        }))
+    }
+
+    /// End every session of a user.
+    ///
+    /// Its refresh tokens and, at sesame, its access tokens stop working at
+    /// once; it may sign in again. Answers how many sessions were live.
+    /// Recorded as `admin.sessions.revoked`.
+    #[oai(
+        path = "/admin/users/:id/sessions",
+        method = "delete",
+        operation_id = "revoke_user_sessions",
+        tag = "AdminTags::Users"
+    )]
+    async fn revoke_user_sessions(
+        &self,
+        req: &Request,
+        _auth: AdminAuth,
+        id: Path<Uuid>,
+    ) -> Result<Json<RevokeSessionsResponse>, Errors<AdminUserErrors>> {
+        let ctx = request_context(req, &self.state);
+        let revoked = admin::revoke_sessions(&self.state, Actor::Admin, &ctx, UserId::from(id.0)).await?;
+        Ok(Json(RevokeSessionsResponse { success: true, revoked }))
     }
 }

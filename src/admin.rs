@@ -3,6 +3,7 @@
 //! transaction with its audit event (`admin.*`, `metadata.actor` naming
 //! where it came from); reads are not audited.
 
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
 use crate::{
@@ -161,4 +162,64 @@ pub async fn revoke_sessions(
     .await?;
     tx.commit().await?;
     Ok(revoked)
+}
+
+/// What erasing a person removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erased {
+    pub sessions: u64,
+    pub codes: u64,
+    pub links: u64,
+    pub rate_limits: u64,
+    /// Audit rows kept, with the address and IPs removed.
+    pub audit_rows: u64,
+}
+
+/// The `rate_limits.subject` of a key of `kind` (`address` or `ip`): the
+/// hash `rate_limit` counts under, so a person's counters can be found.
+fn rate_limit_subject(kind: &str, key: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update(b":");
+    h.update(key.as_bytes());
+    h.finalize().into()
+}
+
+/// Erases the user `id`, in one transaction: the user, its sessions and
+/// refresh tokens, the codes and links of its address, the rate-limit
+/// counters of its address and of the IPs it used; its audit rows are kept
+/// for the record but pseudonymised (address and IPs removed, user id kept).
+/// Recorded as `admin.user.deleted`, which names the user id only.
+pub async fn delete_user(
+    state: &AppState,
+    actor: Actor,
+    ctx: &RequestContext,
+    id: UserId,
+) -> Result<Erased, AdminError> {
+    let now = state.clock.now();
+    let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+    let email = store::users::lock(&mut tx, id).await?.ok_or(AdminError::NotFound)?;
+    let mut ips = store::sessions::ips_of_user(&mut tx, id).await?;
+    ips.extend(store::audit::ips_of(&mut tx, id.as_uuid(), &email).await?);
+    ips.sort_unstable();
+    ips.dedup();
+    let mut subjects = vec![rate_limit_subject("address", &email)];
+    subjects.extend(ips.iter().map(|ip| rate_limit_subject("ip", &ip.to_string())));
+    let erased = Erased {
+        sessions: store::sessions::delete_of_user(&mut tx, id).await?,
+        codes: store::otp::delete_for_email(&mut tx, &email).await?,
+        links: store::magic_links::delete_for_email(&mut tx, &email).await?,
+        rate_limits: store::rate_limits::delete_subjects(&mut tx, &subjects).await?,
+        audit_rows: store::audit::pseudonymise(&mut tx, id.as_uuid(), &email).await?,
+    };
+    store::users::delete(&mut tx, id).await?;
+    tx.record(
+        event(Event::AdminUserDeleted, actor, ctx, now)
+            .user(id)
+            .meta("sessions", erased.sessions)
+            .meta("auditRows", erased.audit_rows),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(erased)
 }

@@ -15,6 +15,7 @@ use poem_openapi::{OpenApi, OpenApiService, SecurityScheme, Tags, auth::Bearer};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+pub mod audit;
 pub mod cursor;
 pub mod users;
 
@@ -30,6 +31,8 @@ use crate::{
 pub enum AdminTags {
     /// Finding, creating, disabling and erasing users; ending their sessions.
     Users,
+    /// The audit trail.
+    Audit,
     /// Liveness of the server and its database.
     Health,
 }
@@ -63,13 +66,14 @@ impl AdminHealthApi {
 }
 
 /// Every API of the admin document.
-pub type AdminApis = (users::UsersApi, AdminHealthApi);
+pub type AdminApis = (users::UsersApi, audit::AuditApi, AdminHealthApi);
 
 /// The admin OpenAPI service: routes and the generated document.
 pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
     OpenApiService::new(
         (
             users::UsersApi { state: state.clone() },
+            audit::AuditApi { state: state.clone() },
             AdminHealthApi { state: state.clone() },
         ),
         "sesame admin",

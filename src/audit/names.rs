@@ -41,6 +41,8 @@ pub enum Event {
     AdminUserEnabled,
     /// An operator ended every session of a user (`metadata.revoked`).
     AdminSessionsRevoked,
+    /// An operator erased a user; its audit rows were pseudonymised.
+    AdminUserDeleted,
 }
 
 impl Event {
@@ -63,6 +65,7 @@ impl Event {
         Self::AdminUserDisabled,
         Self::AdminUserEnabled,
         Self::AdminSessionsRevoked,
+        Self::AdminUserDeleted,
     ];
 
     /// The dotted name, e.g. `auth.login`.
@@ -85,6 +88,7 @@ impl Event {
             Self::AdminUserDisabled => "admin.user.disabled",
             Self::AdminUserEnabled => "admin.user.enabled",
             Self::AdminSessionsRevoked => "admin.sessions.revoked",
+            Self::AdminUserDeleted => "admin.user.deleted",
         }
     }
 }

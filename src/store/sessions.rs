@@ -337,3 +337,23 @@ pub async fn revoke_all(
     .fetch_one(conn)
     .await
 }
+
+/// The client IPs the sessions of `user_id` were started from.
+pub async fn ips_of_user(conn: &mut PgConnection, user_id: UserId) -> Result<Vec<std::net::IpAddr>, sqlx::Error> {
+    let ips = sqlx::query_scalar!(
+        r#"SELECT DISTINCT ip AS "ip!" FROM sessions WHERE user_id = $1 AND ip IS NOT NULL"#,
+        user_id.as_uuid()
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(ips.into_iter().map(|n| n.ip()).collect())
+}
+
+/// Deletes every session of `user_id` and, with them, their refresh tokens
+/// (erasing a person); returns how many sessions.
+pub async fn delete_of_user(conn: &mut PgConnection, user_id: UserId) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!("DELETE FROM sessions WHERE user_id = $1", user_id.as_uuid())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}

@@ -200,3 +200,11 @@ pub async fn lock(conn: &mut PgConnection, id: UserId) -> Result<Option<String>,
         .fetch_optional(conn)
         .await
 }
+
+/// Deletes the user `id` (its sessions and tokens go with it); whether it existed.
+pub async fn delete(conn: &mut PgConnection, id: UserId) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!("DELETE FROM users WHERE id = $1", id.as_uuid())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -145,7 +145,17 @@ async fn every_admin_operation_documents_its_error_body() {
             }
         }
     }
-    for id in ["list_users", "get_user", "create_user", HEALTH] {
+    for id in [
+        "list_users",
+        "get_user",
+        "create_user",
+        "disable_user",
+        "enable_user",
+        "revoke_user_sessions",
+        "delete_user",
+        "list_audit_events",
+        HEALTH,
+    ] {
         assert!(seen.iter().any(|s| s == id), "{id} was inspected: {seen:?}");
     }
 }

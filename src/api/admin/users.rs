@@ -112,6 +112,23 @@ pub struct RevokeSessionsResponse {
     pub revoked: i64,
 }
 
+/// What erasing a user removed.
+#[derive(Object, Debug)]
+#[oai(rename_all = "camelCase")]
+pub struct DeleteUserResponse {
+    /// Always `true`.
+    pub success: bool,
+    /// Sessions deleted (with their refresh tokens).
+    pub sessions: u64,
+    /// Codes and links of the address deleted.
+    pub codes: u64,
+    pub links: u64,
+    /// Rate-limit counters of the address and of the user's IPs deleted.
+    pub rate_limits: u64,
+    /// Audit rows kept, with the address and IPs removed.
+    pub audit_rows: u64,
+}
+
 #[derive(ApiResponse)]
 pub enum CreateUserResponse {
     /// The user was created; nothing was sent to it.
@@ -320,5 +337,36 @@ impl UsersApi {
         let ctx = request_context(req, &self.state);
         let revoked = admin::revoke_sessions(&self.state, Actor::Admin, &ctx, UserId::from(id.0)).await?;
         Ok(Json(RevokeSessionsResponse { success: true, revoked }))
+    }
+
+    /// Erase a user.
+    ///
+    /// In one transaction: the user, its sessions and refresh tokens, the
+    /// codes and links of its address, and the rate-limit counters of its
+    /// address and of the IPs it used are deleted; its audit rows are kept for
+    /// the record but pseudonymised (address and IP removed, user id kept).
+    /// Recorded as `admin.user.deleted`, naming the user id only.
+    #[oai(
+        path = "/admin/users/:id",
+        method = "delete",
+        operation_id = "delete_user",
+        tag = "AdminTags::Users"
+    )]
+    async fn delete_user(
+        &self,
+        req: &Request,
+        _auth: AdminAuth,
+        id: Path<Uuid>,
+    ) -> Result<Json<DeleteUserResponse>, Errors<AdminUserErrors>> {
+        let ctx = request_context(req, &self.state);
+        let erased = admin::delete_user(&self.state, Actor::Admin, &ctx, UserId::from(id.0)).await?;
+        Ok(Json(DeleteUserResponse {
+            success: true,
+            sessions: erased.sessions,
+            codes: erased.codes,
+            links: erased.links,
+            rate_limits: erased.rate_limits,
+            audit_rows: erased.audit_rows,
+        }))
     }
 }

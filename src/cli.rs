@@ -1,5 +1,7 @@
 //! The `sesame` command line.
 
+mod users;
+
 use std::{io::Write as _, time::Duration};
 
 use anyhow::Context as _;
@@ -12,7 +14,7 @@ use crate::{
     audit::{self, report},
     cleanup,
     clock::Clock,
-    config::Config,
+    config::{Config, MetricsFormat},
     store, telemetry,
 };
 
@@ -48,6 +50,11 @@ pub enum Command {
     },
     /// Run the cleanup job once (expired codes, links, sessions, rate-limit windows, old audit rows).
     Cleanup,
+    /// Find, create, disable, enable and erase users; end their sessions.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
+    },
     /// Manage the Ed25519 keys that sign access tokens.
     Keys {
         #[command(subcommand)]
@@ -134,6 +141,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Generate { out, force },
         } => generate_keys(&out, force),
         Command::Cleanup => cleanup_once().await,
+        Command::Users { command } => {
+            let state = AppState::new(no_console(load_config()?), Clock::system())?;
+            let done = users::run(&state, command).await;
+            state.audit.close().await;
+            done
+        }
         Command::Serve => {
             let config = load_config()?;
             migrate(&config).await?;
@@ -210,6 +223,16 @@ fn generate_keys(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
          JWT_PREVIOUS_PUBLIC_KEY_FILES until its tokens expire (see docs/DEPLOYMENT.md)."
     );
     Ok(())
+}
+
+/// Commands that print their own output keep the audit file but not the
+/// console lines, which would mix with it.
+fn no_console(mut config: Config) -> Config {
+    config.audit.metrics_format = match config.audit.metrics_format {
+        MetricsFormat::Both | MetricsFormat::File => MetricsFormat::File,
+        MetricsFormat::Console | MetricsFormat::None => MetricsFormat::None,
+    };
+    config
 }
 
 /// Commands that only read the trail write no console or file output of their own.

@@ -7,7 +7,7 @@
 //! The contract (endpoints, rules, events, settings) is `docs/API.md`.
 //!
 //! Map of the crate, in the direction data flows:
-//! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`, `audit`, `cleanup`, `keys`).
+//! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`, `audit`, `cleanup`, `users`, `keys`).
 //! - [`config`]: every setting, typed and validated at start-up.
 //! - [`keys`]: reads the JWT key files at start-up into [`auth::jwt::JwtKeys`].
 //! - [`app`]: [`app::Application`] (bind, serve, shut down) and the routes.

@@ -1,6 +1,7 @@
 //! Integration tests: the real app on a random port against a fresh database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_cli;
 mod admin_delete;
 mod admin_disable;
 mod admin_listener;

@@ -86,6 +86,18 @@ pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
     )
 }
 
+/// A text query parameter, refused (400) when it holds a NUL character,
+/// which PostgreSQL text cannot store or compare.
+pub fn text_param(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.contains('\0') => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid parameter `{name}`: it holds a NUL character"),
+        )),
+        v => Ok(v),
+    }
+}
+
 /// Whether `path` belongs to the admin API (and so needs the token).
 fn is_admin_path(path: &str) -> bool {
     path == "/admin" || path.starts_with("/admin/")

@@ -150,7 +150,15 @@ async fn list_filters_by_exact_email_and_by_literal_substring(_: PgPoolOptions, 
     for field in ["id", "email", "createdAt", "lastSignInAt", "disabledAt", "sessions"] {
         assert!(user.get(field).is_some(), "{field} in {user}");
     }
-    for bad in ["limit=0", "limit=201", "limit=x", "cursor=nonsense", "cursor="] {
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "limit=x",
+        "cursor=nonsense",
+        "cursor=",
+        "query=a%00b",
+        "email=%00",
+    ] {
         get(bad).await.assert_error(400, "invalid_request");
     }
     assert_eq!(emails(&get("limit=200").await).len(), 4);

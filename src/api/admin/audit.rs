@@ -5,8 +5,9 @@ use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AdminAuth, AdminTags, cursor};
+use super::{AdminAuth, AdminTags, cursor, text_param};
 use crate::{
+    api::types::Nullable,
     error::{AdminErrors, ApiError, ErrorCode, Errors},
     state::AppState,
     store::{self, audit::PageFilter},
@@ -27,15 +28,15 @@ pub struct AuditEventBody {
     /// The event name, e.g. `auth.login`.
     pub event: String,
     pub success: bool,
-    pub user_id: Option<Uuid>,
-    pub email: Option<String>,
+    pub user_id: Nullable<Uuid>,
+    pub email: Nullable<String>,
     /// Why it failed, on failures.
-    pub error: Option<String>,
+    pub error: Nullable<String>,
     /// Event-specific fields (`docs/API.md`, "Audit events").
-    pub metadata: Option<serde_json::Value>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
+    pub metadata: Nullable<serde_json::Value>,
+    pub ip: Nullable<String>,
+    pub user_agent: Nullable<String>,
+    pub request_id: Nullable<String>,
     pub created_at: OffsetDateTime,
 }
 
@@ -47,7 +48,7 @@ pub struct AuditEventsResponse {
     pub success: bool,
     pub events: Vec<AuditEventBody>,
     /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
+    pub next_cursor: Nullable<String>,
 }
 
 #[OpenApi]
@@ -95,9 +96,9 @@ impl AuditApi {
         };
         let limit = limit.0.unwrap_or(DEFAULT_PAGE);
         let filter = PageFilter {
-            event: event.0,
+            event: text_param("event", event.0)?,
             user_id: user_id.0,
-            email: email.0,
+            email: text_param("email", email.0)?,
             since: since.0,
             until: until.0,
         };
@@ -112,20 +113,20 @@ impl AuditApi {
                 id: r.id,
                 event: r.event.event.to_string(),
                 success: r.event.success,
-                user_id: r.event.user_id,
-                email: r.event.email,
-                error: r.event.error,
-                metadata: r.event.metadata.map(serde_json::Value::Object),
-                ip: r.event.context.ip.map(|ip| ip.to_string()),
-                user_agent: r.event.context.user_agent,
-                request_id: r.event.context.request_id,
+                user_id: r.event.user_id.into(),
+                email: r.event.email.into(),
+                error: r.event.error.into(),
+                metadata: r.event.metadata.map(serde_json::Value::Object).into(),
+                ip: r.event.context.ip.map(|ip| ip.to_string()).into(),
+                user_agent: r.event.context.user_agent.into(),
+                request_id: r.event.context.request_id.into(),
                 created_at: r.event.timestamp,
             })
             .collect();
         Ok(Json(AuditEventsResponse {
             success: true,
             events,
-            next_cursor,
+            next_cursor: next_cursor.into(),
         }))
     }
 }

@@ -10,10 +10,14 @@ use poem_openapi::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AdminAuth, AdminTags, cursor};
+use super::{AdminAuth, AdminTags, cursor, text_param};
 use crate::{
     admin::{self, Actor, AdminError},
-    api::{request_context, sign_in::parse_email, types::Text},
+    api::{
+        request_context,
+        sign_in::parse_email,
+        types::{Nullable, Text},
+    },
     auth::ids::UserId,
     error::{AdminCreateErrors, AdminErrors, AdminUserErrors, ApiError, ErrorCode, Errors},
     state::AppState,
@@ -35,9 +39,9 @@ pub struct AdminUserBody {
     pub email: String,
     pub created_at: OffsetDateTime,
     /// The last successful sign-in; `null` if it never signed in.
-    pub last_sign_in_at: Option<OffsetDateTime>,
+    pub last_sign_in_at: Nullable<OffsetDateTime>,
     /// When an operator disabled it; `null` while it may sign in.
-    pub disabled_at: Option<OffsetDateTime>,
+    pub disabled_at: Nullable<OffsetDateTime>,
     /// How many live sessions it has.
     pub sessions: i64,
 }
@@ -48,8 +52,8 @@ impl From<store::users::UserRecord> for AdminUserBody {
             id: u.id.as_uuid(),
             email: u.email,
             created_at: u.created_at,
-            last_sign_in_at: u.last_login_at,
-            disabled_at: u.disabled_at,
+            last_sign_in_at: u.last_login_at.into(),
+            disabled_at: u.disabled_at.into(),
             sessions: u.sessions,
         }
     }
@@ -63,7 +67,7 @@ pub struct UsersResponse {
     pub success: bool,
     pub users: Vec<AdminUserBody>,
     /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
+    pub next_cursor: Nullable<String>,
 }
 
 /// A live session of a user, as `GET /auth/sessions` shows it.
@@ -75,8 +79,8 @@ pub struct AdminSessionBody {
     pub last_used_at: OffsetDateTime,
     /// When it ends unless refreshed (sliding), or its absolute limit.
     pub expires_at: OffsetDateTime,
-    pub user_agent: Option<String>,
-    pub ip: Option<String>,
+    pub user_agent: Nullable<String>,
+    pub ip: Nullable<String>,
 }
 
 /// A user and its live sessions, most recently used first.
@@ -189,9 +193,10 @@ impl UsersApi {
             })?),
         };
         let limit = limit.0.unwrap_or(DEFAULT_PAGE);
+        let (email, query) = (text_param("email", email.0)?, text_param("query", query.0)?);
         let filter = UserFilter {
-            email: email.0.as_deref(),
-            query: query.0.as_deref(),
+            email: email.as_deref(),
+            query: query.as_deref(),
         };
         let mut conn = self.state.db.acquire().await?;
         let mut users =
@@ -204,7 +209,7 @@ impl UsersApi {
         Ok(Json(UsersResponse {
             success: true,
             users: users.into_iter().map(Into::into).collect(),
-            next_cursor,
+            next_cursor: next_cursor.into(),
         }))
     }
 
@@ -230,8 +235,8 @@ impl UsersApi {
                 created_at: s.created_at,
                 last_used_at: s.last_used_at,
                 expires_at: s.expires_at,
-                user_agent: s.user_agent,
-                ip: s.ip.map(|n| n.ip().to_string()),
+                user_agent: s.user_agent.into(),
+                ip: s.ip.map(|n| n.ip().to_string()).into(),
             })
             .collect();
         Ok(Json(UserDetailResponse {

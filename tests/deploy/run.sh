@@ -248,9 +248,11 @@ fresh_db sesame_deploy
 SECRET_MAIN=$(random_secret)
 free_port MAIN_PORT
 free_port MAIN_ADMIN_PORT
+MAIN_ADMIN_TOKEN=$(openssl rand -hex 32)
 MAIN=http://127.0.0.1:$MAIN_PORT
 MAIN_ADMIN=http://127.0.0.1:$MAIN_ADMIN_PORT
-start_sesame main "$MAIN_PORT" sesame_deploy JWT_SECRET="$SECRET_MAIN" ADMIN_PORT="$MAIN_ADMIN_PORT"
+start_sesame main "$MAIN_PORT" sesame_deploy JWT_SECRET="$SECRET_MAIN" ADMIN_PORT="$MAIN_ADMIN_PORT" \
+  ADMIN_TOKEN="$MAIN_ADMIN_TOKEN"
 MAIN_PID=$LAST_PID
 
 # =====================================================================================
@@ -339,7 +341,18 @@ check_production() {
   req GET "$admin_url/metrics"
   expect_status 200 "/metrics on the admin listener"
   req GET "$url/metrics"
-  expect_status 404 "/metrics on the public port"
+  expect_code 404 not_found "/metrics on the public port"
+  # ADMIN_TOKEN is empty in the template: the admin API is off, metrics and health are not.
+  req GET "$admin_url/admin/users"
+  expect_code 401 admin_token_required "/admin/users without ADMIN_TOKEN"
+  # The admin listener is on loopback only: not reachable on this host's other addresses,
+  # where the public comes in.
+  local public_ip
+  public_ip=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+\.' | grep -v '^127\.' | head -n 1 || true)
+  [ -n "$public_ip" ] || fail "no non-loopback IPv4 address to check the admin port against"
+  if curl -s -o /dev/null --max-time 3 "http://$public_ip:$admin_port/metrics"; then
+    fail "the admin listener answers on $public_ip:$admin_port"
+  fi
   [ "$(jwks_kids "$url")" = "$(jwt_header "$TOKEN" | jq -r .kid)" ] || fail "JWKS does not list the signing key"
   post_json "$url/auth/send-code" '{"email":"not an address"}'
   expect_code 400 invalid_email "invalid address"
@@ -349,7 +362,7 @@ check_production() {
     sleep 0.1
   done
   [ "$nlines" -ge 5 ] || fail "the JSON Lines file $d/log/metrics.jsonl got $nlines lines"
-  ok "refused as shipped (empty JWT_SECRET); with it filled in (and an Ed25519 key): login over SMTP, refresh, JWKS, JSON Lines file"
+  ok "refused as shipped (empty JWT_SECRET); with it filled in (and an Ed25519 key): login over SMTP, refresh, JWKS, JSON Lines file; /metrics on the admin listener only, which the host's public address does not reach"
 
   CHECK=sigterm
   # A request whose body takes 2 s is in flight when SIGTERM arrives.
@@ -442,8 +455,11 @@ check_proxy() {
   expect_status 200 "POST /auth/logout through $name"
   ip=$(sql sesame_deploy "SELECT event || ' ' || host(ip) FROM audit_events WHERE request_id = '$rid-xff'")
   [ "$ip" = "auth.logout 127.0.0.1" ] || fail "audit_events for the spoofed request: '$ip' (expected 'auth.logout 127.0.0.1')"
+  # Not served on the public port: the proxy passes them to sesame, which answers 404.
   req GET "$base/metrics"
-  expect_status 403 "GET /metrics through $name"
+  expect_code 404 not_found "GET /metrics through $name"
+  req GET "$base/admin/users" -H "Authorization: Bearer $MAIN_ADMIN_TOKEN"
+  expect_code 404 not_found "GET /admin/users through $name"
   head -c 70000 /dev/zero | tr '\0' a | sed 's/^/{"refreshToken":"/; s/$/"}/' >"$T/big.json"
   # The proxy answers the 413 without contacting sesame: sesame's request counter does not move.
   # Control first: the same body sent straight to sesame is counted (sesame's own 413).
@@ -577,7 +593,7 @@ check_nginx() {
   [ "$STATUS" = 301 ] && [[ $(header Location) == https://* ]] || fail "http port: expected a 301 to https, got $STATUS"
   racing_tab nginx "https://127.0.0.1:$port" control
   end "$pid"
-  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still; urt=- in the access log), no link token in the access log, http→https; racing tab: $RACE_NOTE"
+  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics and /admin/ 404, 413 JSON without contacting sesame (its request counter still; urt=- in the access log), no link token in the access log, http→https; racing tab: $RACE_NOTE"
 }
 
 check_caddy() {
@@ -605,7 +621,7 @@ check_caddy() {
   check_proxy caddy "http://127.0.0.1:$port"
   racing_tab caddy "http://127.0.0.1:$port"
   end "$pid"
-  ok "caddy $(caddy version | cut -d' ' -f1) validate passes; through a real Caddy: /health, X-Request-Id, spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still); racing tab: $RACE_NOTE (TLS not tested)"
+  ok "caddy $(caddy version | cut -d' ' -f1) validate passes; through a real Caddy: /health, X-Request-Id, spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics and /admin/ 404, 413 JSON without contacting sesame (its request counter still); racing tab: $RACE_NOTE (TLS not tested)"
 }
 
 check_instances() {

@@ -9,7 +9,8 @@
 # rate limits off so every example reaches the handlers), signs in once so the
 # bearer-protected operations are exercised too, then runs every operation with
 # FUZZ_EXAMPLES examples (default 200) and the checks: not_a_server_error,
-# response_schema_conformance, status_code_conformance, content_type_conformance.
+# response_schema_conformance, status_code_conformance, content_type_conformance;
+# then the same for the admin document on the admin listener, with ADMIN_TOKEN.
 # Called by scripts/test.sh; exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,11 +29,14 @@ psql -X -q -v ON_ERROR_STOP=1 -d "$base/postgres" -c "SET client_min_messages = 
 
 bin=${SESAME_BIN:-${CARGO_TARGET_DIR:-target}/debug/sesame}
 [ -x "$bin" ] || cargo build --quiet --locked --bin sesame
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+admin_port=$(free_port)
+admin_token=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 work=$(mktemp -d)
 log=$work/server.log
-DATABASE_URL=$base/$db PORT=$port EMAIL_PROVIDER=console RATE_LIMIT_ENABLED=false METRICS_FORMAT=none \
-  LOG_FORMAT=json RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
+DATABASE_URL=$base/$db PORT=$port ADMIN_PORT=$admin_port ADMIN_TOKEN=$admin_token EMAIL_PROVIDER=console \
+  RATE_LIMIT_ENABLED=false METRICS_FORMAT=none LOG_FORMAT=json RUST_LOG=warn "$bin" serve >"$log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 url=http://127.0.0.1:$port
@@ -46,15 +50,23 @@ code=$(grep -o 'Your sign-in code: [0-9]*' "$log" | tail -n 1 | awk '{print $4}'
 token=$(curl -fsS "$url/auth/verify-code" -H 'content-type: application/json' \
   -d "{\"email\":\"fuzz@example.com\",\"code\":\"$code\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
+# fuzz DOCUMENT_URL BEARER [extra arguments]: one schemathesis run.
+fuzz() {
+  local doc=$1 bearer=$2
+  shift 2
+  "$VENV/bin/st" run "$doc" \
+    --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
+    --phases examples,coverage,fuzzing \
+    --max-examples "${FUZZ_EXAMPLES:-200}" \
+    --seed "${FUZZ_SEED:-20261127}" \
+    --request-timeout 10 \
+    --header "Authorization: Bearer $bearer" \
+    --no-color "$@"
+}
 status=0
-"$VENV/bin/st" run "$url/openapi.json" \
-  --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
-  --phases examples,coverage,fuzzing \
-  --max-examples "${FUZZ_EXAMPLES:-200}" \
-  --seed "${FUZZ_SEED:-20261127}" \
-  --request-timeout 10 \
-  --header "Authorization: Bearer $token" \
-  --no-color "$@" || status=$?
+fuzz "$url/openapi.json" "$token" "$@" || status=$?
+# The admin API, on its own listener, with its own token.
+fuzz "http://127.0.0.1:$admin_port/openapi.json" "$admin_token" "$@" || status=$?
 if grep -q '"level":"ERROR"' "$log"; then
   echo "sesame: the server logged errors while fuzzed:" >&2
   grep '"level":"ERROR"' "$log" | head -n 20 >&2

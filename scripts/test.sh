@@ -91,22 +91,27 @@ count_cargo() {
   failed=$((failed + f))
   if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then fail "${3:-cargo test} exited $2 with no failed test (a build error?)"; fi
 }
-# count_fuzz LOG RC: the "Test cases:" summary of schemathesis, the line after "Test cases:":
+# count_fuzz LOG RC: the "Test cases:" summaries of schemathesis (one per run: the public
+# and the admin document), each the line after "Test cases:":
 # "N generated, N passed" or "N generated, K found U unique failures[, E errored][, S skipped]".
 count_fuzz() {
-  local line g p k u e
-  line=$(awk '/^Test cases:/ { getline; print; exit }' "$1")
+  local line g p k u e runs=0 bad=0
   # before WORD: the number before the first word starting with WORD on the line, or 0.
   before() { awk -v w="$1" '{ for (i = 2; i <= NF; i++) if (index($i, w) == 1) { n = $(i - 1) + 0; break } } END { print n + 0 }' <<<"$line"; }
-  g=$(before generated) p=$(before passed) k=$(before found) u=$(before unique) e=$(before errored)
-  if [[ $line == *" passed"* ]]; then
-    passed=$((passed + p))
-  else
-    passed=$((passed + g - k - e))
-  fi
-  failed=$((failed + u + e))
-  if [ "$2" -ne 0 ] && [ $((u + e)) -eq 0 ]; then fail "scripts/fuzz.sh exited $2"; fi
-  if [ "$2" -eq 0 ] && [ "${g:-0}" -eq 0 ]; then fail "scripts/fuzz.sh generated no test case"; fi
+  while IFS= read -r line; do
+    runs=$((runs + 1))
+    g=$(before generated) p=$(before passed) k=$(before found) u=$(before unique) e=$(before errored)
+    if [[ $line == *" passed"* ]]; then
+      passed=$((passed + p))
+    else
+      passed=$((passed + g - k - e))
+    fi
+    failed=$((failed + u + e))
+    bad=$((bad + u + e))
+    if [ "${g:-0}" -eq 0 ]; then fail "scripts/fuzz.sh: a run generated no test case"; fi
+  done < <(awk '/^Test cases:/ { getline; print }' "$1")
+  if [ "$2" -ne 0 ] && [ "$bad" -eq 0 ]; then fail "scripts/fuzz.sh exited $2"; fi
+  if [ "$runs" -ne 2 ]; then fail "scripts/fuzz.sh: expected 2 runs (public and admin document), saw $runs"; fi
 }
 # count_suite NAME LOG RC: each suite prints "<check>: ok" per passing check and
 # "<check>: FAILED..." per failing one; a suite that exits 0 must have passed something.

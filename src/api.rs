@@ -7,10 +7,12 @@
 //! - [`refresh`]: rotating a refresh token, and logging out with one.
 //! - [`session`]: the signed-in user and their sessions (bearer token).
 //! - [`health`]: the server and its database.
+//! - [`admin`]: the operators' API on the admin listener, with its own document.
 //! - [`bodies`]: response bodies shared by several operations; [`types`]:
 //!   strict request field types; [`security`]: the bearer scheme;
 //!   [`middleware`]: request ids, body checks, CORS, tracing.
 
+pub mod admin;
 pub mod bodies;
 pub mod health;
 pub mod login_code;

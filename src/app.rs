@@ -3,6 +3,10 @@
 //! Production and tests boot the same code: [`Application::build`] binds (port 0
 //! in tests), [`Application::port`] tells where, and
 //! [`Application::run_until_stopped`] serves until the shutdown future resolves.
+//!
+//! Two listeners share one [`AppState`]: the public one ([`routes`]) and, unless
+//! `ADMIN_PORT=0`, the operators' one ([`admin_routes`]: `/metrics`, `/health`,
+//! the admin API and its document), which the public port does not serve.
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -24,19 +28,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub fn routes(state: &AppState) -> impl Endpoint + 'static {
     let service = api::service(state);
     let spec_yaml = service.spec_yaml();
-    let metrics = state.metrics.clone();
     let jwks = state.jwt.jwks().to_string();
     let frontend_url = state.config.login.frontend_url.clone();
     let route = Route::new()
         .at(
             "/.well-known/jwks.json",
             text_get("application/json", Some("public, max-age=300"), move || jwks.clone()),
-        )
-        .at(
-            "/metrics",
-            text_get("text/plain; version=0.0.4; charset=utf-8", None, move || {
-                metrics.render()
-            }),
         )
         // 1.7 MB of Swagger UI: let browsers keep it for a few minutes.
         .nest(
@@ -63,6 +60,31 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
         )
         .nest("/", service);
     with_middleware(route, state)
+}
+
+/// Every route of the admin listener: Prometheus metrics, health, the admin
+/// API (behind the admin token) and its document with Swagger UI.
+pub fn admin_routes(state: &AppState) -> impl Endpoint + 'static {
+    let service = api::admin::service(state);
+    let metrics = state.metrics.clone();
+    let route = Route::new()
+        .at(
+            "/metrics",
+            text_get("text/plain; version=0.0.4; charset=utf-8", None, move || {
+                metrics.render()
+            }),
+        )
+        .nest("/docs", service.swagger_ui())
+        .at("/openapi.json", service.spec_endpoint())
+        .nest("/", service);
+    route
+        .around(middleware::check_body)
+        .catch_all_error(|err| async move { error::render(err) })
+        .around(api::admin::require_token)
+        .around(middleware::trace)
+        .data(state.metrics.clone())
+        .data(middleware::BodyTimeout(state.config.server.request_body_timeout))
+        .data(state.clone())
 }
 
 /// A GET route answering `body()` as `content_type`, with `cache_control` if given.
@@ -102,25 +124,52 @@ fn with_middleware(route: Route, state: &AppState) -> impl Endpoint + 'static {
 pub struct Application {
     acceptor: TcpAcceptor,
     addr: SocketAddr,
+    /// The admin listener, unless `ADMIN_PORT=0`.
+    admin: Option<(TcpAcceptor, SocketAddr)>,
     state: AppState,
 }
 
+/// Binds `bind`; `settings` names the variables to change when it fails.
+async fn bind(bind: SocketAddr, settings: &str) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding {bind} (set {settings})"))?;
+    let addr = listener.local_addr()?;
+    Ok((TcpAcceptor::from_tokio(listener)?, addr))
+}
+
 impl Application {
-    /// Binds `HOST:PORT` (port 0 picks a free port) and prepares the state.
+    /// Binds `HOST:PORT` and `ADMIN_HOST:ADMIN_PORT` (port 0 picks a free
+    /// port) and prepares the state.
     pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
-        let bind = SocketAddr::new(config.server.host, config.server.port);
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .with_context(|| format!("binding {bind} (set HOST and PORT)"))?;
-        let addr = listener.local_addr()?;
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let (acceptor, addr) = bind(SocketAddr::new(config.server.host, config.server.port), "HOST and PORT").await?;
+        let admin = match config.admin.port {
+            Some(port) => Some(
+                bind(
+                    SocketAddr::new(config.admin.host, port),
+                    "ADMIN_HOST and ADMIN_PORT, or ADMIN_PORT=0 to turn the admin listener off",
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let state = AppState::new(config, clock)?;
-        Ok(Self { acceptor, addr, state })
+        Ok(Self {
+            acceptor,
+            addr,
+            admin,
+            state,
+        })
     }
 
     /// The port actually bound.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The port of the admin listener, if it is on.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, addr)| addr.port())
     }
 
     pub fn state(&self) -> &AppState {
@@ -133,11 +182,36 @@ impl Application {
         let cleanup = crate::cleanup::spawn(self.state.clone());
         let webhooks = crate::webhooks::spawn(self.state.clone());
         let file_outbox = crate::audit::outbox::spawn(self.state.clone());
+        // One shutdown signal, heard by both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        };
         tracing::info!(addr = %self.addr, "sesame listening");
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(SHUTDOWN_GRACE))
-            .await
-            .context("serving HTTP")?;
+        let public = Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(
+            app,
+            until_stopped(stopped.clone()),
+            Some(SHUTDOWN_GRACE),
+        );
+        let admin = async {
+            let Some((acceptor, addr)) = self.admin else {
+                return Ok(());
+            };
+            tracing::info!(%addr, "admin listener up");
+            Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    admin_routes(&self.state),
+                    until_stopped(stopped.clone()),
+                    Some(SHUTDOWN_GRACE),
+                )
+                .await
+                .context("serving the admin listener")
+        };
+        let served = tokio::try_join!(async { public.await.context("serving HTTP") }, admin);
         cleanup.abort();
         if let Some(task) = file_outbox {
             // Rows of lines confirmed but not yet deleted are listed in the position file.
@@ -148,6 +222,7 @@ impl Application {
                 .stop(self.state.config.webhooks.timeout + Duration::from_secs(1))
                 .await;
         }
+        served?;
         self.state.audit.close().await;
         self.state.db.close().await;
         tracing::info!("sesame stopped");

@@ -1,5 +1,7 @@
 //! The `sesame` command line.
 
+mod users;
+
 use std::{io::Write as _, time::Duration};
 
 use anyhow::Context as _;
@@ -12,7 +14,7 @@ use crate::{
     audit::{self, report},
     cleanup,
     clock::Clock,
-    config::Config,
+    config::{Config, MetricsFormat},
     store, telemetry,
 };
 
@@ -31,6 +33,9 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document (YAML by default); needs no database.
     Openapi {
+        /// Print the admin API's document (served on the admin listener) instead.
+        #[arg(long)]
+        admin: bool,
         /// Print YAML (the default).
         #[arg(long, conflicts_with = "json")]
         yaml: bool,
@@ -49,6 +54,11 @@ pub enum Command {
     Webhooks {
         #[command(subcommand)]
         command: WebhooksCommand,
+    },
+    /// Find, create, disable, enable and erase users; end their sessions.
+    Users {
+        #[command(subcommand)]
+        command: users::UsersCommand,
     },
     /// Manage the Ed25519 keys that sign access tokens.
     Keys {
@@ -130,12 +140,19 @@ fn parse_window(s: &str) -> Result<Duration, String> {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Openapi { json, .. } => {
-            let service = crate::api::service(&AppState::offline());
-            if json {
-                println!("{}", service.spec());
+        Command::Openapi { admin, json, .. } => {
+            let state = AppState::offline();
+            let (spec, yaml) = if admin {
+                let service = crate::api::admin::service(&state);
+                (service.spec(), service.spec_yaml())
             } else {
-                print!("{}", service.spec_yaml());
+                let service = crate::api::service(&state);
+                (service.spec(), service.spec_yaml())
+            };
+            if json {
+                println!("{spec}");
+            } else {
+                print!("{yaml}");
             }
             Ok(())
         }
@@ -149,6 +166,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => generate_keys(&out, force),
         Command::Cleanup => cleanup_once().await,
         Command::Webhooks { command } => webhooks(command).await,
+        Command::Users { command } => {
+            let state = AppState::new(no_console(load_config()?), Clock::system())?;
+            let done = users::run(&state, command).await;
+            state.audit.close().await;
+            done
+        }
         Command::Serve => {
             let config = load_config()?;
             migrate(&config).await?;
@@ -285,6 +308,16 @@ fn generate_keys(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
          JWT_PREVIOUS_PUBLIC_KEY_FILES until its tokens expire (see docs/DEPLOYMENT.md)."
     );
     Ok(())
+}
+
+/// Commands that print their own output keep the audit file but not the
+/// console lines, which would mix with it.
+fn no_console(mut config: Config) -> Config {
+    config.audit.metrics_format = match config.audit.metrics_format {
+        MetricsFormat::Both | MetricsFormat::File => MetricsFormat::File,
+        MetricsFormat::Console | MetricsFormat::None => MetricsFormat::None,
+    };
+    config
 }
 
 /// Commands that only read the trail write no console or file output of their own.

@@ -31,6 +31,9 @@ pub const DESIGN_EXAMPLE_JWT_SECRET: &str = "your-super-secret-jwt-key-change-th
 /// The shortest `JWT_SECRET` accepted in production: 256 bits for HS256.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// The shortest `ADMIN_TOKEN` accepted: 256 bits, like `JWT_SECRET`.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
+
 /// Largest request body accepted; larger bodies are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -117,6 +120,20 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Where audit events are POSTed, how they are signed and retried.
     pub webhooks: WebhookSettings,
+    /// The operators' listener: metrics, health and the admin API.
+    pub admin: AdminSettings,
+}
+
+/// The admin listener: `/metrics`, `/health` and the admin API under `/admin/`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Address the admin listener binds (`ADMIN_HOST`, default 127.0.0.1).
+    pub host: IpAddr,
+    /// Port of the admin listener; `None` when off (`ADMIN_PORT`, default 3002; 0 turns it off).
+    /// `Some(0)`, set only in code, picks a free port.
+    pub port: Option<u16>,
+    /// Bearer token of the admin API, at least 32 bytes (`ADMIN_TOKEN`, default none; the admin API answers 401).
+    pub token: Option<Secret>,
 }
 
 /// The HTTP server: where it listens, how it logs, whom it trusts.
@@ -323,6 +340,7 @@ impl Config {
             audit: AuditSettings::read(&mut r),
             rate_limits: RateLimits::read(&mut r),
             webhooks: WebhookSettings::read(&mut r),
+            admin: AdminSettings::read(&mut r, app_env),
         };
         r.finish(config)
     }

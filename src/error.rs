@@ -87,6 +87,9 @@ pub enum ApiError {
     /// The resource does not exist (or is not the caller's).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The resource already exists (`user_exists`).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
     /// The body did not arrive within `REQUEST_BODY_TIMEOUT` (`request_timeout`);
     /// the connection is closed.
     #[oai(status = 408)]
@@ -132,6 +135,7 @@ impl ApiError {
                 Self::Unauthorized(body, challenge.to_owned())
             }
             StatusCode::NOT_FOUND => Self::NotFound(body),
+            StatusCode::CONFLICT => Self::Conflict(body),
             StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout(body),
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(body),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(body),
@@ -261,6 +265,12 @@ error_sets! {
     BearerErrors = [400, 401, 408, 413, 429, 500, 503];
     /// Ending one session by id.
     DeleteSessionErrors = [400, 401, 404, 408, 413, 429, 500, 503];
+    /// Admin API reads and changes behind the admin token (429: wrong tokens).
+    AdminErrors = [400, 401, 408, 413, 429, 500, 503];
+    /// Admin API operations on one user by id.
+    AdminUserErrors = [400, 401, 404, 408, 413, 429, 500, 503];
+    /// Creating a user through the admin API.
+    AdminCreateErrors = [400, 401, 408, 409, 413, 415, 429, 500, 503];
 }
 
 impl<S: ErrorSet> From<LimitError> for Errors<S> {

@@ -7,11 +7,12 @@
 //! The contract (endpoints, rules, events, settings) is `docs/API.md`.
 //!
 //! Map of the crate, in the direction data flows:
-//! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`, `audit`, `cleanup`, `keys`).
+//! - [`cli`]: the `sesame` subcommands (`serve`, `migrate`, `openapi`, `audit`, `cleanup`, `users`, `keys`).
 //! - [`config`]: every setting, typed and validated at start-up.
 //! - [`keys`]: reads the JWT key files at start-up into [`auth::jwt::JwtKeys`].
 //! - [`app`]: [`app::Application`] (bind, serve, shut down) and the routes.
 //! - [`state`]: [`state::AppState`], what handlers, jobs and commands share.
+//! - [`admin`]: what operators do to users, shared by the admin API and `sesame users`.
 //! - [`api`]: the HTTP operations, one module per flow, and the middleware.
 //! - [`auth`]: the rules as pure functions (codes, links, refresh, session expiry),
 //!   tokens and hashing; no HTTP, no SQL, no IO.
@@ -26,6 +27,7 @@
 //! - [`error`]: the one error envelope every response uses, and every [`error::ErrorCode`].
 //! - [`telemetry`]: the tracing subscriber.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;

@@ -53,6 +53,8 @@ pub enum Limit {
     DefaultPerIpMinute,
     /// `RATE_LIMIT_EMAILS_PER_HOUR`: sends by the whole deployment.
     EmailsPerHour,
+    /// Wrong admin tokens per client IP per minute ([`ADMIN_AUTH_PER_IP_PER_MINUTE`]).
+    AdminAuthPerIpMinute,
 }
 
 /// Whom a limit counts.
@@ -65,6 +67,11 @@ pub enum Key {
     /// The whole deployment.
     Global,
 }
+
+/// Wrong admin tokens a client may present per minute: an operator mistyping
+/// gets a few tries; guessing a 32-byte token is hopeless anyway, this keeps
+/// the log and the database quiet.
+pub const ADMIN_AUTH_PER_IP_PER_MINUTE: u32 = 10;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -80,6 +87,7 @@ impl Limit {
             Self::RefreshPerIpMinute => "refresh_per_ip_minute",
             Self::DefaultPerIpMinute => "default_per_ip_minute",
             Self::EmailsPerHour => "emails_per_hour",
+            Self::AdminAuthPerIpMinute => "admin_auth_per_ip_minute",
         }
     }
 
@@ -103,6 +111,7 @@ impl Limit {
             Self::RefreshPerIpMinute => (l.refresh_per_ip_per_minute, MINUTE),
             Self::DefaultPerIpMinute => (l.default_per_ip_per_minute, MINUTE),
             Self::EmailsPerHour => (l.emails_per_hour, HOUR),
+            Self::AdminAuthPerIpMinute => (ADMIN_AUTH_PER_IP_PER_MINUTE, MINUTE),
         };
         (max > 0 && !window.is_zero()).then_some((max, window))
     }
@@ -117,6 +126,7 @@ impl Limit {
             Self::RefreshPerIpMinute => format!("at most {max} refreshes per client per {per}"),
             Self::DefaultPerIpMinute => format!("at most {max} requests per client per {per}"),
             Self::EmailsPerHour => format!("at most {max} codes or links per {per} for the whole service"),
+            Self::AdminAuthPerIpMinute => format!("at most {max} wrong admin tokens per client per {per}"),
         }
     }
 }
@@ -165,6 +175,18 @@ fn subject(limit: Limit, key: &str) -> [u8; 32] {
     h.update(b":");
     h.update(key.as_bytes());
     h.finalize().into()
+}
+
+/// The stored subjects of one person's counters: their mailbox and every
+/// client IP they used, keyed as the limits key them (so that erasing the
+/// person finds the counters).
+pub fn person_subjects(email: &str, ips: &[IpAddr], ipv6_prefix: u8) -> Vec<[u8; 32]> {
+    let mut subjects = vec![subject(Limit::SendPerAddressHour, &canonical_mailbox(email))];
+    subjects.extend(
+        ips.iter()
+            .map(|ip| subject(Limit::SendPerIpHour, &ip_key(*ip, ipv6_prefix))),
+    );
+    subjects
 }
 
 /// A limit of this request that is on: its allowed hits, window and key.

@@ -87,6 +87,12 @@ impl AppState {
         })
     }
 
+    /// The present `SESSION_MAX_AGE` as the session queries take it: a session
+    /// begun longer ago is over, whatever its stored expiry.
+    pub fn session_cap(&self) -> Option<time::Duration> {
+        self.config.tokens.session_max_age.map(crate::clock::span)
+    }
+
     /// State that never touches a database: for printing the OpenAPI document.
     pub fn offline() -> Self {
         let mut config = Config::from_lookup(|_| None).unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"));

@@ -61,24 +61,29 @@ impl HealthApi {
         tag = "ApiTags::Health"
     )]
     async fn get_health(&self) -> HealthResponse {
-        let outcome = tokio::time::timeout(PING_TIMEOUT, store::health::ping(&self.state.db)).await;
-        let error = match outcome {
-            Ok(Ok(())) => {
-                return HealthResponse::Ok(Json(HealthBody {
-                    status: "ok".to_owned(),
-                    database: "ok".to_owned(),
-                }));
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {}s", PING_TIMEOUT.as_secs()),
-        };
-        tracing::warn!(%error, "health check: database unreachable");
-        HealthResponse::Unavailable(Json(HealthUnavailableBody {
-            success: false,
-            status: "error".to_owned(),
-            database: "unreachable".to_owned(),
-            error: "the database is unreachable".to_owned(),
-            code: "database_unavailable".to_owned(),
-        }))
+        check(&self.state).await
     }
+}
+
+/// Pings the database: 200 when it answers within [`PING_TIMEOUT`], else 503.
+pub async fn check(state: &AppState) -> HealthResponse {
+    let outcome = tokio::time::timeout(PING_TIMEOUT, store::health::ping(&state.db)).await;
+    let error = match outcome {
+        Ok(Ok(())) => {
+            return HealthResponse::Ok(Json(HealthBody {
+                status: "ok".to_owned(),
+                database: "ok".to_owned(),
+            }));
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {}s", PING_TIMEOUT.as_secs()),
+    };
+    tracing::warn!(%error, "health check: database unreachable");
+    HealthResponse::Unavailable(Json(HealthUnavailableBody {
+        success: false,
+        status: "error".to_owned(),
+        database: "unreachable".to_owned(),
+        error: "the database is unreachable".to_owned(),
+        code: "database_unavailable".to_owned(),
+    }))
 }

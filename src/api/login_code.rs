@@ -11,7 +11,7 @@ use super::{
     ApiTags,
     bodies::{SendResponse, TokenPair},
     request_context,
-    sign_in::{Sent, Source, Withheld, deliver, limit, may_sign_in, parse_email, start_session, withhold},
+    sign_in::{Sent, Source, Withheld, deliver, limit, parse_email, refusal, start_session, withhold},
     types::Text,
 };
 use crate::{
@@ -78,10 +78,10 @@ impl LoginCodeApi {
         let code = OtpCode::generate(config.login.otp_length);
         let hash = hash_code(state, code.clone()).await?;
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
-        if !may_sign_in(&mut tx, state, &email).await? {
+        if let Some(why) = refusal(&mut tx, state, &email).await? {
             // The round trip that storing the code takes, storing nothing.
             store::otp::find_for_update(&mut tx, &email).await?;
-            withhold(tx, state, &ctx, &email, Withheld::Code).await?;
+            withhold(tx, state, &ctx, &email, Withheld::Code, why).await?;
             return Ok(Json(SendResponse::sent()));
         }
 

@@ -10,7 +10,7 @@ use super::{
     bodies::{SendResponse, TokenPair},
     page::{PageResponse, magic_link_page},
     request_context,
-    sign_in::{Sent, Source, Withheld, deliver, limit, may_sign_in, parse_email, start_session, withhold},
+    sign_in::{Sent, Source, Withheld, deliver, limit, parse_email, refusal, start_session, withhold},
     types::Text,
 };
 use crate::{
@@ -94,10 +94,10 @@ impl LoginLinkApi {
         limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
         let hash = magic_link::hash(&token);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
-        if !may_sign_in(&mut tx, state, &email).await? {
+        if let Some(why) = refusal(&mut tx, state, &email).await? {
             // The round trip that storing the link takes, storing nothing.
             store::magic_links::find_for_update(&mut tx, &hash).await?;
-            withhold(tx, state, &ctx, &email, Withheld::Link).await?;
+            withhold(tx, state, &ctx, &email, Withheld::Link, why).await?;
             return Ok(Json(SendResponse::sent()));
         }
 

@@ -54,8 +54,7 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
         ApiError::from(ErrorCode::InvalidToken)
     })?;
     let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
-    let max_age = state.config.tokens.session_max_age.map(crate::clock::span);
-    let user = store::sessions::find_live_owner(&mut conn, claims.sid, claims.sub, now, max_age)
+    let user = store::sessions::find_live_owner(&mut conn, claims.sid, claims.sub, now, state.session_cap())
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| {

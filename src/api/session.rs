@@ -93,8 +93,8 @@ impl SessionApi {
     async fn list_sessions(&self, auth: BearerAuth) -> Result<Json<SessionsResponse>, Errors<BearerErrors>> {
         let BearerAuth(Caller { claims, .. }) = auth;
         let mut conn = self.state.db.acquire().await?;
-        let max_age = self.state.config.tokens.session_max_age.map(crate::clock::span);
-        let rows = store::sessions::list_live(&mut conn, claims.sub, self.state.clock.now(), max_age).await?;
+        let rows =
+            store::sessions::list_live(&mut conn, claims.sub, self.state.clock.now(), self.state.session_cap()).await?;
         let sessions = rows
             .into_iter()
             .map(|s| SessionBody {

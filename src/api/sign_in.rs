@@ -38,14 +38,39 @@ pub async fn limit(
         .await?)
 }
 
-/// Whether `email` may receive a sign-in message: always, unless
-/// `ALLOW_SIGNUP=false` and the address has no account. Asked inside the send's
-/// transaction, so both answers take the same steps up to the mailer.
-pub async fn may_sign_in(conn: &mut PgConnection, state: &AppState, email: &EmailAddress) -> Result<bool, ApiError> {
-    if state.config.login.allow_signup {
-        return Ok(true);
+/// Why a sign-in message is withheld from an address (the `error` of
+/// `otp.withheld` and `magic_link.withheld`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `ALLOW_SIGNUP=false` and the address has no account.
+    NoAccount,
+    /// The address's user is disabled.
+    Disabled,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NoAccount => "No account (sign-up closed)",
+            Self::Disabled => "User disabled",
+        }
     }
-    Ok(store::users::exists(conn, email).await?)
+}
+
+/// Whether `email` may not receive a sign-in message, and why: its user is
+/// disabled, or `ALLOW_SIGNUP=false` and the address has no account. Asked
+/// inside the send's transaction, so every answer takes the same steps up to
+/// the mailer.
+pub async fn refusal(
+    conn: &mut PgConnection,
+    state: &AppState,
+    email: &EmailAddress,
+) -> Result<Option<Refusal>, ApiError> {
+    Ok(match store::users::is_disabled(conn, email).await? {
+        Some(true) => Some(Refusal::Disabled),
+        Some(false) => None,
+        None => (!state.config.login.allow_signup).then_some(Refusal::NoAccount),
+    })
 }
 
 /// What an email carries: the id of its code or link.
@@ -88,15 +113,12 @@ pub async fn deliver(
     Err(ErrorCode::EmailFailed.into())
 }
 
-/// A sign-in message withheld from an address without an account.
+/// A sign-in message withheld (see [`Refusal`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Withheld {
     Code,
     Link,
 }
-
-/// The `error` of `otp.withheld` and `magic_link.withheld`.
-pub const NO_ACCOUNT: &str = "No account (sign-up closed)";
 
 /// Ends a send to an address that may not sign in in the steps of a real one,
 /// storing and sending nothing: records `otp.withheld` / `magic_link.withheld`
@@ -111,13 +133,14 @@ pub async fn withhold(
     ctx: &RequestContext,
     email: &EmailAddress,
     withheld: Withheld,
+    why: Refusal,
 ) -> Result<(), ApiError> {
     let (event, sent) = match withheld {
         Withheld::Code => (Event::OtpWithheld, Event::OtpSent),
         Withheld::Link => (Event::MagicLinkWithheld, Event::MagicLinkSent),
     };
     tx.record(
-        AuditEvent::failure(event, NO_ACCOUNT, ctx, state.clock.now())
+        AuditEvent::failure(event, why.reason(), ctx, state.clock.now())
             .email(email.as_str())
             .meta("emailDomain", email.domain()),
     )
@@ -176,7 +199,15 @@ pub async fn start_session(
     now: OffsetDateTime,
 ) -> Result<TokenPair, ApiError> {
     let config = &state.config;
-    let (user, created) = store::users::upsert_on_login(tx, email, now).await?;
+    let Some((user, created)) = store::users::upsert_on_login(tx, email, now).await? else {
+        // Disabled since the code or link was sent: the generic refusal.
+        tracing::info!("sign-in refused: the user is disabled");
+        return Err(match source {
+            Source::MagicLink => ErrorCode::InvalidLink,
+            Source::Otp | Source::Refresh => ErrorCode::InvalidCode,
+        }
+        .into());
+    };
     if created {
         tx.record(
             AuditEvent::success(Event::UserCreated, ctx, now)

@@ -69,3 +69,68 @@ impl ToJSON for Text {
         Some(Value::String(self.0.clone()))
     }
 }
+
+/// A response field that is always present and may be `null`, documented as
+/// `nullable: true`. (`Option` is documented as an optional field of its
+/// type, which generated clients then refuse to find `null` in.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nullable<T>(pub Option<T>);
+
+impl<T> From<Option<T>> for Nullable<T> {
+    fn from(value: Option<T>) -> Self {
+        Self(value)
+    }
+}
+
+impl<T: Type> Type for Nullable<T> {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = T::RawValueType;
+
+    type RawElementValueType = T::RawElementValueType;
+
+    fn name() -> Cow<'static, str> {
+        format!("nullable_{}", T::name()).into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = match T::schema_ref() {
+            MetaSchemaRef::Inline(schema) => *schema,
+            reference @ MetaSchemaRef::Reference(_) => MetaSchema {
+                all_of: vec![reference],
+                ..MetaSchema::ANY
+            },
+        };
+        schema.nullable = true;
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        T::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        self.0.as_ref().and_then(Type::as_raw_value)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        match &self.0 {
+            Some(value) => value.raw_element_iter(),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+}
+
+impl<T: ParseFromJSON> ParseFromJSON for Nullable<T> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Option::<T>::parse_from_json(value)
+            .map(Self)
+            .map_err(ParseError::propagate)
+    }
+}
+
+impl<T: ToJSON> ToJSON for Nullable<T> {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.as_ref().and_then(ToJSON::to_json).unwrap_or(Value::Null))
+    }
+}

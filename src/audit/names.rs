@@ -39,6 +39,16 @@ pub enum Event {
     TokenReuseDetected,
     /// A request was refused by a rate limit.
     RateLimitExceeded,
+    /// An operator created a user (`metadata.actor`: `admin` | `cli`).
+    AdminUserCreated,
+    /// An operator disabled a user; its sessions ended (`metadata.revoked`).
+    AdminUserDisabled,
+    /// An operator enabled a disabled user.
+    AdminUserEnabled,
+    /// An operator ended every session of a user (`metadata.revoked`).
+    AdminSessionsRevoked,
+    /// An operator erased a user; its audit rows were pseudonymised.
+    AdminUserDeleted,
 }
 
 impl Event {
@@ -60,6 +70,11 @@ impl Event {
         Self::TokenRefresh,
         Self::TokenReuseDetected,
         Self::RateLimitExceeded,
+        Self::AdminUserCreated,
+        Self::AdminUserDisabled,
+        Self::AdminUserEnabled,
+        Self::AdminSessionsRevoked,
+        Self::AdminUserDeleted,
     ];
 
     /// The dotted name, e.g. `auth.login`.
@@ -81,6 +96,11 @@ impl Event {
             Self::TokenRefresh => "token.refresh",
             Self::TokenReuseDetected => "token.reuse_detected",
             Self::RateLimitExceeded => "rate_limit.exceeded",
+            Self::AdminUserCreated => "admin.user.created",
+            Self::AdminUserDisabled => "admin.user.disabled",
+            Self::AdminUserEnabled => "admin.user.enabled",
+            Self::AdminSessionsRevoked => "admin.sessions.revoked",
+            Self::AdminUserDeleted => "admin.user.deleted",
         }
     }
 }

@@ -9,9 +9,9 @@ use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
 use super::{
-    AppEnv, AuditSettings, DESIGN_EXAMPLE_JWT_SECRET, DatabaseSettings, EXAMPLE_JWT_SECRET, EmailProvider,
-    EmailSettings, LogFormat, LoginSettings, MIN_JWT_SECRET_BYTES, MetricsFormat, RateLimits, Secret, ServerSettings,
-    TokenSettings, WebhookEvents, WebhookSettings, origin_of, reader::Reader,
+    AdminSettings, AppEnv, AuditSettings, DESIGN_EXAMPLE_JWT_SECRET, DatabaseSettings, EXAMPLE_JWT_SECRET,
+    EmailProvider, EmailSettings, LogFormat, LoginSettings, MIN_ADMIN_TOKEN_BYTES, MIN_JWT_SECRET_BYTES, MetricsFormat,
+    RateLimits, Secret, ServerSettings, TokenSettings, WebhookEvents, WebhookSettings, origin_of, reader::Reader,
 };
 
 /// `APP_ENV` (`NODE_ENV` when unset): read first, since production tightens other checks.
@@ -453,4 +453,37 @@ fn webhook_events(r: &mut Reader<'_>) -> WebhookEvents {
         }
     }
     WebhookEvents::Only(names)
+}
+
+impl AdminSettings {
+    /// `ADMIN_PORT=0` turns the listener off. In production an admin listener on a
+    /// non-loopback address needs `ADMIN_TOKEN`: its metrics tell who has accounts.
+    pub(super) fn read(r: &mut Reader<'_>, app_env: AppEnv) -> Self {
+        let host: IpAddr = r.parse(
+            "ADMIN_HOST",
+            IpAddr::from([127, 0, 0, 1]),
+            "an IP address such as 127.0.0.1 or 10.0.0.5",
+        );
+        let port = match r.parse(
+            "ADMIN_PORT",
+            3002u16,
+            "a port number from 1 to 65535, or 0 to turn it off",
+        ) {
+            0 => None,
+            p => Some(p),
+        };
+        let token = r.raw("ADMIN_TOKEN").map(Secret::new);
+        if token.as_ref().is_some_and(|t| t.expose().len() < MIN_ADMIN_TOKEN_BYTES) {
+            r.secret_problem("ADMIN_TOKEN", "at least 32 bytes, e.g. `openssl rand -hex 32`");
+        }
+        if app_env.is_production() && port.is_some() && !host.is_loopback() && token.is_none() {
+            r.problem(
+                "ADMIN_TOKEN",
+                "a token of at least 32 bytes when ADMIN_HOST is not a loopback address in production \
+                 (or ADMIN_HOST=127.0.0.1, or ADMIN_PORT=0 to turn the admin listener off)",
+                None,
+            );
+        }
+        Self { host, port, token }
+    }
 }

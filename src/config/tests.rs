@@ -478,3 +478,39 @@ fn webhook_settings_default_to_none_and_refuse_bad_values_naming_the_variable() 
     refused(&[("WEBHOOK_TIMEOUT", "0s")], "WEBHOOK_TIMEOUT");
     refused(&[("WEBHOOK_MAX_AGE", "soon")], "WEBHOOK_MAX_AGE");
 }
+
+#[test]
+fn the_admin_listener_defaults_to_loopback_port_3002_without_a_token() {
+    let c = load(&[]).expect("defaults");
+    assert_eq!(c.admin.host, IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(c.admin.port, Some(3002));
+    assert!(c.admin.token.is_none());
+    let c = load(&[("ADMIN_PORT", "0")]).expect("0 turns it off");
+    assert_eq!(c.admin.port, None);
+    let c = load(&prod_with(&[])).expect("production on loopback needs no token");
+    assert!(c.admin.token.is_none());
+}
+
+#[test]
+fn an_admin_token_shorter_than_32_bytes_is_refused_without_echoing_it() {
+    let p = problems(&[("ADMIN_TOKEN", "short-admin-token")]);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("ADMIN_TOKEN: expected at least 32 bytes"), "{p:?}");
+    assert!(!p[0].contains("short-admin-token"), "{p:?}");
+    let token = "a".repeat(MIN_ADMIN_TOKEN_BYTES);
+    let c = load(&[("ADMIN_TOKEN", &token)]).expect("32 bytes are enough");
+    assert_eq!(c.admin.token.as_ref().map(Secret::expose), Some(token.as_str()));
+}
+
+#[test]
+fn production_refuses_a_public_admin_listener_without_a_token() {
+    let p = problems(&prod_with(&[("ADMIN_HOST", "0.0.0.0")]));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("ADMIN_TOKEN: expected a token"), "{p:?}");
+    let token = "0123456789abcdef0123456789abcdef";
+    load(&prod_with(&[("ADMIN_HOST", "0.0.0.0"), ("ADMIN_TOKEN", token)])).expect("with a token");
+    load(&prod_with(&[("ADMIN_HOST", "0.0.0.0"), ("ADMIN_PORT", "0")])).expect("turned off");
+    load(&[("ADMIN_HOST", "0.0.0.0")]).expect("development allows it");
+    let p = problems(&[("ADMIN_HOST", "localhost"), ("ADMIN_PORT", "x")]);
+    assert_eq!(p.len(), 2, "{p:?}");
+}

@@ -27,10 +27,16 @@ pub enum ErrorCode {
     InvalidRefreshToken,
     /// The bearer access token is missing, invalid or expired.
     InvalidToken,
+    /// The admin API was called while `ADMIN_TOKEN` is not set.
+    AdminTokenRequired,
+    /// The admin bearer token is missing or wrong.
+    InvalidAdminToken,
     /// Unknown route, or a resource that is not the caller's.
     NotFound,
     /// Known route, wrong method.
     MethodNotAllowed,
+    /// An admin API create for an address that already has a user.
+    UserExists,
     /// The body did not arrive within `REQUEST_BODY_TIMEOUT`.
     RequestTimeout,
     /// The body is over 64 KiB.
@@ -64,8 +70,11 @@ impl ErrorCode {
         Self::InvalidLink,
         Self::InvalidRefreshToken,
         Self::InvalidToken,
+        Self::AdminTokenRequired,
+        Self::InvalidAdminToken,
         Self::NotFound,
         Self::MethodNotAllowed,
+        Self::UserExists,
         Self::RequestTimeout,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
@@ -90,8 +99,11 @@ impl ErrorCode {
             Self::InvalidLink => "invalid_link",
             Self::InvalidRefreshToken => "invalid_refresh_token",
             Self::InvalidToken => "invalid_token",
+            Self::AdminTokenRequired => "admin_token_required",
+            Self::InvalidAdminToken => "invalid_admin_token",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::UserExists => "user_exists",
             Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -113,11 +125,15 @@ impl ErrorCode {
             | Self::BadRequest
             | Self::InvalidEmail
             | Self::InvalidRedirect => StatusCode::BAD_REQUEST,
-            Self::InvalidCode | Self::InvalidLink | Self::InvalidRefreshToken | Self::InvalidToken => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::InvalidCode
+            | Self::InvalidLink
+            | Self::InvalidRefreshToken
+            | Self::InvalidToken
+            | Self::AdminTokenRequired
+            | Self::InvalidAdminToken => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UserExists => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -141,8 +157,11 @@ impl ErrorCode {
             Self::InvalidLink => "the link is invalid, used or expired",
             Self::InvalidRefreshToken => "the refresh token is invalid, used or expired",
             Self::InvalidToken => "the access token is missing, invalid or expired",
+            Self::AdminTokenRequired => "the admin API is off: set ADMIN_TOKEN to use it",
+            Self::InvalidAdminToken => "the admin token is missing or wrong",
             Self::NotFound => "not found",
             Self::MethodNotAllowed => "method not allowed on this route",
+            Self::UserExists => "a user with this address already exists",
             Self::RequestTimeout => "the request body did not arrive in time",
             Self::PayloadTooLarge => "the request body is larger than 64 KiB",
             Self::UnsupportedMediaType => "the body must be sent as `Content-Type: application/json`",

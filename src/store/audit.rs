@@ -1,6 +1,7 @@
 //! The `audit_events` table.
 
 use sqlx::{PgConnection, types::ipnetwork::IpNetwork};
+use time::OffsetDateTime;
 
 use crate::{audit::event::AuditEvent, store::webhooks::Routes};
 
@@ -127,6 +128,111 @@ pub async fn list(
         filter.event,
         filter.user_id,
         filter.email,
+        limit,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredEvent {
+            id: r.id,
+            event: AuditEvent {
+                event: r.event.into(),
+                success: r.success,
+                user_id: r.user_id,
+                email: r.email,
+                error: r.error,
+                metadata: match r.metadata {
+                    Some(serde_json::Value::Object(m)) => Some(m),
+                    _ => None,
+                },
+                context: crate::audit::event::RequestContext {
+                    ip: r.ip.map(|n| n.ip()),
+                    user_agent: r.user_agent,
+                    request_id: r.request_id,
+                },
+                timestamp: r.created_at,
+            },
+        })
+        .collect())
+}
+
+/// The client IPs of the events of the person with `user_id` or `email`.
+pub async fn ips_of(
+    conn: &mut PgConnection,
+    user_id: uuid::Uuid,
+    email: &str,
+) -> Result<Vec<std::net::IpAddr>, sqlx::Error> {
+    let ips = sqlx::query_scalar!(
+        r#"
+        SELECT DISTINCT ip AS "ip!" FROM audit_events
+        WHERE (user_id = $1 OR lower(email) = lower($2)) AND ip IS NOT NULL
+        "#,
+        user_id,
+        email,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(ips.into_iter().map(|n| n.ip()).collect())
+}
+
+/// Pseudonymises the events of the person with `user_id` or `email`: the
+/// address and the client IP are removed, and the user id is kept (or set, on
+/// the events that named only the address), so the record stays whole
+/// without naming anyone. Returns how many rows.
+pub async fn pseudonymise(conn: &mut PgConnection, user_id: uuid::Uuid, email: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"
+        UPDATE audit_events SET email = NULL, ip = NULL, user_id = coalesce(user_id, $1)
+        WHERE user_id = $1 OR lower(email) = lower($2)
+        "#,
+        user_id,
+        email,
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Which events [`list_page`] returns; the filters combine.
+#[derive(Debug, Default, Clone)]
+pub struct PageFilter {
+    pub event: Option<String>,
+    pub user_id: Option<uuid::Uuid>,
+    pub email: Option<String>,
+    /// At or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Before this time.
+    pub until: Option<OffsetDateTime>,
+}
+
+/// Up to `limit` events matching `filter`, newest first (by row id), older than
+/// row `before_id` of an earlier page.
+pub async fn list_page(
+    conn: &mut PgConnection,
+    filter: &PageFilter,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT id, event, success, user_id, email, error, metadata, ip, user_agent, request_id, created_at
+        FROM audit_events
+        WHERE ($1::bigint IS NULL OR id < $1)
+          AND ($2::text IS NULL OR event = $2)
+          AND ($3::uuid IS NULL OR user_id = $3)
+          AND ($4::text IS NULL OR lower(email) = lower(btrim($4)))
+          AND ($5::timestamptz IS NULL OR created_at >= $5)
+          AND ($6::timestamptz IS NULL OR created_at < $6)
+        ORDER BY id DESC
+        LIMIT $7
+        "#,
+        before_id,
+        filter.event,
+        filter.user_id,
+        filter.email,
+        filter.since,
+        filter.until,
         limit,
     )
     .fetch_all(conn)

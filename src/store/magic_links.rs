@@ -62,3 +62,11 @@ pub async fn consume(conn: &mut PgConnection, id: Uuid, now: OffsetDateTime) -> 
         .await
         .map(|_| ())
 }
+
+/// Deletes every link of `email` (erasing a person); returns how many.
+pub async fn delete_for_email(conn: &mut PgConnection, email: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!("DELETE FROM magic_links WHERE email = lower($1)", email)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}

@@ -98,3 +98,12 @@ pub async fn expires_at(
     .fetch_optional(conn)
     .await
 }
+
+/// Deletes the counters of these subjects, in every bucket (erasing a person).
+pub async fn delete_subjects(conn: &mut PgConnection, subjects: &[[u8; 32]]) -> Result<u64, sqlx::Error> {
+    let subjects: Vec<Vec<u8>> = subjects.iter().map(|s| s.to_vec()).collect();
+    let done = sqlx::query!("DELETE FROM rate_limits WHERE subject = ANY($1)", &subjects)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}

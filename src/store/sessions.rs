@@ -23,6 +23,10 @@ pub enum RevokeReason {
     ReuseDetected,
     /// Refreshed past its `SESSION_MAX_AGE`, set or lowered since it began.
     Expired,
+    /// An operator disabled its user.
+    Disabled,
+    /// An operator ended every session of its user.
+    Admin,
 }
 
 impl RevokeReason {
@@ -33,6 +37,8 @@ impl RevokeReason {
             Self::Revoked => "revoked",
             Self::ReuseDetected => "reuse_detected",
             Self::Expired => "expired",
+            Self::Disabled => "disabled",
+            Self::Admin => "admin",
         }
     }
 }
@@ -264,6 +270,7 @@ pub async fn find_live_owner(
         FROM sessions s JOIN users u ON u.id = s.user_id
         WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3
           AND ($4::timestamptz IS NULL OR s.created_at > $4)
+          AND u.disabled_at IS NULL
         "#,
         session_id.as_uuid(),
         user_id.as_uuid(),
@@ -359,4 +366,24 @@ pub async fn revoke_all(
     )
     .fetch_one(conn)
     .await
+}
+
+/// The client IPs the sessions of `user_id` were started from.
+pub async fn ips_of_user(conn: &mut PgConnection, user_id: UserId) -> Result<Vec<std::net::IpAddr>, sqlx::Error> {
+    let ips = sqlx::query_scalar!(
+        r#"SELECT DISTINCT ip AS "ip!" FROM sessions WHERE user_id = $1 AND ip IS NOT NULL"#,
+        user_id.as_uuid()
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(ips.into_iter().map(|n| n.ip()).collect())
+}
+
+/// Deletes every session of `user_id` and, with them, their refresh tokens
+/// (erasing a person); returns how many sessions.
+pub async fn delete_of_user(conn: &mut PgConnection, user_id: UserId) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!("DELETE FROM sessions WHERE user_id = $1", user_id.as_uuid())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
 }

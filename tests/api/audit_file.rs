@@ -193,7 +193,7 @@ async fn file_errors_are_logged_at_most_once_a_minute(_: PgPoolOptions, db: PgCo
     let client = reqwest::Client::new();
     let errors = || async {
         let text = client
-            .get(server.url("/metrics"))
+            .get(server.admin_url("/metrics"))
             .send()
             .await
             .unwrap()

@@ -74,7 +74,7 @@ async fn metrics_counters_move_with_events_and_requests(_: PgPoolOptions, db: Pg
     assert_eq!(app.metric(events).await, 2.0);
     assert_eq!(app.metric(requests).await, 2.0);
     assert_eq!(app.metric(latency).await, 2.0);
-    let resp = app.get("/metrics").await;
+    let resp = app.admin_get("/metrics").await;
     assert!(
         resp.header("content-type")
             .unwrap()

@@ -13,8 +13,13 @@ use tokio::sync::oneshot;
 
 use crate::mailbox::SmtpSink;
 
+/// The `ADMIN_TOKEN` of test apps.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
+
 pub struct TestApp {
     pub address: String,
+    /// The admin listener (`/metrics`, `/health`, `/admin/…`), on its own random port.
+    pub admin_address: String,
     pub client: reqwest::Client,
     /// The app's own state: its clock (to move time) and keys.
     pub state: AppState,
@@ -30,6 +35,8 @@ pub fn test_config(db: PgConnectOptions) -> Config {
             .expect("defaults are valid");
     config.database.url = Some(db);
     config.server.port = 0;
+    config.admin.port = Some(0);
+    config.admin.token = Some(Secret::new(ADMIN_TOKEN));
     config.database.acquire_timeout = Duration::from_secs(1);
     // Tests that look at the console or the file turn them on themselves.
     config.audit.metrics_format = MetricsFormat::None;
@@ -136,6 +143,9 @@ impl TestApp {
         }
         let app = Application::build(config, Clock::system()).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let admin_address = app
+            .admin_port()
+            .map_or_else(String::new, |port| format!("http://127.0.0.1:{port}"));
         let state = app.state().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
@@ -143,6 +153,7 @@ impl TestApp {
         }));
         Self {
             address,
+            admin_address,
             client: reqwest::Client::new(),
             state,
             shutdown: Some(tx),
@@ -178,9 +189,32 @@ impl TestApp {
         TestResponse::from(req.send().await.expect("request")).await
     }
 
-    /// The value of one Prometheus series on `/metrics` (0 when absent).
+    /// A GET on the admin listener, without a token.
+    pub async fn admin_get(&self, path: &str) -> TestResponse {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.admin_address))
+            .send()
+            .await
+            .expect("request");
+        TestResponse::from(resp).await
+    }
+
+    /// A request to the admin API with the admin token and, if given, a JSON body.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> TestResponse {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.admin_address))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        TestResponse::from(req.send().await.expect("request")).await
+    }
+
+    /// The value of one Prometheus series on the admin listener's `/metrics` (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.get("/metrics").await.text;
+        let text = self.admin_get("/metrics").await.text;
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |v| v.trim().parse().unwrap())
@@ -303,37 +337,53 @@ pub fn database_url(db: &PgConnectOptions) -> String {
 }
 
 /// The real `sesame serve` binary, on a free port, in `dir`, with exactly `vars`
-/// (plus `DATABASE_URL` and `PORT`) in its environment.
+/// (plus `DATABASE_URL`, `PORT` and `ADMIN_PORT`) in its environment.
 pub struct ServerProcess {
     pub child: std::process::Child,
     pub port: u16,
+    pub admin_port: u16,
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl ServerProcess {
     pub fn start(db: &PgConnectOptions, dir: &std::path::Path, vars: &[(&str, &str)]) -> Self {
         use std::process::{Command, Stdio};
         sesame::install_crypto_provider();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let (port, admin_port) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_sesame"))
             .arg("serve")
             .current_dir(dir)
             .env_clear()
             .env("DATABASE_URL", database_url(db))
             .env("PORT", port.to_string())
+            .env("ADMIN_PORT", admin_port.to_string())
             .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Self { child, port }
+        Self {
+            child,
+            port,
+            admin_port,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
     /// Waits (up to 30 s) until `/health` answers, and returns that answer.

@@ -1,6 +1,11 @@
 //! Integration tests: the real app on a random port against a fresh database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_cli;
+mod admin_delete;
+mod admin_disable;
+mod admin_listener;
+mod admin_users;
 mod audit_cleanup;
 mod audit_cli;
 mod audit_file;

@@ -10,6 +10,49 @@ fn generated_yaml() -> String {
     sesame::api::service(&AppState::offline()).spec_yaml()
 }
 
+fn generated_admin_yaml() -> String {
+    sesame::api::admin::service(&AppState::offline()).spec_yaml()
+}
+
+#[tokio::test]
+async fn committed_openapi_admin_yaml_is_current() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi-admin.yaml"))
+        .expect("openapi-admin.yaml exists");
+    assert!(
+        committed == generated_admin_yaml(),
+        "openapi-admin.yaml differs from the code: run \
+         `cargo run -q -- openapi --admin --yaml > openapi-admin.yaml` and commit it"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_prints_the_admin_document_without_a_database() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["openapi", "--admin", "--yaml"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), generated_admin_yaml());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["openapi", "--admin", "--json"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spec["info"]["title"], "sesame admin");
+}
+
+#[sqlx::test]
+async fn the_admin_listener_serves_the_admin_document(_: PgPoolOptions, db: PgConnectOptions) {
+    let app = TestApp::spawn(db).await;
+    let served = app.admin_get("/openapi.json").await;
+    assert_eq!(served.status, 200);
+    let generated: Value = serde_json::from_str(&sesame::api::admin::service(&AppState::offline()).spec()).unwrap();
+    assert_eq!(served.json, generated);
+    assert!(app.admin_get("/docs").await.text.contains("SwaggerUIBundle"));
+}
+
 #[tokio::test]
 async fn committed_openapi_yaml_is_current() {
     let committed =
@@ -68,6 +111,57 @@ fn json_schema_ref<'a>(response: &'a Value, what: &str) -> &'a str {
 #[tokio::test]
 async fn every_operation_documents_its_error_body() {
     let spec: Value = serde_json::from_str(&sesame::api::service(&AppState::offline()).spec()).unwrap();
+    let seen = inspect_error_bodies(&spec);
+    for id in [
+        "send_code",
+        "verify_code",
+        "send_magic_link",
+        "verify_magic_link",
+        PAGE,
+        "refresh",
+        "logout",
+        "get_me",
+        "list_sessions",
+        "delete_session",
+        "logout_all",
+        HEALTH,
+    ] {
+        assert!(seen.iter().any(|s| s == id), "{id} was inspected: {seen:?}");
+    }
+}
+
+/// The same for the admin document: every admin operation answers 401 (the
+/// admin token) and 429 (wrong tokens) with the error bodies.
+#[tokio::test]
+async fn every_admin_operation_documents_its_error_body() {
+    let spec: Value = serde_json::from_str(&sesame::api::admin::service(&AppState::offline()).spec()).unwrap();
+    let seen = inspect_error_bodies(&spec);
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for operation in item.as_object().unwrap().values() {
+            if path.starts_with("/admin/") {
+                let responses = &operation["responses"];
+                assert!(responses["401"].is_object() && responses["429"].is_object(), "{path}");
+                assert!(operation["security"].is_array(), "{path} declares the admin token");
+            }
+        }
+    }
+    for id in [
+        "list_users",
+        "get_user",
+        "create_user",
+        "disable_user",
+        "enable_user",
+        "revoke_user_sessions",
+        "delete_user",
+        "list_audit_events",
+        HEALTH,
+    ] {
+        assert!(seen.iter().any(|s| s == id), "{id} was inspected: {seen:?}");
+    }
+}
+
+/// Checks the error responses of every operation of `spec`; returns their ids.
+fn inspect_error_bodies(spec: &Value) -> Vec<String> {
     let schemas = spec["components"]["schemas"].as_object().unwrap();
     // The envelope's fields are in every error schema, with the same types.
     let envelope = &schemas["ErrorBody"];
@@ -130,22 +224,7 @@ async fn every_operation_documents_its_error_body() {
             seen.push(id.to_owned());
         }
     }
-    for id in [
-        "send_code",
-        "verify_code",
-        "send_magic_link",
-        "verify_magic_link",
-        PAGE,
-        "refresh",
-        "logout",
-        "get_me",
-        "list_sessions",
-        "delete_session",
-        "logout_all",
-        HEALTH,
-    ] {
-        assert!(seen.iter().any(|s| s == id), "{id} was inspected: {seen:?}");
-    }
+    seen
 }
 
 #[sqlx::test]

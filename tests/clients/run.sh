@@ -4,7 +4,9 @@
 #   - Python:     openapi-python-client
 # against the real server, with email going to a local SMTP sink (smtp_sink.py):
 #   send code -> read the code from the sink -> verify code -> me -> refresh -> logout
-#   (-> the logged-out refresh token is refused with 401 invalid_refresh_token).
+#   (-> the logged-out refresh token is refused with 401 invalid_refresh_token);
+# and clients generated the same way from openapi-admin.yaml run the support flow on the
+# admin listener: find the user by address -> its sessions -> disable -> enable -> delete.
 # The server also sends its webhooks to webhook_receiver.py, which verifies each one with the
 # `standardwebhooks` Python package; every sign-up's user.created must arrive verified.
 #
@@ -27,6 +29,7 @@ repo=$(cd "$here/../.." && pwd -P)
 SESAME_BIN=${SESAME_BIN:-$repo/target/debug/sesame}
 PYTHON=${PYTHON:-python3}
 spec=$repo/openapi.yaml
+admin_spec=$repo/openapi-admin.yaml
 db=sesame_clients
 
 say() { printf '==> %s\n' "$*"; }
@@ -109,6 +112,8 @@ say "generate the TypeScript types (openapi-typescript)"
 rm -rf "$here/generated/ts" "$here/build"
 "$here/node_modules/.bin/openapi-typescript" "$spec" -o "$here/generated/ts/schema.d.ts" >"$work/gen-ts.log" 2>&1 \
   || { cat "$work/gen-ts.log" >&2; die "openapi-typescript failed on $spec"; }
+"$here/node_modules/.bin/openapi-typescript" "$admin_spec" -o "$here/generated/ts/admin.d.ts" >"$work/gen-ts-admin.log" 2>&1 \
+  || { cat "$work/gen-ts-admin.log" >&2; die "openapi-typescript failed on $admin_spec"; }
 
 say "generate the Python client (openapi-python-client)"
 mkdir -p "$here/generated/python"
@@ -119,6 +124,11 @@ mkdir -p "$here/generated/python"
   --overwrite --fail-on-warning) >"$work/gen-py.log" 2>&1 \
   || { cat "$work/gen-py.log" >&2; die "openapi-python-client failed on $spec"; }
 if grep -qi 'warning' "$work/gen-py.log"; then cat "$work/gen-py.log" >&2; die "openapi-python-client warned"; fi
+(cd "$work" && PATH="$venv/bin:$PATH" "$venv/bin/openapi-python-client" generate \
+  --path "$admin_spec" --meta none --output-path "$here/generated/python/sesame_admin_client" \
+  --overwrite --fail-on-warning) >"$work/gen-py-admin.log" 2>&1 \
+  || { cat "$work/gen-py-admin.log" >&2; die "openapi-python-client failed on $admin_spec"; }
+if grep -qi 'warning' "$work/gen-py-admin.log"; then cat "$work/gen-py-admin.log" >&2; die "openapi-python-client warned"; fi
 
 say "type-check the TypeScript client (tsc --noEmit)"
 (cd "$here" && node_modules/.bin/tsc --noEmit -p tsconfig.json)
@@ -161,10 +171,15 @@ done
 receiver_url=http://127.0.0.1:$(cat "$work/receiver.port")/hooks
 say "webhook receiver on $receiver_url (standardwebhooks)"
 
-port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+admin_port=$(free_port)
+admin_token=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')
 base=http://127.0.0.1:$port
+admin_base=http://127.0.0.1:$admin_port
 # Started from the scratch folder, so that no .env of a checkout is read.
 (cd "$work" && exec env DATABASE_URL="$PG_BASE/$db" PORT="$port" HOST=127.0.0.1 \
+  ADMIN_PORT="$admin_port" ADMIN_TOKEN="$admin_token" \
   EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$sink_port?tls=none" \
   WEBHOOK_URLS="$receiver_url" WEBHOOK_SECRET="$webhook_secret" \
   RATE_LIMIT_ENABLED=false METRICS_FORMAT=none LOG_FORMAT=json RUST_LOG=warn \
@@ -190,6 +205,18 @@ else
 fi
 say "python client (openapi-python-client)"
 if SESAME_URL=$base MAILDIR=$maildir EMAIL=py-client@example.com "$venv/bin/python" "$here/flow.py"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
+say "typescript admin client (openapi-fetch): the support flow"
+if ADMIN_URL=$admin_base ADMIN_TOKEN=$admin_token EMAIL=ts-client@example.com node "$here/build/flow_admin.js"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
+say "python admin client (openapi-python-client): the support flow"
+if ADMIN_URL=$admin_base ADMIN_TOKEN=$admin_token EMAIL=py-client@example.com "$venv/bin/python" "$here/flow_admin.py"; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1))

@@ -145,7 +145,7 @@ launch_sesame() {
   local name=$1 port=$2 db=$3
   shift 3
   (cd "$T/run" && umask 0027 && exec env -i PATH="$PATH" HOME="$T/run" \
-    DATABASE_URL="$PG_BASE/$db" PORT="$port" RATE_LIMIT_ENABLED=false METRICS_FORMAT=none \
+    DATABASE_URL="$PG_BASE/$db" PORT="$port" ADMIN_PORT=0 RATE_LIMIT_ENABLED=false METRICS_FORMAT=none \
     LOG_FORMAT=json TRUST_PROXY_HEADERS=true "$@" "$SESAME_BIN" serve) >"$T/$name.out" 2>"$T/$name.err" &
   LAST_PID=$!
   track "$LAST_PID"
@@ -247,8 +247,12 @@ random_secret() { openssl rand -base64 48 | tr -d '\n'; }
 fresh_db sesame_deploy
 SECRET_MAIN=$(random_secret)
 free_port MAIN_PORT
+free_port MAIN_ADMIN_PORT
+MAIN_ADMIN_TOKEN=$(openssl rand -hex 32)
 MAIN=http://127.0.0.1:$MAIN_PORT
-start_sesame main "$MAIN_PORT" sesame_deploy JWT_SECRET="$SECRET_MAIN"
+MAIN_ADMIN=http://127.0.0.1:$MAIN_ADMIN_PORT
+start_sesame main "$MAIN_PORT" sesame_deploy JWT_SECRET="$SECRET_MAIN" ADMIN_PORT="$MAIN_ADMIN_PORT" \
+  ADMIN_TOKEN="$MAIN_ADMIN_TOKEN"
 MAIN_PID=$LAST_PID
 
 # =====================================================================================
@@ -314,11 +318,12 @@ check_production() {
   done
   "$SESAME_BIN" keys generate --out "$d/keys" >/dev/null || fail "sesame keys generate failed"
   free_port port
-  local url=http://127.0.0.1:$port db_url=$PG_BASE/sesame_deploy
+  free_port admin_port
+  local url=http://127.0.0.1:$port admin_url=http://127.0.0.1:$admin_port db_url=$PG_BASE/sesame_deploy
   # Host names, not addresses, so the traced run resolves names as production does.
   db_url=${db_url/@127.0.0.1:/@localhost:}
   (cd "$T/run" && umask 0027 && exec env -i PATH="$PATH" HOME="$T/run" "${vars[@]}" \
-    JWT_SECRET="$(random_secret)" DATABASE_URL="$db_url" PORT="$port" \
+    JWT_SECRET="$(random_secret)" DATABASE_URL="$db_url" PORT="$port" ADMIN_PORT="$admin_port" \
     SMTP_URL="smtp://localhost:$sink_port" METRICS_FILE_PATH="$d/log/metrics.jsonl" \
     JWT_PRIVATE_KEY_FILE="$d/keys/jwt-ed25519.pem" \
     strace -f -qq -o "$d/strace.txt" "$SESAME_BIN" serve) >"$T/prod.out" 2>"$T/prod.err" &
@@ -333,8 +338,21 @@ check_production() {
   expect_status 200 "/auth/me"
   refresh "$url" "$REFRESH"
   expect_status 200 "refresh"
+  req GET "$admin_url/metrics"
+  expect_status 200 "/metrics on the admin listener"
   req GET "$url/metrics"
-  expect_status 200 "/metrics"
+  expect_code 404 not_found "/metrics on the public port"
+  # ADMIN_TOKEN is empty in the template: the admin API is off, metrics and health are not.
+  req GET "$admin_url/admin/users"
+  expect_code 401 admin_token_required "/admin/users without ADMIN_TOKEN"
+  # The admin listener is on loopback only: not reachable on this host's other addresses,
+  # where the public comes in.
+  local public_ip
+  public_ip=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+\.' | grep -v '^127\.' | head -n 1 || true)
+  [ -n "$public_ip" ] || fail "no non-loopback IPv4 address to check the admin port against"
+  if curl -s -o /dev/null --max-time 3 "http://$public_ip:$admin_port/metrics"; then
+    fail "the admin listener answers on $public_ip:$admin_port"
+  fi
   [ "$(jwks_kids "$url")" = "$(jwt_header "$TOKEN" | jq -r .kid)" ] || fail "JWKS does not list the signing key"
   post_json "$url/auth/send-code" '{"email":"not an address"}'
   expect_code 400 invalid_email "invalid address"
@@ -344,7 +362,7 @@ check_production() {
     sleep 0.1
   done
   [ "$nlines" -ge 5 ] || fail "the JSON Lines file $d/log/metrics.jsonl got $nlines lines"
-  ok "refused as shipped (empty JWT_SECRET); with it filled in (and an Ed25519 key): login over SMTP, refresh, JWKS, JSON Lines file"
+  ok "refused as shipped (empty JWT_SECRET); with it filled in (and an Ed25519 key): login over SMTP, refresh, JWKS, JSON Lines file; /metrics on the admin listener only, which the host's public address does not reach"
 
   CHECK=sigterm
   # A request whose body takes 2 s is in flight when SIGTERM arrives.
@@ -416,7 +434,7 @@ check_production() {
 # answered. A request is counted once answered, so a scrape counts in the next one.
 requests_seen() {
   local m
-  m=$(curl -fsS --max-time 5 "$MAIN/metrics") || return 1
+  m=$(curl -fsS --max-time 5 "$MAIN_ADMIN/metrics") || return 1
   awk '/^sesame_http_requests_total\{/ { n += $NF } END { print n + 0 }' <<<"$m"
 }
 
@@ -437,15 +455,18 @@ check_proxy() {
   expect_status 200 "POST /auth/logout through $name"
   ip=$(sql sesame_deploy "SELECT event || ' ' || host(ip) FROM audit_events WHERE request_id = '$rid-xff'")
   [ "$ip" = "auth.logout 127.0.0.1" ] || fail "audit_events for the spoofed request: '$ip' (expected 'auth.logout 127.0.0.1')"
+  # Not served on the public port: the proxy passes them to sesame, which answers 404.
   req GET "$base/metrics"
-  expect_status 403 "GET /metrics through $name"
+  expect_code 404 not_found "GET /metrics through $name"
+  req GET "$base/admin/users" -H "Authorization: Bearer $MAIN_ADMIN_TOKEN"
+  expect_code 404 not_found "GET /admin/users through $name"
   head -c 70000 /dev/zero | tr '\0' a | sed 's/^/{"refreshToken":"/; s/$/"}/' >"$T/big.json"
   # The proxy answers the 413 without contacting sesame: sesame's request counter does not move.
   # Control first: the same body sent straight to sesame is counted (sesame's own 413).
-  before=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  before=$(requests_seen) || fail "GET $MAIN_ADMIN/metrics failed"
   req POST "$MAIN/auth/logout" -H 'content-type: application/json' --data-binary @"$T/big.json"
   expect_code 413 payload_too_large "control: the 70 kB body straight to sesame"
-  after=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  after=$(requests_seen) || fail "GET $MAIN_ADMIN/metrics failed"
   [ $((after - before)) -eq 2 ] ||
     fail "control: sesame's counter moved by $((after - before)) for one scrape and one oversized body (expected 2)"
   before=$after
@@ -454,7 +475,7 @@ check_proxy() {
       --data-binary @"$T/big.json"
     expect_code 413 payload_too_large "a 70 kB body through $name (try $i)"
   done
-  after=$(requests_seen) || fail "GET $MAIN/metrics failed"
+  after=$(requests_seen) || fail "GET $MAIN_ADMIN/metrics failed"
   # Exactly 1 more (the previous scrape): sesame saw none of the 5.
   [ $((after - before)) -eq 1 ] ||
     fail "sesame counted $((after - before - 1)) request(s) while $name answered 5 oversized bodies with 413"
@@ -572,7 +593,7 @@ check_nginx() {
   [ "$STATUS" = 301 ] && [[ $(header Location) == https://* ]] || fail "http port: expected a 301 to https, got $STATUS"
   racing_tab nginx "https://127.0.0.1:$port" control
   end "$pid"
-  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still; urt=- in the access log), no link token in the access log, http→https; racing tab: $RACE_NOTE"
+  ok "nginx -t passes; through a real nginx: /health, X-Request-Id (nginx's own or the client's, also in the access log), spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics and /admin/ 404, 413 JSON without contacting sesame (its request counter still; urt=- in the access log), no link token in the access log, http→https; racing tab: $RACE_NOTE"
 }
 
 check_caddy() {
@@ -600,7 +621,7 @@ check_caddy() {
   check_proxy caddy "http://127.0.0.1:$port"
   racing_tab caddy "http://127.0.0.1:$port"
   end "$pid"
-  ok "caddy $(caddy version | cut -d' ' -f1) validate passes; through a real Caddy: /health, X-Request-Id, spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics 403, 413 JSON without contacting sesame (its request counter still); racing tab: $RACE_NOTE (TLS not tested)"
+  ok "caddy $(caddy version | cut -d' ' -f1) validate passes; through a real Caddy: /health, X-Request-Id, spoofed X-Forwarded-For recorded as 127.0.0.1, /metrics and /admin/ 404, 413 JSON without contacting sesame (its request counter still); racing tab: $RACE_NOTE (TLS not tested)"
 }
 
 check_instances() {

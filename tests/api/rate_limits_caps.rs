@@ -66,13 +66,12 @@ async fn the_bearer_operations_share_the_default_limit_and_count_before_the_toke
     assert_eq!(app.bearer(Method::DELETE, &other, token).await.status, 404);
     assert_eq!(app.bearer(Method::GET, "/auth/me", "garbage").await.status, 401);
     assert_eq!(app.logout(&"G".repeat(43)).await.status, 200);
-    // Not limited: health, the key set, the document, the docs, the metrics and the page.
+    // Not limited: health, the key set, the document, the docs and the page.
     for path in [
         "/health",
         "/.well-known/jwks.json",
         "/openapi.json",
         "/docs",
-        "/metrics",
         "/auth/verify?token=x",
     ] {
         assert_ne!(app.get(path).await.status, 429, "{path}");

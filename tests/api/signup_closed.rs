@@ -34,7 +34,7 @@ async fn closed_app(opts: PgPoolOptions, db: PgConnectOptions) -> (TestApp, Smtp
 
 /// Every series on `/metrics` with its value.
 async fn snapshot(app: &TestApp) -> BTreeMap<String, f64> {
-    let text = app.get("/metrics").await.text;
+    let text = app.admin_get("/metrics").await.text;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {

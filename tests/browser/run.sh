@@ -109,7 +109,7 @@ start_sesame() {
   dbs+=("$db")
   mkdir -p "$work/$name"
   (cd "$work/$name" && exec env -i PATH="$PATH" HOME="$HOME" \
-    DATABASE_URL="$PG_BASE/$db" HOST=127.0.0.1 PORT="$port" \
+    DATABASE_URL="$PG_BASE/$db" HOST=127.0.0.1 PORT="$port" ADMIN_PORT=0 \
     EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$sink_port?tls=none" \
     RATE_LIMIT_ENABLED=false METRICS_FORMAT=none LOG_FORMAT=json RUST_LOG=warn \
     CORS_ALLOWED_ORIGINS="$page_origin" FRONTEND_URL="$page_origin" \

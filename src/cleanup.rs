@@ -1,6 +1,6 @@
 //! The cleanup job: every `CLEANUP_INTERVAL`, one instance at a time (a
-//! PostgreSQL advisory lock) deletes expired codes, links and rate-limit
-//! windows, sessions and refresh tokens expired or ended more than a day ago,
+//! transaction-scoped PostgreSQL advisory lock, taken per batch) deletes
+//! expired codes, links and rate-limit windows, sessions and refresh tokens expired or ended more than a day ago,
 //! and audit rows older than `AUDIT_RETENTION`, in batches so no
 //! statement holds locks for long. `sesame cleanup` runs it once.
 
@@ -26,54 +26,62 @@ pub struct Report {
     pub audit_events: u64,
 }
 
-/// Repeats a batched delete until a batch comes back short; evaluates to the total.
+/// Repeats a batched delete until a batch comes back short, adding to
+/// `$report.$field`; each batch is one transaction under the lock. When the lock
+/// is taken, another instance is running the job: `run_once` returns what this
+/// one did so far (`None` if nothing: it never held the lock).
 macro_rules! drain {
-    ($delete:expr) => {{
-        let mut total = 0u64;
+    ($state:expr, $report:ident . $field:ident, $held:ident, |$conn:ident| $delete:expr) => {{
         loop {
+            let mut tx = $state.db.begin().await?;
+            if !store::cleanup::try_lock(&mut tx).await? {
+                return Ok($held.then_some($report));
+            }
+            $held = true;
+            let $conn = &mut *tx;
             let n = $delete.await?;
-            total += n;
+            tx.commit().await?;
+            $report.$field += n;
             if n < BATCH as u64 {
-                break total;
+                break;
             }
         }
     }};
 }
 
 /// Runs the job once; `None` when another instance holds the lock.
+///
+/// The lock is taken per batch, in the batch's own transaction: one batch at
+/// a time across instances, no transaction longer than a batch, and no
+/// session state (a transaction-mode pooler may hand each transaction to
+/// another server connection).
 pub async fn run_once(state: &AppState) -> Result<Option<Report>, sqlx::Error> {
-    // The lock belongs to a session: take it and do the work on one connection.
-    let mut conn = state.db.acquire().await?;
-    if !store::cleanup::try_lock(&mut conn).await? {
-        return Ok(None);
+    let now = state.clock.now();
+    let ended = now - ENDED_GRACE;
+    let mut report = Report::default();
+    let mut held = false;
+    if let Some(keep) = state.config.audit.audit_retention {
+        let cutoff = now - keep;
+        drain!(state, report.audit_events, held, |conn| {
+            store::cleanup::delete_audit_events_before(conn, cutoff, BATCH)
+        });
     }
-    let result = async {
-        let now = state.clock.now();
-        let audit_events = match state.config.audit.audit_retention {
-            Some(keep) => drain!(store::cleanup::delete_audit_events_before(&mut conn, now - keep, BATCH)),
-            None => 0,
-        };
-        let report = Report {
-            otp_codes: drain!(store::cleanup::delete_expired_otp_codes(&mut conn, now, BATCH)),
-            magic_links: drain!(store::cleanup::delete_expired_magic_links(&mut conn, now, BATCH)),
-            rate_limits: drain!(store::cleanup::delete_expired_rate_limits(&mut conn, now, BATCH)),
-            sessions: drain!(store::cleanup::delete_ended_sessions(
-                &mut conn,
-                now - ENDED_GRACE,
-                BATCH
-            )),
-            refresh_tokens: drain!(store::cleanup::delete_expired_refresh_tokens(
-                &mut conn,
-                now - ENDED_GRACE,
-                BATCH
-            )),
-            audit_events,
-        };
-        Ok::<_, sqlx::Error>(report)
-    }
-    .await;
-    store::cleanup::unlock(&mut conn).await?;
-    result.map(Some)
+    drain!(state, report.otp_codes, held, |conn| {
+        store::cleanup::delete_expired_otp_codes(conn, now, BATCH)
+    });
+    drain!(state, report.magic_links, held, |conn| {
+        store::cleanup::delete_expired_magic_links(conn, now, BATCH)
+    });
+    drain!(state, report.rate_limits, held, |conn| {
+        store::cleanup::delete_expired_rate_limits(conn, now, BATCH)
+    });
+    drain!(state, report.sessions, held, |conn| {
+        store::cleanup::delete_ended_sessions(conn, ended, BATCH)
+    });
+    drain!(state, report.refresh_tokens, held, |conn| {
+        store::cleanup::delete_expired_refresh_tokens(conn, ended, BATCH)
+    });
+    Ok(Some(report))
 }
 
 /// Runs the job every `CLEANUP_INTERVAL` until the task is aborted.

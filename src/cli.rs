@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::{
-    MIGRATOR,
     app::{self, AppState, Application},
     audit::{self, report},
     cleanup,
@@ -385,7 +384,16 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
         .connect()
         .await
         .context("connecting to the database at DATABASE_URL")?;
-    MIGRATOR.run(&mut conn).await.context("applying migrations")?;
+    // All pending migrations in one transaction under a transaction-scoped
+    // lock (see store::migrations::lock): safe behind a transaction-mode pooler.
+    let mut migrator = sqlx::migrate!();
+    migrator.set_locking(false);
+    let mut tx = conn.begin().await?;
+    store::migrations::lock(&mut tx)
+        .await
+        .context("waiting for the migration lock")?;
+    migrator.run(&mut *tx).await.context("applying migrations")?;
+    tx.commit().await.context("committing the migrations")?;
     conn.close().await?;
     tracing::info!("migrations applied");
     Ok(())

@@ -9,6 +9,7 @@ pub mod audit_file;
 pub mod cleanup;
 pub mod health;
 pub mod magic_links;
+pub mod migrations;
 pub mod otp;
 pub mod rate_limits;
 pub mod sessions;

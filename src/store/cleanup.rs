@@ -6,18 +6,14 @@ use time::OffsetDateTime;
 /// The advisory lock that lets one instance at a time run the cleanup job.
 const LOCK_KEY: i64 = 0x5e5a_3e00_c1ea;
 
-/// Takes the cleanup lock for this connection's session, if no one else holds it.
-pub async fn try_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, LOCK_KEY)
-        .fetch_one(conn)
+/// Takes the cleanup lock until the end of the transaction `tx` is in, if no
+/// one else holds it. Transaction-scoped, never a session lock: behind a
+/// transaction-mode pooler (PgBouncer) the next statement may run on another
+/// server connection, so a session lock could be left held there forever.
+pub async fn try_lock(tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#, LOCK_KEY)
+        .fetch_one(tx)
         .await
-}
-
-pub async fn unlock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1) AS "unlocked!""#, LOCK_KEY)
-        .fetch_one(conn)
-        .await
-        .map(|_| ())
 }
 
 /// Deletes up to `batch` audit events created before `cutoff`; returns how many.

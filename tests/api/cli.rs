@@ -139,3 +139,46 @@ async fn the_binary_migrates_serves_and_stops_cleanly_on_sigterm(_: PgPoolOption
         );
     }
 }
+
+#[sqlx::test(migrations = false)]
+async fn migrate_takes_sqlx_s_migration_lock_for_its_transaction_only(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sesame::store::migrations::lock(&mut holder).await.unwrap();
+    // sqlx's migrator (a session lock) waits for it: the key is the same.
+    let by_sqlx = tokio::spawn({
+        let pool = pool.clone();
+        async move { sesame::MIGRATOR.run(&pool).await }
+    });
+    let mut by_sesame = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .arg("migrate")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", crate::helpers::database_url(&db))
+        .env("LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!by_sqlx.is_finished(), "sqlx's migrator waits for the lock");
+    assert!(
+        by_sesame.try_wait().unwrap().is_none(),
+        "`sesame migrate` waits for the lock"
+    );
+    // Ending the holder's transaction releases it: nothing to unlock.
+    holder.rollback().await.unwrap();
+    by_sqlx.await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || by_sesame.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "sesame migrate: {status}");
+    let locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(locks, 0, "no advisory lock is left held");
+}

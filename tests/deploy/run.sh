@@ -14,6 +14,8 @@
 #   key rotation        sesame keys generate, JWT_PRIVATE_KEY_FILE, JWT_PREVIOUS_PUBLIC_KEY_FILES
 #   jwt secret rotation what changing JWT_SECRET (and OTP_SECRET) does to tokens and codes
 #   backup              pg_dump/pg_restore keeps sessions; AUDIT_RETENTION cleanup
+#   pgbouncer           two instances, the whole flow and `sesame cleanup` through PgBouncer
+#                       (session pooling; why not transaction pooling: docs/DEPLOYMENT.md)
 #   logrotate           logrotate -d of deploy/logrotate.conf, then real rotations under traffic
 #
 # Usage: tests/deploy/run.sh   (from any directory; as root it installs missing Debian packages)
@@ -80,7 +82,7 @@ untrack() {
 declare -A pkg_of=(
   [nginx]=nginx [caddy]=caddy [logrotate]=logrotate [strace]=strace [openssl]=openssl [curl]=curl [jq]=jq
   [psql]=postgresql-client [pg_dump]=postgresql-client [pg_restore]=postgresql-client
-  [systemd-analyze]=systemd [python3]=python3 [gzip]=gzip
+  [systemd-analyze]=systemd [python3]=python3 [gzip]=gzip [pgbouncer]=pgbouncer
 )
 missing=()
 for c in "${!pkg_of[@]}"; do
@@ -899,6 +901,85 @@ check_logrotate() {
   ok "logrotate -d clean; 2 forced rotations (create 0640, delaycompress) under traffic: sesame reopened the new file, none of 120 lines lost or doubled"
 }
 
+check_pgbouncer() {
+  CHECK=pgbouncer
+  local d=$T/pgbouncer port pa pb a b db=sesame_deploy_pgb who hostport user pw pid url i n version
+  mkdir -p "$d"
+  fresh_db "$db"
+  who=${PG_BASE#*://}
+  hostport=${who#*@}
+  user=${who%@*}
+  pw=
+  case $user in *:*) pw=${user#*:} user=${user%%:*} ;; esac
+  free_port port
+  # Trust on loopback between sesame and PgBouncer; PgBouncer logs in to PostgreSQL as PG_BASE's user.
+  printf '"%s" "%s"\n' "$user" "$pw" >"$d/userlist.txt"
+  cat >"$d/pgbouncer.ini" <<INI
+[databases]
+$db = host=${hostport%:*} port=${hostport##*:} dbname=$db user=$user
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $d/userlist.txt
+pool_mode = session
+default_pool_size = 6
+max_client_conn = 50
+ignore_startup_parameters = extra_float_digits
+INI
+  # PgBouncer refuses to run as root: -u drops to an unprivileged user after reading its files.
+  local as_user=()
+  [ "$(id -u)" -ne 0 ] || as_user=(-u "$(id -un postgres 2>/dev/null || echo nobody)")
+  pgbouncer "${as_user[@]}" "$d/pgbouncer.ini" >"$d/pgbouncer.log" 2>&1 &
+  pid=$!
+  track "$pid"
+  for i in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || fail "pgbouncer exited: $(tail -n 5 "$d/pgbouncer.log")"
+    sleep 0.1
+  done
+  version=$(pgbouncer -V | sed -n '1s/^PgBouncer //p')
+  url="postgres://$user@127.0.0.1:$port/$db"
+  free_port pa
+  free_port pb
+  a=http://127.0.0.1:$pa b=http://127.0.0.1:$pb
+  # Two instances through PgBouncer, started together (migrations once), 2 connections each.
+  launch_sesame pgb_a "$pa" "$db" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=2 JWT_SECRET="$SECRET_MAIN"
+  local pid_a=$LAST_PID
+  launch_sesame pgb_b "$pb" "$db" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=2 JWT_SECRET="$SECRET_MAIN"
+  local pid_b=$LAST_PID
+  wait_healthy pgb_a "$a" "$pid_a"
+  wait_healthy pgb_b "$b" "$pid_b"
+  # The whole flow, across the two instances.
+  login "$a" "$T/pgb_a.out" pgbouncer@example.com
+  me "$b" "$TOKEN"
+  expect_status 200 "me on B through PgBouncer"
+  refresh "$b" "$REFRESH"
+  expect_status 200 "refresh on B through PgBouncer"
+  refresh "$a" "$REFRESH"
+  expect_status 200 "refresh on A through PgBouncer"
+  post_json "$a/auth/logout" "{\"refreshToken\":\"$REFRESH\"}"
+  expect_status 200 "logout on A through PgBouncer"
+  refresh "$b" "$REFRESH"
+  expect_code 401 invalid_refresh_token "refresh after logout"
+  # Every server connection is PgBouncer's, and no more than its pool.
+  n=$(sql postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = '$db'")
+  ((n >= 1 && n <= 6)) || fail "$n server connections to $db, expected 1 to 6 (default_pool_size)"
+  stop "$pid_b" pgb_b
+  stop "$pid_a" pgb_a
+  # `sesame cleanup` through PgBouncer: deletes, and leaves no advisory lock behind.
+  sql "$db" "INSERT INTO otp_codes (id, email, code_hash, created_at, expires_at) VALUES (gen_random_uuid(), 'gone@example.com', '\$argon2id\$x', now() - interval '2 days', now() - interval '1 day')" >/dev/null
+  (cd "$T/run" && exec env -i PATH="$PATH" HOME="$T/run" DATABASE_URL="$url" LOG_FORMAT=json "$SESAME_BIN" cleanup) \
+    >"$d/cleanup.out" 2>&1 || fail "sesame cleanup through PgBouncer: $(tail -n 3 "$d/cleanup.out")"
+  [ "$(sql "$db" "SELECT count(*) FROM otp_codes WHERE email = 'gone@example.com'")" = 0 ] ||
+    fail "cleanup through PgBouncer kept an expired code"
+  [ "$(sql "$db" "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")" = 0 ] ||
+    fail "an advisory lock is left held after cleanup"
+  end "$pid"
+  ok "PgBouncer $version, pool_mode=session: 2 instances started together, code on A, me/refresh on B, refresh/logout on A, $n server connections; sesame cleanup deleted and left no lock"
+}
+
 check_systemd_unit
 check_production
 check_nginx
@@ -907,6 +988,7 @@ check_instances
 check_keys
 check_secret_rotation
 check_backup
+check_pgbouncer
 check_logrotate
 CHECK="main instance"
 stop "$MAIN_PID" main

@@ -15,6 +15,7 @@ const LINE_STYLES = [
   { color: '#1d4f91', dash: '', marker: 'circle' },
   { color: '#a4480b', dash: '7 4', marker: 'square' },
   { color: '#2b6e2b', dash: '2 3', marker: 'triangle' },
+  { color: '#6b3d8f', dash: '10 3 2 3', marker: 'diamond' },
 ];
 /** Bar fills: a colour and a distinct hatch each. */
 const BAR_STYLES = [
@@ -184,7 +185,7 @@ function chart(id, kind, labels, series, extra = []) {
   const figure = el('figure');
   const summary = series.map((s) => `${s.name}: ${num(sum(s.values))}`).join(', ');
   figure.append(kind === 'bars' ? bars(labels, series, `${title}. Totals: ${summary}.`) : lines(labels, series, `${title}. Totals: ${summary}.`));
-  for (const s of extra) figure.append(lines(labels, [s], `${title}: ${s.name}`, s.max));
+  extra.forEach((s, j) => figure.append(lines(labels, [s], `${title}: ${s.name}`, s.max, series.length + j)));
   figure.append(legend(kind, [...series, ...extra]));
   body.append(figure, table(title, labels, [...series, ...extra]));
   section.replaceChildren(section.querySelector('h2'), body);
@@ -207,7 +208,10 @@ function frame(label, labels, max) {
   const n = labels.length;
   const x = (i) => PAD.left + ((W - PAD.left - PAD.right) * (i + 0.5)) / n;
   for (const i of n > 2 ? [0, Math.floor(n / 2), n - 1] : [...labels.keys()]) {
-    const tick = svg('text', { x: x(i), y: H - 8, 'text-anchor': 'middle', class: 'tick' });
+    // The first and last labels lean inwards, so that none is cut at the edge.
+    const anchor = n > 1 && i === 0 ? 'start' : n > 1 && i === n - 1 ? 'end' : 'middle';
+    const at = anchor === 'start' ? PAD.left : anchor === 'end' ? W - PAD.right : x(i);
+    const tick = svg('text', { x: at, y: H - 8, 'text-anchor': anchor, class: 'tick' });
     tick.textContent = labels[i];
     root.append(tick);
   }
@@ -220,11 +224,11 @@ function niceMax(v) {
   return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
 }
 
-function lines(labels, series, label, fixedMax) {
+function lines(labels, series, label, fixedMax, firstStyle = 0) {
   const max = fixedMax ?? niceMax(Math.max(0, ...series.flatMap((s) => s.values.filter((v) => v !== null))));
   const { root, x, y } = frame(label, labels, max);
   series.forEach((s, k) => {
-    const style = LINE_STYLES[k % LINE_STYLES.length];
+    const style = LINE_STYLES[(firstStyle + k) % LINE_STYLES.length];
     let d = '';
     let pen = 'M';
     s.values.forEach((v, i) => {
@@ -246,6 +250,7 @@ function lines(labels, series, label, fixedMax) {
 function marker(style, cx, cy) {
   const attrs = { fill: style.color };
   if (style.marker === 'square') return svg('rect', { ...attrs, x: cx - 3, y: cy - 3, width: 6, height: 6 });
+  if (style.marker === 'diamond') return svg('path', { ...attrs, d: `M${cx},${cy - 4}L${cx + 4},${cy}L${cx},${cy + 4}L${cx - 4},${cy}Z` });
   if (style.marker === 'triangle') return svg('path', { ...attrs, d: `M${cx},${cy - 4}L${cx + 4},${cy + 3}L${cx - 4},${cy + 3}Z` });
   return svg('circle', { ...attrs, cx, cy, r: 3 });
 }

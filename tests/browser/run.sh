@@ -104,7 +104,8 @@ page_port=$(free_port)
 page_origin=http://127.0.0.1:$page_port
 
 # start_sesame NAME PORT [VAR=value…]: a fresh database sesame_browser_NAME_<pid> and a
-# server on PORT, with nothing of the caller's environment or .env files.
+# server on PORT, with nothing of the caller's environment or .env files; no admin
+# listener unless VAR says ADMIN_PORT (the default port would be taken by the first one).
 start_sesame() {
   local name=$1 port=$2 db=sesame_browser_${1}_$$
   shift 2
@@ -115,7 +116,7 @@ start_sesame() {
     DATABASE_URL="$PG_BASE/$db" HOST=127.0.0.1 PORT="$port" \
     EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$sink_port?tls=none" \
     RATE_LIMIT_ENABLED=false METRICS_FORMAT=none LOG_FORMAT=json RUST_LOG=warn \
-    CORS_ALLOWED_ORIGINS="$page_origin" FRONTEND_URL="$page_origin" \
+    CORS_ALLOWED_ORIGINS="$page_origin" FRONTEND_URL="$page_origin" ADMIN_PORT=0 \
     "$@" "$SESAME_BIN" serve) >"$out/sesame-$name.log" 2>&1 &
   pids+=($!)
   eval "pid_$name=$!"

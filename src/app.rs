@@ -63,7 +63,8 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
 }
 
 /// Every route of the admin listener: Prometheus metrics, health, the admin
-/// API (behind the admin token) and its document with Swagger UI.
+/// API (behind the admin token), its document with Swagger UI, and the
+/// operators' dashboard (`/dashboard`).
 pub fn admin_routes(state: &AppState) -> impl Endpoint + 'static {
     let service = api::admin::service(state);
     let metrics = state.metrics.clone();
@@ -77,6 +78,7 @@ pub fn admin_routes(state: &AppState) -> impl Endpoint + 'static {
         .nest("/docs", service.swagger_ui())
         .at("/openapi.json", service.spec_endpoint())
         .nest("/", service);
+    let route = api::admin::dashboard::mount(route);
     route
         .around(middleware::check_body)
         .catch_all_error(|err| async move { error::render(err) })

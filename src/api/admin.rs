@@ -17,6 +17,8 @@ use subtle::ConstantTimeEq as _;
 
 pub mod audit;
 pub mod cursor;
+pub mod dashboard;
+pub mod stats;
 pub mod users;
 
 use super::{health, request_context};
@@ -31,7 +33,7 @@ use crate::{
 pub enum AdminTags {
     /// Finding, creating, disabling and erasing users; ending their sessions.
     Users,
-    /// The audit trail.
+    /// The audit trail, listed and counted.
     Audit,
     /// Liveness of the server and its database.
     Health,
@@ -66,7 +68,7 @@ impl AdminHealthApi {
 }
 
 /// Every API of the admin document.
-pub type AdminApis = (users::UsersApi, audit::AuditApi, AdminHealthApi);
+pub type AdminApis = (users::UsersApi, audit::AuditApi, stats::StatsApi, AdminHealthApi);
 
 /// The admin OpenAPI service: routes and the generated document.
 pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
@@ -74,6 +76,7 @@ pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
         (
             users::UsersApi { state: state.clone() },
             audit::AuditApi { state: state.clone() },
+            stats::StatsApi { state: state.clone() },
             AdminHealthApi { state: state.clone() },
         ),
         "sesame admin",

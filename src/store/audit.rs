@@ -261,3 +261,68 @@ pub async fn list_page(
         })
         .collect())
 }
+
+/// One count of [`stats`]: the events of one kind (and breakdown) in one bucket.
+#[derive(Debug)]
+pub struct StatsRow {
+    /// The bucket's start: `created_at` binned from the Unix epoch.
+    pub bucket: OffsetDateTime,
+    /// What the events count for: `codesSent`, `linksSent`, `logins`,
+    /// `verificationFailures`, `refreshes`, `reuseDetected`, `rateLimited` or `newUsers`.
+    pub kind: String,
+    /// The method of a login, the reason of a verification failure, else `None`.
+    pub detail: Option<String>,
+    pub count: i64,
+}
+
+/// The events the operators' dashboard counts, from `since` (inclusive) to
+/// `until` (inclusive), grouped in buckets of `bucket_secs` seconds aligned on
+/// the Unix epoch, by kind and breakdown; groups without events are absent.
+/// One statement; it reads the `(event, created_at)` index.
+pub async fn stats(
+    conn: &mut PgConnection,
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+    bucket_secs: i64,
+) -> Result<Vec<StatsRow>, sqlx::Error> {
+    #[expect(clippy::cast_precision_loss, reason = "a bucket is at most a day of seconds")]
+    let secs = bucket_secs as f64;
+    sqlx::query_as!(
+        StatsRow,
+        r#"
+        SELECT date_bin(make_interval(secs => $3::float8), created_at, timestamptz 'epoch') AS "bucket!",
+               kind AS "kind!", detail, count(*) AS "count!"
+        FROM (
+            SELECT created_at,
+                   CASE
+                       WHEN event = 'otp.sent' AND success THEN 'codesSent'
+                       WHEN event = 'magic_link.sent' AND success THEN 'linksSent'
+                       WHEN event = 'auth.login' THEN 'logins'
+                       WHEN event IN ('otp.verification', 'magic_link.verification') AND NOT success
+                           THEN 'verificationFailures'
+                       WHEN event = 'token.refresh' AND success THEN 'refreshes'
+                       WHEN event = 'token.reuse_detected' THEN 'reuseDetected'
+                       WHEN event = 'rate_limit.exceeded' THEN 'rateLimited'
+                       WHEN event = 'user.created' THEN 'newUsers'
+                   END AS kind,
+                   CASE
+                       WHEN event = 'auth.login' THEN coalesce(metadata->>'method', 'unknown')
+                       WHEN event IN ('otp.verification', 'magic_link.verification') THEN coalesce(error, 'unknown')
+                   END AS detail
+            FROM audit_events
+            WHERE event IN ('otp.sent', 'magic_link.sent', 'auth.login', 'otp.verification',
+                            'magic_link.verification', 'token.refresh', 'token.reuse_detected',
+                            'rate_limit.exceeded', 'user.created')
+              AND created_at >= $1 AND created_at <= $2
+        ) counted
+        WHERE kind IS NOT NULL
+        GROUP BY 1, 2, 3
+        ORDER BY 1, 2, 3
+        "#,
+        since,
+        until,
+        secs,
+    )
+    .fetch_all(conn)
+    .await
+}

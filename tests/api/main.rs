@@ -5,6 +5,7 @@ mod admin_cli;
 mod admin_delete;
 mod admin_disable;
 mod admin_listener;
+mod admin_stats;
 mod admin_users;
 mod audit_cleanup;
 mod audit_cli;

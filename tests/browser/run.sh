@@ -6,6 +6,9 @@
 #                   it uses nothing; its button hands the tokens to FRONTEND_URL; its CSP holds
 #   client tabs   — the sesame-client package (clients/typescript) in three tabs sharing
 #                   localStorage, 3 s access tokens: one POST /auth/refresh per rotation, no sign-out
+#   dashboard     — the operators' dashboard on the admin listener: after a scripted mix it shows
+#                   the totals of `sesame audit summary`; disabling a user ends its session; no
+#                   request leaves the admin listener; screenshots at 1280 and 390 px
 # Before them, the client package is built (openapi-typescript + tsc) and its unit tests run
 # (node --test), one "client unit …: ok" line each; the example page uses that build.
 #
@@ -101,7 +104,8 @@ page_port=$(free_port)
 page_origin=http://127.0.0.1:$page_port
 
 # start_sesame NAME PORT [VAR=value…]: a fresh database sesame_browser_NAME_<pid> and a
-# server on PORT, with nothing of the caller's environment or .env files.
+# server on PORT, with nothing of the caller's environment or .env files; no admin
+# listener unless VAR says ADMIN_PORT (the default port would be taken by the first one).
 start_sesame() {
   local name=$1 port=$2 db=sesame_browser_${1}_$$
   shift 2
@@ -109,10 +113,10 @@ start_sesame() {
   dbs+=("$db")
   mkdir -p "$work/$name"
   (cd "$work/$name" && exec env -i PATH="$PATH" HOME="$HOME" \
-    DATABASE_URL="$PG_BASE/$db" HOST=127.0.0.1 PORT="$port" ADMIN_PORT=0 \
+    DATABASE_URL="$PG_BASE/$db" HOST=127.0.0.1 PORT="$port" \
     EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$sink_port?tls=none" \
     RATE_LIMIT_ENABLED=false METRICS_FORMAT=none LOG_FORMAT=json RUST_LOG=warn \
-    CORS_ALLOWED_ORIGINS="$page_origin" FRONTEND_URL="$page_origin" \
+    CORS_ALLOWED_ORIGINS="$page_origin" FRONTEND_URL="$page_origin" ADMIN_PORT=0 \
     "$@" "$SESAME_BIN" serve) >"$out/sesame-$name.log" 2>&1 &
   pids+=($!)
   eval "pid_$name=$!"
@@ -137,6 +141,9 @@ verify_port=$(free_port)
 app_port=$(free_port)
 tabs_port=$(free_port)
 tabs_page_port=$(free_port)
+dash_port=$(free_port)
+dash_admin_port=$(free_port)
+dash_token=browser-admin-token-0123456789abcdef
 start_sesame swagger "$swagger_port"
 # A 2 s access token, so the page must refresh it while the test watches.
 start_sesame example "$example_port" ACCESS_TOKEN_EXPIRY=2s
@@ -147,10 +154,14 @@ start_sesame verify "$verify_port" FRONTEND_URL="$app_url" CORS_ALLOWED_ORIGINS=
   REDIRECT_ALLOW_LIST="http://127.0.0.1:$verify_port" ACCESS_TOKEN_EXPIRY=15m
 # The tabs test: 3 s access tokens, so that it sees several rotations within seconds.
 start_sesame tabs "$tabs_port" ACCESS_TOKEN_EXPIRY=3s CORS_ALLOWED_ORIGINS="http://127.0.0.1:$tabs_page_port"
+# The dashboard test: rate limits on (it records a refusal), any second refresh is reuse.
+start_sesame dash "$dash_port" ADMIN_PORT="$dash_admin_port" ADMIN_TOKEN="$dash_token" \
+  RATE_LIMIT_ENABLED=true REFRESH_REUSE_INTERVAL=0s
 wait_healthy swagger "$swagger_port"
 wait_healthy example "$example_port"
 wait_healthy verify "$verify_port"
 wait_healthy tabs "$tabs_port"
+wait_healthy dash "$dash_port"
 
 # --- The tests ----------------------------------------------------------------------
 failed=0
@@ -197,5 +208,8 @@ run_test "verify page" verify-page.mjs SESAME_URL="http://127.0.0.1:$verify_port
   DATABASE_URL="$PG_BASE/sesame_browser_verify_$$"
 run_test "client tabs" tabs.mjs SESAME_URL="http://127.0.0.1:$tabs_port" PAGE_PORT="$tabs_page_port" \
   CLIENT_DIR="$client" DATABASE_URL="$PG_BASE/sesame_browser_tabs_$$"
+run_test "dashboard" dashboard.mjs SESAME_URL="http://127.0.0.1:$dash_port" \
+  ADMIN_URL="http://127.0.0.1:$dash_admin_port" ADMIN_TOKEN="$dash_token" SESAME_BIN="$SESAME_BIN" \
+  DATABASE_URL="$PG_BASE/sesame_browser_dash_$$"
 
 exit "$failed"

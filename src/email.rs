@@ -9,6 +9,7 @@
 //! failed delivery is an [`EmailError`]: the reply code and the server's
 //! words, with addresses, codes and tokens taken out ([`redact`]).
 
+pub mod locale;
 pub mod redact;
 pub mod templates;
 
@@ -31,7 +32,8 @@ use lettre::{
 };
 use url::Url;
 
-use crate::config::{Config, EmailProvider};
+use self::templates::Templates;
+use crate::config::{Config, ConfigError, EmailProvider};
 
 /// How long one delivery may take before it counts as failed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -200,6 +202,8 @@ impl RecentDeliveries {
 pub struct Mailer {
     transport: Arc<Transport>,
     from: String,
+    /// The messages, checked at start-up.
+    templates: Templates,
     /// How long recent delivery steps took (see [`Mailer::note_delivery`]).
     recent: Arc<RecentDeliveries>,
 }
@@ -231,11 +235,25 @@ impl Mailer {
                 }
             }
         };
+        let email = &config.email;
+        let templates = Templates::load(email.templates_dir.as_deref(), &email.app_name, &email.default_locale)
+            .map_err(|problems| ConfigError {
+                problems: problems
+                    .into_iter()
+                    .map(|p| format!("EMAIL_TEMPLATES_DIR: {p}"))
+                    .collect(),
+            })?;
         Ok(Self {
             transport: Arc::new(transport),
             from: config.email.from_email.clone(),
+            templates,
             recent: Arc::new(RecentDeliveries::default()),
         })
+    }
+
+    /// The messages and their languages.
+    pub fn templates(&self) -> &Templates {
+        &self.templates
     }
 
     /// Delivers `message`, or says why not.

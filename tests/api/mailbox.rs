@@ -44,8 +44,9 @@ impl Mail {
         None
     }
 
+    /// The subject, with RFC 2047 encoded words (non-ASCII text) decoded.
     pub fn subject(&self) -> String {
-        self.header("Subject").unwrap_or_default()
+        decode_words(&self.header("Subject").unwrap_or_default())
     }
 
     /// The decoded body of the part with this content type.
@@ -99,6 +100,33 @@ pub fn link_in(text: &str) -> String {
 pub fn token_of(link: &str) -> String {
     let url = url::Url::parse(link).unwrap();
     url.query_pairs().find(|(k, _)| k == "token").unwrap().1.into_owned()
+}
+
+/// A header value with its `=?utf-8?b?…?=` / `=?utf-8?q?…?=` words decoded; the
+/// space between two encoded words is dropped, as RFC 2047 says.
+fn decode_words(value: &str) -> String {
+    let mut out = String::new();
+    let mut last_encoded = false;
+    for (i, word) in value.split(' ').enumerate() {
+        let decoded = word
+            .strip_prefix("=?")
+            .and_then(|w| w.strip_suffix("?="))
+            .and_then(|w| {
+                let mut parts = w.splitn(3, '?');
+                let (_charset, encoding, text) = (parts.next()?, parts.next()?, parts.next()?);
+                match encoding.to_ascii_lowercase().as_str() {
+                    "b" => String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).ok()?).ok(),
+                    "q" => Some(decode_quoted_printable(&text.replace('_', " "))),
+                    _ => None,
+                }
+            });
+        if i > 0 && !(last_encoded && decoded.is_some()) {
+            out.push(' ');
+        }
+        last_encoded = decoded.is_some();
+        out.push_str(decoded.as_deref().unwrap_or(word));
+    }
+    out
 }
 
 fn decode_quoted_printable(s: &str) -> String {

@@ -15,6 +15,7 @@ mod audit_send_failures;
 mod audit_support;
 mod audit_trail;
 mod cli;
+mod email_templates;
 mod errors;
 mod faults_instances;
 mod faults_outage;

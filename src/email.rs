@@ -26,7 +26,7 @@ use lettre::{
     message::{Mailbox, MultiPart},
     transport::smtp::{
         authentication::{Credentials, Mechanism},
-        client::{AsyncSmtpConnection, Tls, TlsParameters},
+        client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters},
         extension::ClientId,
     },
 };
@@ -37,6 +37,28 @@ use crate::config::{Config, ConfigError, EmailProvider};
 
 /// How long one delivery may take before it counts as failed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Tries of one SMTP delivery: a transient failure (a 4xx reply, a dropped
+/// or refused connection) is tried once more on a fresh connection; a
+/// permanent one (5xx) never is.
+const SMTP_ATTEMPTS: u32 = 2;
+
+/// A delivered message: how many tries it took and the final reply code
+/// (SMTP) or HTTP status (Resend), for the `*.sent` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub attempts: u32,
+    pub reply_code: Option<u16>,
+}
+
+impl Delivery {
+    fn first(reply_code: Option<u16>) -> Self {
+        Self {
+            attempts: 1,
+            reply_code,
+        }
+    }
+}
 
 /// One email to one recipient.
 #[derive(Clone)]
@@ -64,6 +86,8 @@ pub struct EmailError {
     kind: ErrorKind,
     code: Option<u16>,
     message: String,
+    /// Tries made before giving up.
+    attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +104,22 @@ impl EmailError {
             kind,
             code,
             message: redact::redact(message),
+            attempts: 1,
         }
+    }
+
+    /// Worth another try on a fresh connection: an SMTP 4xx reply, or no
+    /// reply at all (a dropped or refused connection, a failed handshake).
+    fn is_transient(&self) -> bool {
+        match self.code {
+            Some(code) => (400..500).contains(&code),
+            None => self.kind == ErrorKind::Smtp,
+        }
+    }
+
+    /// How many tries were made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 
     /// A failed SMTP conversation: a refusal carries its reply code, and the
@@ -218,7 +257,7 @@ impl Mailer {
                     .smtp_url
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("SMTP_URL is required when EMAIL_PROVIDER=smtp"))?;
-                smtp_transport(url.expose())?
+                smtp_transport(url.expose(), config.email.smtp_ca_file.as_deref())?
             }
             EmailProvider::Resend => {
                 let key = config
@@ -257,7 +296,7 @@ impl Mailer {
     }
 
     /// Delivers `message`, or says why not.
-    pub async fn send(&self, message: &Message) -> Result<(), EmailError> {
+    pub async fn send(&self, message: &Message) -> Result<Delivery, EmailError> {
         match tokio::time::timeout(SEND_TIMEOUT, self.deliver(message)).await {
             Ok(result) => result,
             Err(_) => Err(EmailError::new(ErrorKind::Timeout, None, "")),
@@ -318,21 +357,38 @@ impl Mailer {
             .map_err(|e| EmailError::new(ErrorKind::Smtp, None, &e.to_string()))
     }
 
-    async fn deliver(&self, m: &Message) -> Result<(), EmailError> {
+    async fn deliver(&self, m: &Message) -> Result<Delivery, EmailError> {
         match &*self.transport {
             Transport::Console => {
                 println!(
                     "\n---- email (EMAIL_PROVIDER=console) ----\nFrom: {}\nTo: {}\nSubject: {}\n\n{}\n----------------------------------------",
                     self.from, m.to, m.subject, m.text
                 );
-                Ok(())
+                Ok(Delivery::first(None))
             }
             Transport::Smtp(pool) => pool.send(&self.mime(m)?).await,
-            Transport::Smtps(smtp) => smtp
-                .send(self.mime(m)?)
-                .await
-                .map(|_| ())
-                .map_err(|e| EmailError::smtp(&e)),
+            Transport::Smtps(smtp) => {
+                let message = self.mime(m)?;
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match smtp.send(message.clone()).await {
+                        Ok(reply) => {
+                            return Ok(Delivery {
+                                attempts,
+                                reply_code: Some(u16::from(reply.code())),
+                            });
+                        }
+                        Err(e) => {
+                            let mut err = EmailError::smtp(&e);
+                            err.attempts = attempts;
+                            if attempts >= SMTP_ATTEMPTS || !err.is_transient() {
+                                return Err(err);
+                            }
+                        }
+                    }
+                }
+            }
             Transport::Resend { client, url, key } => {
                 let body = serde_json::json!({
                     "from": self.from,
@@ -350,7 +406,7 @@ impl Mailer {
                     .map_err(|e| EmailError::new(ErrorKind::Resend, None, without_url(&e)))?;
                 let status = resp.status();
                 if status.is_success() {
-                    return Ok(());
+                    return Ok(Delivery::first(Some(status.as_u16())));
                 }
                 // Resend explains a refusal in `message`, which may name the recipient.
                 let said = resp
@@ -376,9 +432,21 @@ fn without_url(e: &reqwest::Error) -> &'static str {
     }
 }
 
+/// TLS for `host`: the public certificate authorities, and those of `ca_file`
+/// (`SMTP_CA_FILE`, PEM) for relays with a private one.
+fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(host.to_owned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("SMTP_CA_FILE {}: {e}", path.display()))?;
+        let certs = Certificate::from_pem(&pem).map_err(|e| anyhow::anyhow!("SMTP_CA_FILE {}: {e}", path.display()))?;
+        builder = builder.add_root_certificate(certs);
+    }
+    builder.build().map_err(|e| anyhow::anyhow!("SMTP TLS: {e}"))
+}
+
 /// The transport for `smtp://[user:pass@]host[:port][?tls=required|opportunistic|none]`
 /// or `smtps://[user:pass@]host[:port]`.
-fn smtp_transport(raw: &str) -> anyhow::Result<Transport> {
+fn smtp_transport(raw: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Transport> {
     let url = Url::parse(raw).map_err(|_| anyhow::anyhow!("SMTP_URL is not a URL"))?;
     let host = url
         .host_str()
@@ -391,7 +459,7 @@ fn smtp_transport(raw: &str) -> anyhow::Result<Transport> {
             percent_decode(url.password().unwrap_or_default()),
         )
     });
-    let params = || TlsParameters::new(host.clone()).map_err(|e| anyhow::anyhow!("SMTP TLS: {e}"));
+    let params = || tls_parameters(&host, ca_file);
     let starttls = match (url.scheme(), tls_mode.as_deref()) {
         ("smtps", _) => {
             let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
@@ -484,22 +552,58 @@ impl SmtpPool {
         self.idle.lock().ok().and_then(|mut idle| idle.pop())
     }
 
-    async fn send(&self, message: &lettre::Message) -> Result<(), EmailError> {
+    /// Sends on a kept connection if there is one, else on a new one; a
+    /// transient failure is tried once more on a new connection
+    /// ([`SMTP_ATTEMPTS`]).
+    async fn send(&self, message: &lettre::Message) -> Result<Delivery, EmailError> {
         let bytes = message.formatted();
+        let mut attempts = 0;
         // A kept connection may have been closed by the server meanwhile:
-        // on failure, try once more on a new one.
+        // failing without a reply, it was no try at delivering.
         if let Some(mut conn) = self.take_idle() {
-            if conn.send(message.envelope(), &bytes).await.is_ok() {
-                self.keep(conn);
-                return Ok(());
+            match conn.send(message.envelope(), &bytes).await {
+                Ok(reply) => {
+                    self.keep(conn);
+                    return Ok(Delivery::first(Some(u16::from(reply.code()))));
+                }
+                Err(e) => {
+                    conn.abort().await;
+                    let err = EmailError::smtp(&e);
+                    if err.code.is_some() {
+                        attempts = 1;
+                        if !err.is_transient() {
+                            return Err(err);
+                        }
+                    }
+                }
             }
-            conn.abort().await;
         }
+        loop {
+            attempts += 1;
+            match self.send_on_new(message, &bytes).await {
+                Ok(code) => {
+                    return Ok(Delivery {
+                        attempts,
+                        reply_code: Some(code),
+                    });
+                }
+                Err(mut err) => {
+                    err.attempts = attempts;
+                    if attempts >= SMTP_ATTEMPTS || !err.is_transient() {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One try on a new connection; the reply code when it was accepted.
+    async fn send_on_new(&self, message: &lettre::Message, bytes: &[u8]) -> Result<u16, EmailError> {
         let mut conn = self.connect().await?;
-        match conn.send(message.envelope(), &bytes).await {
-            Ok(_) => {
+        match conn.send(message.envelope(), bytes).await {
+            Ok(reply) => {
                 self.keep(conn);
-                Ok(())
+                Ok(u16::from(reply.code()))
             }
             Err(e) => {
                 conn.abort().await;

@@ -2,12 +2,16 @@
 //!
 //! - `console`: prints the message (code and link included) to stdout, for development;
 //! - `smtp`: lettre over `SMTP_URL` (`smtp://` upgrades with STARTTLS when the
-//!   server offers it, `?tls=required` insists, `smtps://` is TLS from the start);
+//!   server offers it, `?tls=required` insists, `smtps://` is TLS from the start;
+//!   `SMTP_CA_FILE` adds certificate authorities; a transient failure is tried
+//!   once more on a fresh connection; see `smtp`);
 //! - `resend`: the Resend HTTP API (`POST {RESEND_API_URL}/emails`).
 //!
-//! Every message has a plain-text and an HTML part (see [`templates`]). A
-//! failed delivery is an [`EmailError`]: the reply code and the server's
-//! words, with addresses, codes and tokens taken out ([`redact`]).
+//! Every message has a subject, a plain-text and an HTML part, from the
+//! templates of [`templates`], in the language [`locale`] picks. A delivery
+//! says how many tries it took ([`Delivery`]); a failed one is an
+//! [`EmailError`]: the reply code and the server's words, with addresses,
+//! codes and tokens taken out ([`redact`]).
 
 pub mod locale;
 pub mod redact;

@@ -81,6 +81,12 @@ impl LoginCodeApi {
         limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
         let config = &state.config;
         let code = OtpCode::generate(config.login.otp_length);
+        // Rendered before anything is stored: a template error stores no code.
+        let message = state
+            .mailer
+            .templates()
+            .code(&locale, email.as_str(), code.expose(), config.login.otp_expiry)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("rendering the code email: {e}")))?;
         let hash = hash_code(state, code.clone()).await?;
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         if let Some(why) = refusal(&mut tx, state, &email).await? {
@@ -101,11 +107,6 @@ impl LoginCodeApi {
         .await?;
         tx.commit().await?;
 
-        let message = state
-            .mailer
-            .templates()
-            .code(&locale, email.as_str(), code.expose(), config.login.otp_expiry)
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("rendering the code email: {e}")))?;
         deliver(state, &ctx, &email, &message, Sent::Code(id)).await?;
         Ok(Json(SendResponse::sent()))
     }

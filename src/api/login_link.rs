@@ -101,6 +101,12 @@ impl LoginLinkApi {
         if locale != state.mailer.templates().default_locale() {
             url.query_pairs_mut().append_pair("lang", &locale);
         }
+        // Rendered before anything is stored: a template error stores no link.
+        let message = state
+            .mailer
+            .templates()
+            .magic_link(&locale, email.as_str(), url.as_str(), config.login.magic_link_expiry)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("rendering the link email: {e}")))?;
         limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
         let hash = magic_link::hash(&token);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
@@ -123,11 +129,6 @@ impl LoginLinkApi {
         tx.record(event).await?;
         tx.commit().await?;
 
-        let message = state
-            .mailer
-            .templates()
-            .magic_link(&locale, email.as_str(), url.as_str(), config.login.magic_link_expiry)
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("rendering the link email: {e}")))?;
         deliver(state, &ctx, &email, &message, Sent::Link(id)).await?;
         Ok(Json(SendResponse::sent()))
     }

@@ -62,7 +62,10 @@ impl LoginCodeApi {
     ///
     /// Answers the same 200 whether or not the address has an account, in about
     /// the same time. A new code replaces the previous one, but the count of
-    /// wrong tries does not start over within `OTP_EXPIRY`.
+    /// wrong tries does not start over within `OTP_EXPIRY`. The email is in
+    /// the language of `locale`, else of `Accept-Language`, else
+    /// `EMAIL_DEFAULT_LOCALE`; a `locale` that is not a language tag is 400
+    /// `invalid_request`.
     #[oai(
         path = "/auth/send-code",
         method = "post",

@@ -70,7 +70,8 @@ impl LoginLinkApi {
     /// The link points at `FRONTEND_URL/auth/verify?token=…`, or at `redirectTo`
     /// when its origin is on `REDIRECT_ALLOW_LIST` (anything else is 400
     /// `invalid_redirect`, never an open redirect). Answers the same 200 whether
-    /// or not the address has an account.
+    /// or not the address has an account. `locale` chooses the language of the
+    /// email and of the sign-in page, as for `send_code`.
     #[oai(
         path = "/auth/send-magic-link",
         method = "post",

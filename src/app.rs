@@ -29,7 +29,7 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
     let service = api::service(state);
     let spec_yaml = service.spec_yaml();
     let jwks = state.jwt.jwks().to_string();
-    let frontend_url = state.config.login.frontend_url.clone();
+    let config = state.config.clone();
     let route = Route::new()
         .at(
             "/.well-known/jwks.json",
@@ -50,12 +50,25 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
         .at(
             "/auth/verify",
             poem::get(poem::endpoint::make_sync(move |req| {
-                let token = req
-                    .uri()
-                    .query()
-                    .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
-                    .map(|(_, v)| v.into_owned());
-                api::page::magic_link_page(&frontend_url, token.as_deref()).into_response()
+                let param = |name: &str| {
+                    req.uri()
+                        .query()
+                        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name))
+                        .map(|(_, v)| v.into_owned())
+                };
+                let settings = api::page::PageSettings {
+                    frontend_url: &config.login.frontend_url,
+                    app_name: &config.email.app_name,
+                    default_locale: &config.email.default_locale,
+                };
+                let accept_language = req.header("accept-language");
+                api::page::magic_link_page(
+                    &settings,
+                    param("token").as_deref(),
+                    param("lang").as_deref(),
+                    accept_language,
+                )
+                .into_response()
             })),
         )
         .nest("/", service);

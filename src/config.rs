@@ -231,6 +231,16 @@ pub struct EmailSettings {
     pub resend_api_url: Url,
     /// Sender address (`FROM_EMAIL`, default sesame@localhost; required in production).
     pub from_email: String,
+    /// The product name in every subject and body and on the magic-link page (`APP_NAME`, default sesame).
+    pub app_name: String,
+    /// Folder of templates overriding the built-in ones, `<dir>/<locale>/code.subject.txt` etc.
+    /// (`EMAIL_TEMPLATES_DIR`, default none).
+    pub templates_dir: Option<PathBuf>,
+    /// Language of a message when the request names none we have (`EMAIL_DEFAULT_LOCALE`, default en).
+    pub default_locale: String,
+    /// PEM file of certificate authorities trusted for the SMTP connection, besides the
+    /// public ones (`SMTP_CA_FILE`, default none).
+    pub smtp_ca_file: Option<PathBuf>,
 }
 
 /// The audit trail's console and file outputs, and the cleanup job that prunes it.

@@ -2,14 +2,20 @@
 //!
 //! - `console`: prints the message (code and link included) to stdout, for development;
 //! - `smtp`: lettre over `SMTP_URL` (`smtp://` upgrades with STARTTLS when the
-//!   server offers it, `?tls=required` insists, `smtps://` is TLS from the start);
+//!   server offers it, `?tls=required` insists, `smtps://` is TLS from the start;
+//!   `SMTP_CA_FILE` adds certificate authorities; a transient failure is tried
+//!   once more on a fresh connection; see `smtp`);
 //! - `resend`: the Resend HTTP API (`POST {RESEND_API_URL}/emails`).
 //!
-//! Every message has a plain-text and an HTML part (see [`templates`]). A
-//! failed delivery is an [`EmailError`]: the reply code and the server's
-//! words, with addresses, codes and tokens taken out ([`redact`]).
+//! Every message has a subject, a plain-text and an HTML part, from the
+//! templates of [`templates`], in the language [`locale`] picks. A delivery
+//! says how many tries it took ([`Delivery`]); a failed one is an
+//! [`EmailError`]: the reply code and the server's words, with addresses,
+//! codes and tokens taken out ([`redact`]).
 
+pub mod locale;
 pub mod redact;
+mod smtp;
 pub mod templates;
 
 use std::{
@@ -23,18 +29,36 @@ use std::{
 use lettre::{
     AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor,
     message::{Mailbox, MultiPart},
-    transport::smtp::{
-        authentication::{Credentials, Mechanism},
-        client::{AsyncSmtpConnection, Tls, TlsParameters},
-        extension::ClientId,
-    },
 };
 use url::Url;
 
-use crate::config::{Config, EmailProvider};
+use self::templates::Templates;
+use crate::config::{Config, ConfigError, EmailProvider};
 
 /// How long one delivery may take before it counts as failed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Tries of one SMTP delivery: a transient failure (a 4xx reply, a dropped
+/// or refused connection) is tried once more on a fresh connection; a
+/// permanent one (5xx) never is.
+const SMTP_ATTEMPTS: u32 = 2;
+
+/// A delivered message: how many tries it took and the final reply code
+/// (SMTP) or HTTP status (Resend), for the `*.sent` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub attempts: u32,
+    pub reply_code: Option<u16>,
+}
+
+impl Delivery {
+    fn first(reply_code: Option<u16>) -> Self {
+        Self {
+            attempts: 1,
+            reply_code,
+        }
+    }
+}
 
 /// One email to one recipient.
 #[derive(Clone)]
@@ -62,6 +86,8 @@ pub struct EmailError {
     kind: ErrorKind,
     code: Option<u16>,
     message: String,
+    /// Tries made before giving up.
+    attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +104,22 @@ impl EmailError {
             kind,
             code,
             message: redact::redact(message),
+            attempts: 1,
         }
+    }
+
+    /// Worth another try on a fresh connection: an SMTP 4xx reply, or no
+    /// reply at all (a dropped or refused connection, a failed handshake).
+    fn is_transient(&self) -> bool {
+        match self.code {
+            Some(code) => (400..500).contains(&code),
+            None => self.kind == ErrorKind::Smtp,
+        }
+    }
+
+    /// How many tries were made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
     }
 
     /// A failed SMTP conversation: a refusal carries its reply code, and the
@@ -116,8 +157,8 @@ impl std::error::Error for EmailError {}
 
 enum Transport {
     Console,
-    /// `smtp://`: our own connections with `TCP_NODELAY` (see [`SmtpPool`]).
-    Smtp(SmtpPool),
+    /// `smtp://`: our own connections with `TCP_NODELAY` (see [`smtp::SmtpPool`]).
+    Smtp(smtp::SmtpPool),
     /// `smtps://`: lettre's pooled transport (TLS from the first byte).
     Smtps(AsyncSmtpTransport<Tokio1Executor>),
     Resend {
@@ -200,6 +241,8 @@ impl RecentDeliveries {
 pub struct Mailer {
     transport: Arc<Transport>,
     from: String,
+    /// The messages, checked at start-up.
+    templates: Templates,
     /// How long recent delivery steps took (see [`Mailer::note_delivery`]).
     recent: Arc<RecentDeliveries>,
 }
@@ -214,7 +257,7 @@ impl Mailer {
                     .smtp_url
                     .as_ref()
                     .ok_or_else(|| anyhow::anyhow!("SMTP_URL is required when EMAIL_PROVIDER=smtp"))?;
-                smtp_transport(url.expose())?
+                smtp::transport(url.expose(), config.email.smtp_ca_file.as_deref())?
             }
             EmailProvider::Resend => {
                 let key = config
@@ -231,15 +274,29 @@ impl Mailer {
                 }
             }
         };
+        let email = &config.email;
+        let templates = Templates::load(email.templates_dir.as_deref(), &email.app_name, &email.default_locale)
+            .map_err(|problems| ConfigError {
+                problems: problems
+                    .into_iter()
+                    .map(|p| format!("EMAIL_TEMPLATES_DIR: {p}"))
+                    .collect(),
+            })?;
         Ok(Self {
             transport: Arc::new(transport),
             from: config.email.from_email.clone(),
+            templates,
             recent: Arc::new(RecentDeliveries::default()),
         })
     }
 
+    /// The messages and their languages.
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
     /// Delivers `message`, or says why not.
-    pub async fn send(&self, message: &Message) -> Result<(), EmailError> {
+    pub async fn send(&self, message: &Message) -> Result<Delivery, EmailError> {
         match tokio::time::timeout(SEND_TIMEOUT, self.deliver(message)).await {
             Ok(result) => result,
             Err(_) => Err(EmailError::new(ErrorKind::Timeout, None, "")),
@@ -300,21 +357,38 @@ impl Mailer {
             .map_err(|e| EmailError::new(ErrorKind::Smtp, None, &e.to_string()))
     }
 
-    async fn deliver(&self, m: &Message) -> Result<(), EmailError> {
+    async fn deliver(&self, m: &Message) -> Result<Delivery, EmailError> {
         match &*self.transport {
             Transport::Console => {
                 println!(
                     "\n---- email (EMAIL_PROVIDER=console) ----\nFrom: {}\nTo: {}\nSubject: {}\n\n{}\n----------------------------------------",
                     self.from, m.to, m.subject, m.text
                 );
-                Ok(())
+                Ok(Delivery::first(None))
             }
             Transport::Smtp(pool) => pool.send(&self.mime(m)?).await,
-            Transport::Smtps(smtp) => smtp
-                .send(self.mime(m)?)
-                .await
-                .map(|_| ())
-                .map_err(|e| EmailError::smtp(&e)),
+            Transport::Smtps(smtp) => {
+                let message = self.mime(m)?;
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match smtp.send(message.clone()).await {
+                        Ok(reply) => {
+                            return Ok(Delivery {
+                                attempts,
+                                reply_code: Some(u16::from(reply.code())),
+                            });
+                        }
+                        Err(e) => {
+                            let mut err = EmailError::smtp(&e);
+                            err.attempts = attempts;
+                            if attempts >= SMTP_ATTEMPTS || !err.is_transient() {
+                                return Err(err);
+                            }
+                        }
+                    }
+                }
+            }
             Transport::Resend { client, url, key } => {
                 let body = serde_json::json!({
                     "from": self.from,
@@ -332,7 +406,7 @@ impl Mailer {
                     .map_err(|e| EmailError::new(ErrorKind::Resend, None, without_url(&e)))?;
                 let status = resp.status();
                 if status.is_success() {
-                    return Ok(());
+                    return Ok(Delivery::first(Some(status.as_u16())));
                 }
                 // Resend explains a refusal in `message`, which may name the recipient.
                 let said = resp
@@ -356,157 +430,6 @@ fn without_url(e: &reqwest::Error) -> &'static str {
     } else {
         "request failed"
     }
-}
-
-/// The transport for `smtp://[user:pass@]host[:port][?tls=required|opportunistic|none]`
-/// or `smtps://[user:pass@]host[:port]`.
-fn smtp_transport(raw: &str) -> anyhow::Result<Transport> {
-    let url = Url::parse(raw).map_err(|_| anyhow::anyhow!("SMTP_URL is not a URL"))?;
-    let host = url
-        .host_str()
-        .ok_or_else(|| anyhow::anyhow!("SMTP_URL has no host"))?
-        .to_owned();
-    let tls_mode = url.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned());
-    let credentials = (!url.username().is_empty()).then(|| {
-        Credentials::new(
-            percent_decode(url.username()),
-            percent_decode(url.password().unwrap_or_default()),
-        )
-    });
-    let params = || TlsParameters::new(host.clone()).map_err(|e| anyhow::anyhow!("SMTP TLS: {e}"));
-    let starttls = match (url.scheme(), tls_mode.as_deref()) {
-        ("smtps", _) => {
-            let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-                .port(url.port().unwrap_or(465))
-                .tls(Tls::Wrapper(params()?))
-                .timeout(Some(SEND_TIMEOUT));
-            if let Some(c) = credentials {
-                builder = builder.credentials(c);
-            }
-            return Ok(Transport::Smtps(builder.build()));
-        }
-        ("smtp", Some("required")) => StartTls::Required(params()?),
-        ("smtp", Some("none")) => StartTls::Never,
-        ("smtp", None | Some("opportunistic")) => StartTls::WhenOffered(params()?),
-        _ => anyhow::bail!("SMTP_URL: expected smtp:// or smtps:// with tls=required|opportunistic|none"),
-    };
-    let default_port = if matches!(starttls, StartTls::Required(_)) {
-        587
-    } else {
-        25
-    };
-    Ok(Transport::Smtp(SmtpPool {
-        host,
-        port: url.port().unwrap_or(default_port),
-        starttls,
-        credentials,
-        idle: std::sync::Mutex::new(Vec::new()),
-    }))
-}
-
-/// When to upgrade a plain SMTP connection with STARTTLS.
-enum StartTls {
-    Never,
-    WhenOffered(TlsParameters),
-    Required(TlsParameters),
-}
-
-/// Connections kept open between messages, at most this many.
-const MAX_IDLE_SMTP: usize = 8;
-
-/// SMTP connections of our own, pooled, with `TCP_NODELAY`.
-///
-/// lettre writes a message and its closing `\r\n.\r\n` in two writes; with
-/// Nagle's algorithm on, the second waits for the server's delayed ACK (40 ms
-/// on Linux), which made every send ~40 ms slower (docs/BENCHMARKS.md). lettre's
-/// pooled transport cannot take a socket of ours, so plain and STARTTLS
-/// connections are made here and driven with lettre's `AsyncSmtpConnection`.
-struct SmtpPool {
-    host: String,
-    port: u16,
-    starttls: StartTls,
-    credentials: Option<Credentials>,
-    idle: std::sync::Mutex<Vec<AsyncSmtpConnection>>,
-}
-
-impl SmtpPool {
-    async fn connect(&self) -> Result<AsyncSmtpConnection, EmailError> {
-        let smtp = |e: &lettre::transport::smtp::Error| EmailError::smtp(e);
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| {
-                // The host and port are the operator's own setting: kept as they are.
-                let mut err = EmailError::new(ErrorKind::Smtp, None, &e.to_string());
-                err.message = format!("connecting to {}:{}: {}", self.host, self.port, err.message);
-                err
-            })?;
-        tcp.set_nodelay(true)
-            .map_err(|e| EmailError::new(ErrorKind::Smtp, None, &e.to_string()))?;
-        let hello = ClientId::default();
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
-            .await
-            .map_err(|e| smtp(&e))?;
-        match &self.starttls {
-            StartTls::Never => {}
-            StartTls::WhenOffered(params) if conn.can_starttls() => {
-                conn.starttls(params.clone(), &hello).await.map_err(|e| smtp(&e))?;
-            }
-            StartTls::WhenOffered(_) => {}
-            StartTls::Required(params) => conn.starttls(params.clone(), &hello).await.map_err(|e| smtp(&e))?,
-        }
-        if let Some(credentials) = &self.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .await
-                .map_err(|e| smtp(&e))?;
-        }
-        Ok(conn)
-    }
-
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
-        self.idle.lock().ok().and_then(|mut idle| idle.pop())
-    }
-
-    async fn send(&self, message: &lettre::Message) -> Result<(), EmailError> {
-        let bytes = message.formatted();
-        // A kept connection may have been closed by the server meanwhile:
-        // on failure, try once more on a new one.
-        if let Some(mut conn) = self.take_idle() {
-            if conn.send(message.envelope(), &bytes).await.is_ok() {
-                self.keep(conn);
-                return Ok(());
-            }
-            conn.abort().await;
-        }
-        let mut conn = self.connect().await?;
-        match conn.send(message.envelope(), &bytes).await {
-            Ok(_) => {
-                self.keep(conn);
-                Ok(())
-            }
-            Err(e) => {
-                conn.abort().await;
-                Err(EmailError::smtp(&e))
-            }
-        }
-    }
-
-    fn keep(&self, conn: AsyncSmtpConnection) {
-        if conn.has_broken() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE_SMTP
-        {
-            idle.push(conn);
-        }
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,10 +1,31 @@
-//! Response bodies shared by several operations.
+//! Response bodies shared by several operations, and the `locale` field of
+//! the send requests.
 
+use poem::Request;
 use poem_openapi::{Object, types::Example};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store;
+use super::types::Text;
+use crate::{
+    email::locale,
+    error::{ApiError, ErrorCode},
+    state::AppState,
+    store,
+};
+
+/// The language of a send's email: its `locale` field, else its
+/// `Accept-Language`, else `EMAIL_DEFAULT_LOCALE` (see `Templates::pick`).
+/// A `locale` that is not a language tag is 400 `invalid_request`.
+pub fn pick_locale(state: &AppState, req: &Request, field: Option<&Text>) -> Result<String, ApiError> {
+    let wanted = locale::wanted(field.map(Text::as_str), req.header("accept-language")).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`locale` must be a language tag such as `de` or `pt-BR`",
+        )
+    })?;
+    Ok(state.mailer.templates().pick(&wanted))
+}
 
 /// The answer of both send endpoints, whether or not the address has an account.
 pub const SENT_MESSAGE: &str = "If the address can sign in, a message is on its way.";

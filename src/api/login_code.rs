@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{
     ApiTags,
-    bodies::{SendResponse, TokenPair},
+    bodies::{SendResponse, TokenPair, pick_locale},
     request_context,
     sign_in::{Sent, Source, Withheld, deliver, limit, parse_email, refusal, start_session, withhold},
     types::Text,
@@ -21,7 +21,6 @@ use crate::{
         login::{CodeCheck, CodeRecord, CodeVerdict, code_check, code_verdict},
         otp::OtpCode,
     },
-    email::templates,
     error::{ApiError, ErrorCode, Errors, SendErrors, VerifyErrors},
     rate_limit::{self, Limit},
     state::AppState,
@@ -39,6 +38,11 @@ pub struct SendCodeRequest {
     /// The address; trimmed and lower-cased.
     #[oai(validator(max_length = 320))]
     pub email: Text,
+    /// The language of the email, a BCP 47 tag (`de`, `pt-BR`); without it,
+    /// `Accept-Language` decides, then `EMAIL_DEFAULT_LOCALE`. A tag without
+    /// templates falls back to its shorter form (`pt-BR` → `pt`), then the default.
+    #[oai(validator(max_length = 35))]
+    pub locale: Option<Text>,
 }
 
 /// A code received by email.
@@ -58,7 +62,10 @@ impl LoginCodeApi {
     ///
     /// Answers the same 200 whether or not the address has an account, in about
     /// the same time. A new code replaces the previous one, but the count of
-    /// wrong tries does not start over within `OTP_EXPIRY`.
+    /// wrong tries does not start over within `OTP_EXPIRY`. The email is in
+    /// the language of `locale`, else of `Accept-Language`, else
+    /// `EMAIL_DEFAULT_LOCALE`; a `locale` that is not a language tag is 400
+    /// `invalid_request`.
     #[oai(
         path = "/auth/send-code",
         method = "post",
@@ -73,9 +80,16 @@ impl LoginCodeApi {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
+        let locale = pick_locale(state, req, body.locale.as_ref())?;
         limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
         let config = &state.config;
         let code = OtpCode::generate(config.login.otp_length);
+        // Rendered before anything is stored: a template error stores no code.
+        let message = state
+            .mailer
+            .templates()
+            .code(&locale, email.as_str(), code.expose(), config.login.otp_expiry)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("rendering the code email: {e}")))?;
         let hash = hash_code(state, code.clone()).await?;
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         if let Some(why) = refusal(&mut tx, state, &email).await? {
@@ -96,7 +110,6 @@ impl LoginCodeApi {
         .await?;
         tx.commit().await?;
 
-        let message = templates::code(email.as_str(), code.expose(), config.login.otp_expiry);
         deliver(state, &ctx, &email, &message, Sent::Code(id)).await?;
         Ok(Json(SendResponse::sent()))
     }
@@ -228,6 +241,7 @@ impl Example for SendCodeRequest {
     fn example() -> Self {
         Self {
             email: Text("ada@example.com".to_owned()),
+            locale: Some(Text("de".to_owned())),
         }
     }
 }

@@ -7,8 +7,8 @@ use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example}
 
 use super::{
     ApiTags,
-    bodies::{SendResponse, TokenPair},
-    page::{PageResponse, magic_link_page},
+    bodies::{SendResponse, TokenPair, pick_locale},
+    page::{PageResponse, PageSettings, magic_link_page},
     request_context,
     sign_in::{Sent, Source, Withheld, deliver, limit, parse_email, refusal, start_session, withhold},
     types::Text,
@@ -24,7 +24,6 @@ use crate::{
         random_token,
     },
     config::origin_of,
-    email::templates,
     error::{ApiError, ErrorCode, Errors, SendErrors, VerifyErrors},
     rate_limit::{self, Limit},
     state::AppState,
@@ -47,6 +46,13 @@ pub struct SendMagicLinkRequest {
     /// origin must be on `REDIRECT_ALLOW_LIST`.
     #[oai(validator(max_length = 2048))]
     pub redirect_to: Option<Text>,
+    /// The language of the email and of the sign-in page, a BCP 47 tag (`de`,
+    /// `pt-BR`); without it, `Accept-Language` decides, then
+    /// `EMAIL_DEFAULT_LOCALE`. A tag without templates falls back to its
+    /// shorter form (`pt-BR` → `pt`), then the default. A link in another
+    /// language than the default carries it as `lang=<tag>`.
+    #[oai(validator(max_length = 35))]
+    pub locale: Option<Text>,
 }
 
 /// The token from a magic link.
@@ -64,7 +70,8 @@ impl LoginLinkApi {
     /// The link points at `FRONTEND_URL/auth/verify?token=…`, or at `redirectTo`
     /// when its origin is on `REDIRECT_ALLOW_LIST` (anything else is 400
     /// `invalid_redirect`, never an open redirect). Answers the same 200 whether
-    /// or not the address has an account.
+    /// or not the address has an account. `locale` chooses the language of the
+    /// email and of the sign-in page, as for `send_code`.
     #[oai(
         path = "/auth/send-magic-link",
         method = "post",
@@ -79,6 +86,7 @@ impl LoginLinkApi {
         let state = &self.state;
         let ctx = request_context(req, state);
         let email = parse_email(&body.email)?;
+        let locale = pick_locale(state, req, body.locale.as_ref())?;
         let config = &state.config;
         let token = random_token();
         let redirect_to = body.redirect_to.as_ref().map(Text::as_str);
@@ -90,7 +98,16 @@ impl LoginLinkApi {
         .map_err(|e| ApiError::new(ErrorCode::InvalidRedirect, redirect_message(&e)))?;
         // Store the parsed URL, never the raw input.
         let redirect_to = redirect_to.map(|_| target.as_str());
-        let url = magic_link::with_token(&target, &token);
+        let mut url = magic_link::with_token(&target, &token);
+        if locale != state.mailer.templates().default_locale() {
+            url.query_pairs_mut().append_pair("lang", &locale);
+        }
+        // Rendered before anything is stored: a template error stores no link.
+        let message = state
+            .mailer
+            .templates()
+            .magic_link(&locale, email.as_str(), url.as_str(), config.login.magic_link_expiry)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("rendering the link email: {e}")))?;
         limit(state, &ctx, &rate_limit::for_send(email.as_str(), &ctx), Some(&email)).await?;
         let hash = magic_link::hash(&token);
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
@@ -113,7 +130,6 @@ impl LoginLinkApi {
         tx.record(event).await?;
         tx.commit().await?;
 
-        let message = templates::magic_link(email.as_str(), url.as_str(), config.login.magic_link_expiry);
         deliver(state, &ctx, &email, &message, Sent::Link(id)).await?;
         Ok(Json(SendResponse::sent()))
     }
@@ -192,8 +208,26 @@ impl LoginLinkApi {
         operation_id = "magic_link_page",
         tag = "ApiTags::Auth"
     )]
-    async fn magic_link_page(&self, token: Query<Option<String>>) -> PageResponse {
-        magic_link_page(&self.state.config.login.frontend_url, token.0.as_deref())
+    async fn magic_link_page(
+        &self,
+        req: &Request,
+        token: Query<Option<String>>,
+        /// The page's language (`de`); the link carries it when the email was
+        /// not in the default language. Without it, `Accept-Language` decides.
+        lang: Query<Option<String>>,
+    ) -> PageResponse {
+        let config = &self.state.config;
+        let settings = PageSettings {
+            frontend_url: &config.login.frontend_url,
+            app_name: &config.email.app_name,
+            default_locale: &config.email.default_locale,
+        };
+        magic_link_page(
+            &settings,
+            token.0.as_deref(),
+            lang.0.as_deref(),
+            req.header("accept-language"),
+        )
     }
 }
 
@@ -210,6 +244,7 @@ impl Example for SendMagicLinkRequest {
         Self {
             email: Text("ada@example.com".to_owned()),
             redirect_to: Some(Text("https://app.example.com/welcome".to_owned())),
+            locale: Some(Text("de".to_owned())),
         }
     }
 }

@@ -93,11 +93,19 @@ pub async fn deliver(
         Sent::Link(_) => Event::MagicLinkSent,
     };
     let started = Instant::now();
-    let Err(e) = state.mailer.send(message).await else {
-        let done = AuditEvent::success(event, ctx, state.clock.now()).email(email.as_str());
-        record_alone(&state.db, &state.audit, done).await?;
-        state.mailer.note_delivery(started.elapsed());
-        return Ok(());
+    let e = match state.mailer.send(message).await {
+        Ok(delivery) => {
+            let mut done = AuditEvent::success(event, ctx, state.clock.now())
+                .email(email.as_str())
+                .meta("attempts", delivery.attempts);
+            if let Some(code) = delivery.reply_code {
+                done = done.meta("replyCode", code);
+            }
+            record_alone(&state.db, &state.audit, done).await?;
+            state.mailer.note_delivery(started.elapsed());
+            return Ok(());
+        }
+        Err(e) => e,
     };
     // The error is redacted: the reply code and the server's words, no address.
     tracing::warn!(code = e.code(), error = %e, event = event.as_str(), "email delivery failed");
@@ -107,8 +115,13 @@ pub async fn deliver(
         Sent::Code(id) => store::otp::consume(&mut tx, id, now).await?,
         Sent::Link(id) => store::magic_links::consume(&mut tx, id, now).await?,
     }
-    tx.record(AuditEvent::failure(event, e.to_string(), ctx, now).email(email.as_str()))
-        .await?;
+    let mut failed = AuditEvent::failure(event, e.to_string(), ctx, now)
+        .email(email.as_str())
+        .meta("attempts", e.attempts());
+    if let Some(code) = e.code() {
+        failed = failed.meta("replyCode", code);
+    }
+    tx.record(failed).await?;
     tx.commit().await?;
     Err(ErrorCode::EmailFailed.into())
 }

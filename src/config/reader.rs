@@ -48,6 +48,11 @@ impl<'a> Reader<'a> {
         });
     }
 
+    /// A problem already written as one line, beginning with the variable's name.
+    pub(super) fn line(&mut self, line: String) {
+        self.problems.push(line);
+    }
+
     /// A problem with a secret: the value is not repeated.
     pub(super) fn secret_problem(&mut self, name: &str, expected: &str) {
         self.problem(name, expected, None);

@@ -234,14 +234,81 @@ impl EmailSettings {
                 None,
             );
         }
+        let default_locale = default_locale(r);
+        let templates_dir = templates_dir(r, &r.string("APP_NAME", "sesame"), &default_locale);
         Self {
             provider,
             smtp_url,
             resend_api_key,
             resend_api_url: r.http_url("RESEND_API_URL", "https://api.resend.com"),
             from_email: from_email(r, app_env),
+            app_name: app_name(r),
+            templates_dir,
+            default_locale,
+            smtp_ca_file: smtp_ca_file(r),
         }
     }
+}
+
+/// One line of text: it goes into subjects.
+fn app_name(r: &mut Reader<'_>) -> String {
+    let v = r.string("APP_NAME", "sesame");
+    if v.contains(['\r', '\n']) || v.chars().count() > 100 {
+        r.problem("APP_NAME", "one line of at most 100 characters", Some(&v));
+    }
+    v
+}
+
+/// A language tag such as `en`, `de` or `pt-BR`.
+fn default_locale(r: &mut Reader<'_>) -> String {
+    let v = r.string("EMAIL_DEFAULT_LOCALE", "en");
+    crate::email::locale::parse_tag(&v).unwrap_or_else(|| {
+        r.problem(
+            "EMAIL_DEFAULT_LOCALE",
+            "a language tag such as `en`, `de` or `pt-BR`",
+            Some(&v),
+        );
+        "en".to_owned()
+    })
+}
+
+/// The templates are loaded and rendered once here, so that a broken one
+/// stops start-up naming its file and line.
+fn templates_dir(r: &mut Reader<'_>, app_name: &str, default_locale: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(r.raw("EMAIL_TEMPLATES_DIR")?);
+    if !dir.is_dir() {
+        r.problem(
+            "EMAIL_TEMPLATES_DIR",
+            "a folder of templates",
+            Some(&dir.display().to_string()),
+        );
+        return Some(dir);
+    }
+    if let Err(problems) = crate::email::templates::Templates::load(Some(&dir), app_name, default_locale) {
+        for p in problems {
+            r.line(format!("EMAIL_TEMPLATES_DIR: {p}"));
+        }
+    }
+    Some(dir)
+}
+
+/// A readable PEM file with at least one certificate.
+fn smtp_ca_file(r: &mut Reader<'_>) -> Option<PathBuf> {
+    let path = PathBuf::from(r.raw("SMTP_CA_FILE")?);
+    match std::fs::read_to_string(&path) {
+        Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {}
+        Ok(_) => r.problem(
+            "SMTP_CA_FILE",
+            "a PEM file of certificates (-----BEGIN CERTIFICATE-----)",
+            Some(&path.display().to_string()),
+        ),
+        Err(e) => r.problem(
+            "SMTP_CA_FILE",
+            &format!("a readable PEM file ({e})"),
+            Some(&path.display().to_string()),
+        ),
+    }
+    Some(path)
 }
 
 /// Unset, a Resend key selects Resend, as in the TypeScript design; else console

@@ -514,3 +514,68 @@ fn production_refuses_a_public_admin_listener_without_a_token() {
     let p = problems(&[("ADMIN_HOST", "localhost"), ("ADMIN_PORT", "x")]);
     assert_eq!(p.len(), 2, "{p:?}");
 }
+
+#[test]
+fn email_branding_and_language_settings_are_read_and_checked() {
+    let c = load(&[("APP_NAME", "Acme"), ("EMAIL_DEFAULT_LOCALE", "pt-BR")]).expect("valid");
+    assert_eq!(c.email.app_name, "Acme");
+    assert_eq!(c.email.default_locale, "pt-br");
+    let d = load(&[]).expect("defaults");
+    assert_eq!(
+        (d.email.app_name.as_str(), d.email.default_locale.as_str()),
+        ("sesame", "en")
+    );
+    assert_eq!(
+        (d.email.templates_dir.clone(), d.email.smtp_ca_file.clone()),
+        (None, None)
+    );
+    let p = problems(&[("EMAIL_DEFAULT_LOCALE", "de_DE")]);
+    assert!(
+        p[0].starts_with("EMAIL_DEFAULT_LOCALE: expected a language tag"),
+        "{p:?}"
+    );
+    let p = problems(&[("EMAIL_TEMPLATES_DIR", "/nonexistent/templates")]);
+    assert!(p[0].starts_with("EMAIL_TEMPLATES_DIR: expected a folder"), "{p:?}");
+}
+
+#[test]
+fn a_broken_template_is_refused_naming_its_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("sesame-templates-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(dir.join("fr")).expect("mkdir");
+    std::fs::write(dir.join("fr/code.txt"), "Bonjour\n{{ code }}\n{% if %}\n").expect("write");
+    std::fs::write(dir.join("fr/link.txt"), "{{ link }}\n\n{{ token }}\n").expect("write");
+    let p = problems(&[("EMAIL_TEMPLATES_DIR", dir.to_str().expect("utf-8"))]);
+    let code = dir.join("fr/code.txt").display().to_string();
+    let link = dir.join("fr/link.txt").display().to_string();
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with(&format!("EMAIL_TEMPLATES_DIR: {code}:3: syntax error"))),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with(&format!("EMAIL_TEMPLATES_DIR: {link}:3: undefined value"))),
+        "{p:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn smtp_ca_file_must_hold_pem_certificates() {
+    let dir = std::env::temp_dir().join(format!("sesame-ca-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("ca.pem");
+    std::fs::write(&file, "not a certificate").expect("write");
+    let p = problems(&[("SMTP_CA_FILE", file.to_str().expect("utf-8"))]);
+    assert!(
+        p[0].starts_with("SMTP_CA_FILE: expected a PEM file of certificates"),
+        "{p:?}"
+    );
+    let p = problems(&[("SMTP_CA_FILE", "/nonexistent/ca.pem")]);
+    assert!(p[0].starts_with("SMTP_CA_FILE: expected a readable PEM file"), "{p:?}");
+    std::fs::write(&file, "-----BEGIN CERTIFICATE-----\n").expect("write");
+    let c = load(&[("SMTP_CA_FILE", file.to_str().expect("utf-8"))]).expect("valid");
+    assert_eq!(c.email.smtp_ca_file, Some(file));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -34,7 +34,7 @@ async fn a_code_from_the_email_signs_a_new_user_in(opts: PgPoolOptions, db: PgCo
     let code = mail.code();
     assert_eq!(code.len(), 6);
     assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
-    assert_eq!(mail.subject(), format!("Your sign-in code: {code}"));
+    assert_eq!(mail.subject(), format!("Your sesame sign-in code: {code}"));
     assert!(mail.text().contains(&code), "plain text part");
     assert!(mail.html().contains(&code), "HTML part");
 
@@ -98,10 +98,15 @@ async fn a_code_from_the_email_signs_a_new_user_in(opts: PgPoolOptions, db: PgCo
             .await
             .unwrap();
     assert_eq!(meta[0]["emailDomain"], "example.com");
-    assert_eq!(meta[1]["method"], "otp", "user.created");
-    assert_eq!(meta[2]["method"], "otp", "auth.login");
     assert_eq!(
-        (meta[3]["tokenType"].as_str(), meta[4]["tokenType"].as_str()),
+        (meta[1]["attempts"].as_u64(), meta[1]["replyCode"].as_u64()),
+        (Some(1), Some(250)),
+        "otp.sent"
+    );
+    assert_eq!(meta[2]["method"], "otp", "user.created");
+    assert_eq!(meta[3]["method"], "otp", "auth.login");
+    assert_eq!(
+        (meta[4]["tokenType"].as_str(), meta[5]["tokenType"].as_str()),
         (Some("access"), Some("refresh"))
     );
     let all: String = sqlx::query_scalar("SELECT string_agg(audit_events::text, ' ') FROM audit_events")

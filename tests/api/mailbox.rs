@@ -13,9 +13,10 @@ use base64::Engine as _;
 use poem::{EndpointExt as _, IntoResponse as _, Route, handler, http::StatusCode, web::Data};
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::TcpListener,
+    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
 };
+use tokio_rustls::TlsAcceptor;
 
 /// One message as the SMTP server received it.
 #[derive(Debug, Clone)]
@@ -44,8 +45,9 @@ impl Mail {
         None
     }
 
+    /// The subject, with RFC 2047 encoded words (non-ASCII text) decoded.
     pub fn subject(&self) -> String {
-        self.header("Subject").unwrap_or_default()
+        decode_words(&self.header("Subject").unwrap_or_default())
     }
 
     /// The decoded body of the part with this content type.
@@ -101,6 +103,33 @@ pub fn token_of(link: &str) -> String {
     url.query_pairs().find(|(k, _)| k == "token").unwrap().1.into_owned()
 }
 
+/// A header value with its `=?utf-8?b?…?=` / `=?utf-8?q?…?=` words decoded; the
+/// space between two encoded words is dropped, as RFC 2047 says.
+fn decode_words(value: &str) -> String {
+    let mut out = String::new();
+    let mut last_encoded = false;
+    for (i, word) in value.split(' ').enumerate() {
+        let decoded = word
+            .strip_prefix("=?")
+            .and_then(|w| w.strip_suffix("?="))
+            .and_then(|w| {
+                let mut parts = w.splitn(3, '?');
+                let (_charset, encoding, text) = (parts.next()?, parts.next()?, parts.next()?);
+                match encoding.to_ascii_lowercase().as_str() {
+                    "b" => String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).ok()?).ok(),
+                    "q" => Some(decode_quoted_printable(&text.replace('_', " "))),
+                    _ => None,
+                }
+            });
+        if i > 0 && !(last_encoded && decoded.is_some()) {
+            out.push(' ');
+        }
+        last_encoded = decoded.is_some();
+        out.push_str(decoded.as_deref().unwrap_or(word));
+    }
+    out
+}
+
 fn decode_quoted_printable(s: &str) -> String {
     let joined = s.replace("=\r\n", "");
     let b = joined.as_bytes();
@@ -125,6 +154,18 @@ fn decode_quoted_printable(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// How an [`SmtpSink`] speaks TLS.
+#[derive(Clone)]
+pub enum SinkTls {
+    /// Plain text only.
+    None,
+    /// Offers STARTTLS and refuses `MAIL FROM` before it (`530`), as a
+    /// submission server on port 587 does.
+    StartTls(TlsAcceptor),
+    /// TLS from the first byte (`smtps://`).
+    Wrapper(TlsAcceptor),
+}
+
 /// An SMTP server on 127.0.0.1 that accepts everything (or, when told to,
 /// refuses the message or its recipients) and keeps what it receives.
 #[derive(Clone)]
@@ -134,10 +175,21 @@ pub struct SmtpSink {
     refuse: Arc<AtomicBool>,
     refuse_recipients: Arc<AtomicBool>,
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    tls: SinkTls,
+    /// `MAIL FROM` commands received over plain text on a STARTTLS sink.
+    plaintext_mail: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections accepted.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// How many of the next `MAIL FROM` get `421` and a closed connection.
+    busy: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SmtpSink {
     pub async fn start() -> Self {
+        Self::start_with(SinkTls::None).await
+    }
+
+    pub async fn start_with(tls: SinkTls) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sink = Self {
             addr: listener.local_addr().unwrap(),
@@ -145,22 +197,63 @@ impl SmtpSink {
             refuse: Arc::default(),
             refuse_recipients: Arc::default(),
             delay_ms: Arc::default(),
+            tls,
+            plaintext_mail: Arc::default(),
+            connections: Arc::default(),
+            busy: Arc::default(),
         };
         let s = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let _ = s.session(stream).await;
+                    let _ = s.serve(stream).await;
                 });
             }
         });
         sink
     }
 
+    /// The `MAIL FROM` commands that arrived before STARTTLS.
+    pub fn plaintext_mail(&self) -> usize {
+        self.plaintext_mail.load(Ordering::SeqCst)
+    }
+
+    /// The connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// The next `times` `MAIL FROM` are answered `421` (service not
+    /// available, closing), and the connection closed: a busy server.
+    pub fn busy_for(&self, times: usize) {
+        self.busy.store(times, Ordering::SeqCst);
+    }
+
+    async fn serve(&self, tcp: TcpStream) -> std::io::Result<()> {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        match self.tls.clone() {
+            SinkTls::None => self.session(tcp, false).await.map(drop),
+            SinkTls::Wrapper(acceptor) => self.session(acceptor.accept(tcp).await?, true).await.map(drop),
+            SinkTls::StartTls(acceptor) => {
+                if let Some(tcp) = self.session(tcp, false).await? {
+                    let tls = acceptor.accept(tcp).await?;
+                    self.session(tls, true).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The `SMTP_URL` for this server.
     pub fn url(&self) -> String {
         format!("smtp://{}", self.addr)
+    }
+
+    /// The `SMTP_URL` for this server under the name its certificate carries
+    /// (`localhost`), with `query` (e.g. `?tls=required`).
+    pub fn url_for_tls(&self, scheme: &str, query: &str) -> String {
+        format!("{scheme}://localhost:{}{query}", self.addr.port())
     }
 
     /// From now on, answer DATA with a permanent failure.
@@ -198,25 +291,47 @@ impl SmtpSink {
             .unwrap_or_else(|| panic!("no message to {address}"))
     }
 
-    async fn session(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read);
-        write.write_all(b"220 sink.test ESMTP\r\n").await?;
+    /// One SMTP conversation; `Some(stream)` when the client asked for
+    /// STARTTLS, to go on over TLS (the greeting after the handshake is the
+    /// client's new EHLO, so none is sent then).
+    async fn session<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, secure: bool) -> std::io::Result<Option<S>> {
+        let starttls = matches!(self.tls, SinkTls::StartTls(_));
+        let mut lines = BufReader::new(stream);
+        if !(starttls && secure) {
+            lines.get_mut().write_all(b"220 sink.test ESMTP\r\n").await?;
+        }
         let (mut from, mut to) = (String::new(), Vec::new());
         let mut line = String::new();
         loop {
             line.clear();
             if lines.read_line(&mut line).await? == 0 {
-                return Ok(());
+                return Ok(None);
             }
+            let write = lines.get_mut();
             let cmd = line.trim_end().to_owned();
             let upper = cmd.to_ascii_uppercase();
             if upper.starts_with("EHLO") {
-                write
-                    .write_all(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-                    .await?;
+                let offer = if starttls && !secure { "250-STARTTLS\r\n" } else { "" };
+                let reply = format!("250-sink.test\r\n{offer}250-8BITMIME\r\n250 SMTPUTF8\r\n");
+                write.write_all(reply.as_bytes()).await?;
+            } else if upper == "STARTTLS" && starttls && !secure {
+                write.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
+                return Ok(Some(lines.into_inner()));
             } else if upper.starts_with("HELO") || upper.starts_with("RSET") || upper.starts_with("NOOP") {
                 write.write_all(b"250 OK\r\n").await?;
+            } else if upper.starts_with("MAIL FROM:") && starttls && !secure {
+                self.plaintext_mail.fetch_add(1, Ordering::SeqCst);
+                write
+                    .write_all(b"530 5.7.0 Must issue a STARTTLS command first\r\n")
+                    .await?;
+            } else if upper.starts_with("MAIL FROM:")
+                && self
+                    .busy
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                write.write_all(b"421 4.3.2 busy, try again later\r\n").await?;
+                return Ok(None);
             } else if upper.starts_with("MAIL FROM:") {
                 from = angle(&cmd);
                 to.clear();
@@ -236,7 +351,7 @@ impl SmtpSink {
                 loop {
                     line.clear();
                     if lines.read_line(&mut line).await? == 0 {
-                        return Ok(());
+                        return Ok(None);
                     }
                     if line == ".\r\n" {
                         break;
@@ -247,6 +362,7 @@ impl SmtpSink {
                             .unwrap_or(&line),
                     );
                 }
+                let write = lines.get_mut();
                 let delay = self.delay_ms.load(Ordering::SeqCst);
                 if delay > 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
@@ -263,7 +379,7 @@ impl SmtpSink {
                 }
             } else if upper.starts_with("QUIT") {
                 write.write_all(b"221 bye\r\n").await?;
-                return Ok(());
+                return Ok(None);
             } else {
                 write.write_all(b"502 not implemented\r\n").await?;
             }

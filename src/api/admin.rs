@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq as _;
 pub mod audit;
 pub mod cursor;
 pub mod users;
+pub mod webhooks;
 
 use super::{health, request_context};
 use crate::{
@@ -33,6 +34,8 @@ pub enum AdminTags {
     Users,
     /// The audit trail.
     Audit,
+    /// Webhook deliveries: listing and retrying them.
+    Webhooks,
     /// Liveness of the server and its database.
     Health,
 }
@@ -66,7 +69,7 @@ impl AdminHealthApi {
 }
 
 /// Every API of the admin document.
-pub type AdminApis = (users::UsersApi, audit::AuditApi, AdminHealthApi);
+pub type AdminApis = (users::UsersApi, audit::AuditApi, webhooks::WebhooksApi, AdminHealthApi);
 
 /// The admin OpenAPI service: routes and the generated document.
 pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
@@ -74,6 +77,7 @@ pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
         (
             users::UsersApi { state: state.clone() },
             audit::AuditApi { state: state.clone() },
+            webhooks::WebhooksApi { state: state.clone() },
             AdminHealthApi { state: state.clone() },
         ),
         "sesame admin",

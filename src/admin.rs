@@ -47,6 +47,9 @@ fn event(name: Event, actor: Actor, ctx: &RequestContext, now: OffsetDateTime) -
 }
 
 /// Creates a user for `email` without sending anything (imports, invitations).
+/// Recorded as `user.created` (`metadata.method`: the actor, so the team's app
+/// learns of every new user from one event, however it was made) and
+/// `admin.user.created`, in the transaction of the user row.
 pub async fn create_user(
     state: &AppState,
     actor: Actor,
@@ -58,6 +61,13 @@ pub async fn create_user(
     let id = store::users::create(&mut tx, email, now)
         .await?
         .ok_or(AdminError::UserExists)?;
+    tx.record(
+        AuditEvent::success(Event::UserCreated, ctx, now)
+            .user(id)
+            .email(email.as_str())
+            .meta("method", actor.as_str()),
+    )
+    .await?;
     tx.record(
         event(Event::AdminUserCreated, actor, ctx, now)
             .user(id)

@@ -1,6 +1,6 @@
 //! The admin API's webhook deliveries: listing them (by status, in keyset
 //! pages) and an operator's retry of a failed one, delivered to a real
-//! receiver.
+//! receiver; `user.created` for users that operators create.
 
 use std::{
     collections::HashSet,
@@ -208,8 +208,8 @@ async fn deliveries_are_listed_oldest_first_in_keyset_pages(_: PgPoolOptions, db
         WebhookEvents::All,
     );
     let app = TestApp::spawn_with(config).await;
-    // Each creation is an event: ten deliveries.
-    for n in 0..10 {
+    // Each creation is two events (user.created, admin.user.created): ten deliveries.
+    for n in 0..5 {
         create_id(&app, &format!("user{n}@example.com")).await;
     }
 
@@ -236,7 +236,76 @@ async fn deliveries_are_listed_oldest_first_in_keyset_pages(_: PgPoolOptions, db
             .await,
     );
     let names: Vec<&str> = all.iter().map(|d| d["event"].as_str().unwrap()).collect();
-    assert_eq!(names, ["admin.user.created"].repeat(10),);
+    assert_eq!(
+        names,
+        ["user.created", "admin.user.created"].repeat(5),
+        "user.created comes first, in the same transaction"
+    );
+}
+
+#[sqlx::test]
+async fn a_user_created_by_an_operator_is_announced_as_user_created(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let receiver = Receiver::start().await;
+    let sink = SmtpSink::start().await;
+    let secret = new_secret();
+    let config = webhook_config(
+        smtp_config(db.clone(), &sink),
+        &[receiver.url()],
+        &secret,
+        default_events(),
+    );
+    let app = TestApp::spawn_with(config).await;
+
+    let id = create_id(&app, "grace@example.com").await;
+    let got = receiver.wait_for(1).await;
+    let body = got[0].json();
+    assert_eq!(body["type"], "user.created");
+    assert_eq!(body["data"]["userId"], id.as_str());
+    assert_eq!(body["data"]["email"], "grace@example.com");
+    assert_eq!(body["data"]["metadata"]["method"], "admin");
+
+    // The command runs with the service's environment: the outbox rows are
+    // written by whoever records the event, for the endpoints it knows.
+    let url = receiver.url();
+    let webhooks = [("WEBHOOK_URLS", url.as_str()), ("WEBHOOK_SECRET", secret.as_str())];
+    let cli = sesame(&db, &["users", "create", "linus@example.com"], &webhooks);
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].json()["data"]["email"], "linus@example.com");
+    assert_eq!(got[1].json()["data"]["metadata"]["method"], "cli");
+
+    // Each in the transaction of its user row, just before admin.user.created.
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT event, email, coalesce(metadata->>'method', metadata->>'actor') FROM audit_events ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let named = |e: &str, m: &str, a: &str| (e.to_owned(), Some(m.to_owned()), Some(a.to_owned()));
+    assert_eq!(
+        rows,
+        [
+            named("user.created", "grace@example.com", "admin"),
+            named("admin.user.created", "grace@example.com", "admin"),
+            named("user.created", "linus@example.com", "cli"),
+            named("admin.user.created", "linus@example.com", "cli"),
+        ]
+    );
+    // An address that already has a user creates nothing, so announces nothing.
+    let twice = app
+        .admin(
+            Method::POST,
+            "/admin/users",
+            Some(&serde_json::json!({ "email": "grace@example.com" })),
+        )
+        .await;
+    assert_eq!(twice.status, 409, "{}", twice.text);
+    let user_created: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE event = 'user.created'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(user_created, 2);
 }
 
 /// Runs `sesame ARGS` against `db`, with `env` only.

@@ -1,7 +1,7 @@
-//! What operators do to users: the flows shared by the admin API
-//! (`api::admin`) and the `sesame users` command. Each runs in one
-//! transaction with its audit event (`admin.*`, `metadata.actor` naming
-//! where it came from); reads are not audited.
+//! What operators do to users and webhook deliveries: the flows shared by the
+//! admin API (`api::admin`) and the `sesame users` and `sesame webhooks`
+//! commands. Each runs in one transaction with its audit event (`admin.*`,
+//! `metadata.actor` naming where it came from); reads are not audited.
 
 use time::OffsetDateTime;
 
@@ -17,7 +17,7 @@ use crate::{
 pub enum Actor {
     /// The admin API (`ADMIN_TOKEN`).
     Admin,
-    /// The `sesame users` command.
+    /// The `sesame users` and `sesame webhooks` commands.
     Cli,
 }
 
@@ -47,6 +47,9 @@ fn event(name: Event, actor: Actor, ctx: &RequestContext, now: OffsetDateTime) -
 }
 
 /// Creates a user for `email` without sending anything (imports, invitations).
+/// Recorded as `user.created` (`metadata.method`: the actor, so the team's app
+/// learns of every new user from one event, however it was made) and
+/// `admin.user.created`, in the transaction of the user row.
 pub async fn create_user(
     state: &AppState,
     actor: Actor,
@@ -58,6 +61,13 @@ pub async fn create_user(
     let id = store::users::create(&mut tx, email, now)
         .await?
         .ok_or(AdminError::UserExists)?;
+    tx.record(
+        AuditEvent::success(Event::UserCreated, ctx, now)
+            .user(id)
+            .email(email.as_str())
+            .meta("method", actor.as_str()),
+    )
+    .await?;
     tx.record(
         event(Event::AdminUserCreated, actor, ctx, now)
             .user(id)
@@ -210,4 +220,47 @@ pub async fn delete_user(
     .await?;
     tx.commit().await?;
     Ok(erased)
+}
+
+/// What an operator's retry of a webhook delivery found.
+#[derive(Debug)]
+pub enum Retried {
+    /// It was failed or pending and is now pending and due: the delivery after the change.
+    Due(store::webhooks::Delivery),
+    /// No delivery has this id.
+    Unknown,
+    /// It was delivered already; nothing changed.
+    Delivered,
+}
+
+/// Retries the webhook delivery `id` now (`store::webhooks::retry`: a failed
+/// one is replayed at the end of its endpoint's queue with a fresh
+/// `WEBHOOK_MAX_AGE`; a pending one is made due). Recorded as
+/// `admin.webhook.retried` (`metadata`: `actor`, `deliveryId`, `eventId`,
+/// `event`, and `status`, the status it had). Nothing happens to a delivered one.
+pub async fn retry_delivery(
+    state: &AppState,
+    actor: Actor,
+    ctx: &RequestContext,
+    id: i64,
+) -> Result<Retried, sqlx::Error> {
+    let now = state.clock.now();
+    let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
+    let Some(before) = store::webhooks::find_for_update(&mut tx, id).await? else {
+        return Ok(Retried::Unknown);
+    };
+    if !store::webhooks::retry(&mut tx, id, now).await? {
+        return Ok(Retried::Delivered);
+    }
+    tx.record(
+        event(Event::AdminWebhookRetried, actor, ctx, now)
+            .meta("deliveryId", id)
+            .meta("eventId", before.event_id)
+            .meta("event", before.event.clone())
+            .meta("status", before.status.clone()),
+    )
+    .await?;
+    let after = store::webhooks::find_for_update(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(after.map_or(Retried::Unknown, Retried::Due))
 }

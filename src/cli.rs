@@ -254,10 +254,13 @@ async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
             write!(out, "{table}")?;
         }
         WebhooksCommand::Retry { id } => {
-            if !store::webhooks::retry(&mut conn, id, state.clock.now()).await? {
-                anyhow::bail!("no failed or pending delivery {id}");
+            let ctx = audit::RequestContext::none();
+            match crate::admin::retry_delivery(&state, crate::admin::Actor::Cli, &ctx, id).await? {
+                crate::admin::Retried::Due(_) => writeln!(out, "delivery {id} is due now")?,
+                crate::admin::Retried::Unknown | crate::admin::Retried::Delivered => {
+                    anyhow::bail!("no failed or pending delivery {id}")
+                }
             }
-            writeln!(out, "delivery {id} is due now")?;
         }
     }
     Ok(())

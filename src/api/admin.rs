@@ -20,6 +20,7 @@ pub mod cursor;
 pub mod dashboard;
 pub mod stats;
 pub mod users;
+pub mod webhooks;
 
 use super::{health, request_context};
 use crate::{
@@ -35,6 +36,8 @@ pub enum AdminTags {
     Users,
     /// The audit trail, listed and counted.
     Audit,
+    /// Webhook deliveries: listing and retrying them.
+    Webhooks,
     /// Liveness of the server and its database.
     Health,
 }
@@ -68,7 +71,13 @@ impl AdminHealthApi {
 }
 
 /// Every API of the admin document.
-pub type AdminApis = (users::UsersApi, audit::AuditApi, stats::StatsApi, AdminHealthApi);
+pub type AdminApis = (
+    users::UsersApi,
+    audit::AuditApi,
+    stats::StatsApi,
+    webhooks::WebhooksApi,
+    AdminHealthApi,
+);
 
 /// The admin OpenAPI service: routes and the generated document.
 pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
@@ -77,6 +86,7 @@ pub fn service(state: &AppState) -> OpenApiService<AdminApis, ()> {
             users::UsersApi { state: state.clone() },
             audit::AuditApi { state: state.clone() },
             stats::StatsApi { state: state.clone() },
+            webhooks::WebhooksApi { state: state.clone() },
             AdminHealthApi { state: state.clone() },
         ),
         "sesame admin",

@@ -49,6 +49,8 @@ pub enum Event {
     AdminSessionsRevoked,
     /// An operator erased a user; its audit rows were pseudonymised.
     AdminUserDeleted,
+    /// An operator retried a webhook delivery (`metadata.deliveryId`, `metadata.status`).
+    AdminWebhookRetried,
 }
 
 impl Event {
@@ -75,6 +77,7 @@ impl Event {
         Self::AdminUserEnabled,
         Self::AdminSessionsRevoked,
         Self::AdminUserDeleted,
+        Self::AdminWebhookRetried,
     ];
 
     /// The dotted name, e.g. `auth.login`.
@@ -101,6 +104,7 @@ impl Event {
             Self::AdminUserEnabled => "admin.user.enabled",
             Self::AdminSessionsRevoked => "admin.sessions.revoked",
             Self::AdminUserDeleted => "admin.user.deleted",
+            Self::AdminWebhookRetried => "admin.webhook.retried",
         }
     }
 }

@@ -227,6 +227,24 @@ pub async fn list(
     .await
 }
 
+/// The delivery `id`, locked until the end of the transaction (an operator's
+/// retry reads, changes and reports it in one transaction).
+pub async fn find_for_update(conn: &mut PgConnection, id: i64) -> Result<Option<Delivery>, sqlx::Error> {
+    sqlx::query_as!(
+        Delivery,
+        r#"
+        SELECT d.id, d.webhook_id, d.event_id, a.event, d.endpoint, d.status, d.attempts, d.next_attempt_at,
+               d.last_attempt_at, d.last_error, d.delivered_at, d.created_at
+        FROM webhook_deliveries d JOIN audit_events a ON a.id = d.event_id
+        WHERE d.id = $1
+        FOR UPDATE OF d
+        "#,
+        id,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 /// How many deliveries are in each status.
 pub async fn counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let rows =

@@ -49,6 +49,7 @@ mod sessions;
 mod signup_closed;
 mod tokens;
 mod webhooks;
+mod webhooks_admin;
 mod webhooks_cli;
 mod webhooks_crash;
 mod webhooks_events;

@@ -29,6 +29,17 @@ pub fn decode_event(cursor: &str) -> Option<i64> {
     text.strip_prefix("a:")?.parse().ok().filter(|id| *id > 0)
 }
 
+/// The cursor after the webhook delivery `id`.
+pub fn encode_delivery(id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("d:{id}"))
+}
+
+/// The delivery id a delivery cursor names; `None` when it is not one.
+pub fn decode_delivery(cursor: &str) -> Option<i64> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    text.strip_prefix("d:")?.parse().ok().filter(|id| *id > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +50,9 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(decode_user(&encode_user(at, id)), Some((at, id)));
         assert_eq!(decode_event(&encode_event(42)), Some(42));
+        assert_eq!(decode_delivery(&encode_delivery(7)), Some(7));
+        assert_eq!(decode_delivery(&encode_event(7)), None);
+        assert_eq!(decode_delivery(&URL_SAFE_NO_PAD.encode("d:0")), None);
         for bad in [
             "",
             "x",

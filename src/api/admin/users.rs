@@ -249,7 +249,8 @@ impl UsersApi {
     /// Create a user without sending anything (imports, invitations).
     ///
     /// The user signs in later as anyone does. 409 `user_exists` when the
-    /// address already has a user. Recorded as `admin.user.created`.
+    /// address already has a user. Recorded as `user.created` (`metadata.method`:
+    /// `admin`, so webhooks announce it as any new user) and `admin.user.created`.
     #[oai(
         path = "/admin/users",
         method = "post",

@@ -54,7 +54,7 @@ run_config() {
   psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
   port=$(free_port); smtp=$(free_port)
   started=$(date +%s%N)
-  env DATABASE_URL="$PG_BASE/$db" PORT="$port" EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$smtp?tls=none" \
+  env DATABASE_URL="$PG_BASE/$db" PORT="$port" ADMIN_PORT=0 EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$smtp?tls=none" \
     RATE_LIMIT_ENABLED=false METRICS_FILE_PATH="$out/$name-audit.jsonl" "$@" \
     "$SESAME_BIN" serve >"$out/$name-server.log" 2>&1 &
   server=$!

@@ -354,7 +354,7 @@ mod tests {
         let m = t
             .code("en", "a@example.com", "123456", Duration::from_secs(600))
             .expect("renders");
-        assert_eq!(m.subject, "Your sesame sign-in code: 123456");
+        assert_eq!(m.subject, "sesame: Your sign-in code: 123456");
         assert!(m.text.contains("123456") && m.text.contains("10 minutes"));
         assert!(m.html.contains("123456"));
     }
@@ -399,7 +399,7 @@ mod tests {
         let m = t
             .code("de", "a@example.com", "123456", Duration::from_secs(600))
             .expect("renders");
-        assert_eq!(m.subject, "Ihr Anmeldecode für sesame: 123456");
+        assert_eq!(m.subject, "sesame: Ihr Anmeldecode: 123456");
     }
 
     #[test]
@@ -409,7 +409,7 @@ mod tests {
         let m = t
             .code("fr", "a@example.com", "1", Duration::from_secs(60))
             .expect("renders");
-        assert!(m.subject.starts_with("Your sesame sign-in code"));
+        assert!(m.subject.starts_with("sesame: Your sign-in code"));
     }
 
     #[test]

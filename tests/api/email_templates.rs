@@ -46,7 +46,10 @@ async fn every_subject_and_body_carries_the_app_name(_: PgPoolOptions, db: PgCon
         None,
     )
     .await;
-    assert_eq!(mail.subject(), format!("Your Acme Cloud sign-in code: {}", mail.code()));
+    assert_eq!(
+        mail.subject(),
+        format!("Acme Cloud: Your sign-in code: {}", mail.code())
+    );
     assert!(
         mail.text().contains("Your Acme Cloud sign-in code is"),
         "{}",
@@ -66,7 +69,7 @@ async fn every_subject_and_body_carries_the_app_name(_: PgPoolOptions, db: PgCon
         None,
     )
     .await;
-    assert_eq!(mail.subject(), "Your Acme Cloud sign-in link");
+    assert_eq!(mail.subject(), "Acme Cloud: Your sign-in link");
     assert!(mail.text().contains("Sign in to Acme Cloud"));
     assert!(mail.html().contains("Sign in to Acme Cloud</a>"));
     let page = app
@@ -163,13 +166,13 @@ async fn locale_de_writes_the_email_and_the_page_in_german(_: PgPoolOptions, db:
     let (app, sink) = spawn(db, |_| {}).await;
     let body = json!({ "email": "ada@example.com", "locale": "de" });
     let mail = sent(&app, &sink, "/auth/send-code", body, Some("en")).await;
-    assert_eq!(mail.subject(), format!("Ihr Anmeldecode für sesame: {}", mail.code()));
+    assert_eq!(mail.subject(), format!("sesame: Ihr Anmeldecode: {}", mail.code()));
     assert!(mail.text().contains("Minuten gültig"), "{}", mail.text());
     assert!(mail.html().contains("<html lang=\"de\">"));
 
     let body = json!({ "email": "bob@example.com", "locale": "de-AT" });
     let mail = sent(&app, &sink, "/auth/send-magic-link", body, None).await;
-    assert_eq!(mail.subject(), "Ihr Anmeldelink für sesame");
+    assert_eq!(mail.subject(), "sesame: Ihr Anmeldelink");
     let link = mail.link();
     let lang = url::Url::parse(&link)
         .unwrap()
@@ -205,13 +208,13 @@ async fn accept_language_decides_without_a_locale(_: PgPoolOptions, db: PgConnec
         Some("fr-CH, fr;q=0.9, de;q=0.8, en;q=0.7"),
     )
     .await;
-    assert!(mail.subject().starts_with("Ihr Anmeldecode"), "{}", mail.subject());
+    assert!(mail.subject().starts_with("sesame: Ihr Anmeldecode"), "{}", mail.subject());
 
     // pt-BR → pt → the default, English.
     tokio::time::sleep(Duration::from_millis(10)).await;
     let body = json!({ "email": "bob@example.com" });
     let mail = sent(&app, &sink, "/auth/send-magic-link", body, Some("pt-BR")).await;
-    assert_eq!(mail.subject(), "Your sesame sign-in link");
+    assert_eq!(mail.subject(), "sesame: Your sign-in link");
     assert!(
         !mail.link().contains("lang="),
         "the default language is not written into the link"
@@ -240,10 +243,10 @@ async fn the_default_locale_applies_when_the_request_names_none(_: PgPoolOptions
         None,
     )
     .await;
-    assert!(mail.subject().starts_with("Ihr Anmeldecode"), "{}", mail.subject());
+    assert!(mail.subject().starts_with("sesame: Ihr Anmeldecode"), "{}", mail.subject());
     let body = json!({ "email": "bob@example.com", "locale": "en" });
     let mail = sent(&app, &sink, "/auth/send-magic-link", body, None).await;
-    assert_eq!(mail.subject(), "Your sesame sign-in link");
+    assert_eq!(mail.subject(), "sesame: Your sign-in link");
     assert!(mail.link().contains("lang=en"), "{}", mail.link());
 }
 

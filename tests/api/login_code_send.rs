@@ -120,7 +120,7 @@ async fn a_code_whose_delivery_failed_never_signs_in(opts: PgPoolOptions, db: Pg
     let tried = resend.requests().pop().expect("sesame tried to send the code");
     assert_eq!(tried.body["to"], json!(["ada@example.com"]));
     let subject = tried.body["subject"].as_str().unwrap();
-    let code = subject.strip_prefix("Your sesame sign-in code: ").expect(subject);
+    let code = subject.strip_prefix("sesame: Your sign-in code: ").expect(subject);
     assert_generic_401(&app.verify_code("ada@example.com", code).await);
     assert_eq!(detail_reasons(&pool).await, ["No OTP found for email"]);
     assert_eq!(users_and_sessions(&pool).await, (0, 0), "nobody signed in");
@@ -130,7 +130,7 @@ async fn a_code_whose_delivery_failed_never_signs_in(opts: PgPoolOptions, db: Pg
     assert_eq!(app.send_code("ada@example.com").await.status, 200);
     let delivered = resend.requests().pop().unwrap();
     let subject = delivered.body["subject"].as_str().unwrap();
-    let code = subject.strip_prefix("Your sesame sign-in code: ").expect(subject);
+    let code = subject.strip_prefix("sesame: Your sign-in code: ").expect(subject);
     let resp = app.verify_code("ada@example.com", code).await;
     assert_eq!(resp.status, 200, "{}", resp.text);
 }

@@ -34,7 +34,7 @@ async fn a_code_from_the_email_signs_a_new_user_in(opts: PgPoolOptions, db: PgCo
     let code = mail.code();
     assert_eq!(code.len(), 6);
     assert!(code.bytes().all(|b| b.is_ascii_digit()), "{code}");
-    assert_eq!(mail.subject(), format!("Your sesame sign-in code: {code}"));
+    assert_eq!(mail.subject(), format!("sesame: Your sign-in code: {code}"));
     assert!(mail.text().contains(&code), "plain text part");
     assert!(mail.html().contains(&code), "HTML part");
 

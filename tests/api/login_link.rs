@@ -23,7 +23,7 @@ async fn a_link_from_the_email_signs_in_once(opts: PgPoolOptions, db: PgConnectO
     let sent = app.send_magic_link("Ada@Example.com", None).await;
     assert_eq!(sent.status, 200, "{}", sent.text);
     let mail = sink.last_to("ada@example.com");
-    assert_eq!(mail.subject(), "Your sesame sign-in link");
+    assert_eq!(mail.subject(), "sesame: Your sign-in link");
     let link = mail.link();
     assert!(link.starts_with("http://localhost:3000/auth/verify?token="), "{link}");
     assert!(
@@ -226,7 +226,7 @@ async fn email_goes_through_the_resend_api(_: PgPoolOptions, db: PgConnectOption
     assert_eq!(req.body["from"], "Sesame <noreply@sesame.test>");
     assert_eq!(req.body["to"], json!(["ada@example.com"]));
     let subject = req.body["subject"].as_str().unwrap();
-    let code = subject.strip_prefix("Your sesame sign-in code: ").expect(subject);
+    let code = subject.strip_prefix("sesame: Your sign-in code: ").expect(subject);
     assert!(req.body["text"].as_str().unwrap().contains(code));
     assert!(req.body["html"].as_str().unwrap().contains(code));
     assert_eq!(app.verify_code("ada@example.com", code).await.status, 200);

@@ -64,7 +64,7 @@ def read_code(to: str, after: str) -> tuple[str, str]:
             if to.lower() not in str(msg.get("To", "")).lower():
                 continue
             subject = str(msg.get("Subject", ""))
-            m = re.fullmatch(r"Your sign-in code: (\d{6})", subject)
+            m = re.fullmatch(r"sesame: Your sign-in code: (\d{6})", subject)
             check(m is not None, f"message {path.name} to {to} has an unexpected Subject: {subject!r}")
             return m.group(1), path.name
         if time.monotonic() > deadline:

@@ -51,7 +51,7 @@ async function readCode(to: string, after: string): Promise<{ code: string; file
       const h = headersOf(readFileSync(join(maildir, f), "utf8"));
       if (!(h.get("to") ?? "").toLowerCase().includes(to.toLowerCase())) continue;
       const subject = h.get("subject") ?? "";
-      const m = /^Your sign-in code: (\d{6})$/.exec(subject);
+      const m = /^sesame: Your sign-in code: (\d{6})$/.exec(subject);
       assert.ok(m, `message ${f} to ${to} has an unexpected Subject: ${JSON.stringify(subject)}`);
       return { code: m[1]!, file: f };
     }

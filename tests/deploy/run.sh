@@ -210,7 +210,7 @@ expect_code() {
 code_from() {
   local code i
   for i in $(seq 50); do
-    code=$(awk -v to="To: $2" '$0 == to { f = 1; next } f && /^Subject: Your sign-in code: / { c = $NF; f = 0 } END { print c }' "$1" 2>/dev/null || true)
+    code=$(awk -v to="To: $2" '$0 == to { f = 1; next } f && /^Subject: .*Your sign-in code: / { c = $NF; f = 0 } END { print c }' "$1" 2>/dev/null || true)
     [ -n "$code" ] && { echo "$code"; return 0; }
     sleep 0.1
   done

@@ -208,7 +208,11 @@ async fn accept_language_decides_without_a_locale(_: PgPoolOptions, db: PgConnec
         Some("fr-CH, fr;q=0.9, de;q=0.8, en;q=0.7"),
     )
     .await;
-    assert!(mail.subject().starts_with("sesame: Ihr Anmeldecode"), "{}", mail.subject());
+    assert!(
+        mail.subject().starts_with("sesame: Ihr Anmeldecode"),
+        "{}",
+        mail.subject()
+    );
 
     // pt-BR → pt → the default, English.
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -243,7 +247,11 @@ async fn the_default_locale_applies_when_the_request_names_none(_: PgPoolOptions
         None,
     )
     .await;
-    assert!(mail.subject().starts_with("sesame: Ihr Anmeldecode"), "{}", mail.subject());
+    assert!(
+        mail.subject().starts_with("sesame: Ihr Anmeldecode"),
+        "{}",
+        mail.subject()
+    );
     let body = json!({ "email": "bob@example.com", "locale": "en" });
     let mail = sent(&app, &sink, "/auth/send-magic-link", body, None).await;
     assert_eq!(mail.subject(), "sesame: Your sign-in link");

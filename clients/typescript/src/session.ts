@@ -62,6 +62,12 @@ interface TabMessage {
   sid: string | null;
 }
 
+/** Options of `sendCode` and `sendLink`. */
+export interface SendOptions {
+  /** The email's language, a BCP 47 tag such as `de` or `pt-BR` (sesame falls back along it). */
+  locale?: string;
+}
+
 export class SessionManager extends EventTarget {
   /**
    * A typed client (openapi-fetch) for sesame's own Bearer operations (`GET /auth/me`,
@@ -165,9 +171,14 @@ export class SessionManager extends EventTarget {
 
   // --- Signing in ------------------------------------------------------------------------
 
-  /** Emails a one-time code to `email` (`POST /auth/send-code`). */
-  async sendCode(email: string): Promise<void> {
-    const { data, error, response } = await this.anonymous.POST('/auth/send-code', { body: { email } });
+  /**
+   * Emails a one-time code to `email` (`POST /auth/send-code`), in `options.locale` (a BCP 47
+   * tag such as `de`) when given, else in the language sesame picks from the browser's
+   * `Accept-Language`.
+   */
+  async sendCode(email: string, options: SendOptions = {}): Promise<void> {
+    const body = options.locale === undefined ? { email } : { email, locale: options.locale };
+    const { data, error, response } = await this.anonymous.POST('/auth/send-code', { body });
     if (!data) throw new ApiError(response.status, error);
   }
 
@@ -178,9 +189,16 @@ export class SessionManager extends EventTarget {
     return this.signedIn(data);
   }
 
-  /** Emails a magic link to `email` (`POST /auth/send-magic-link`); `redirectTo` must be allowed by sesame. */
-  async sendLink(email: string, redirectTo?: string): Promise<void> {
-    const body = redirectTo === undefined ? { email } : { email, redirectTo };
+  /**
+   * Emails a magic link to `email` (`POST /auth/send-magic-link`); `redirectTo` must be allowed
+   * by sesame; `options.locale` as for `sendCode`.
+   */
+  async sendLink(email: string, redirectTo?: string, options: SendOptions = {}): Promise<void> {
+    const body = {
+      email,
+      ...(redirectTo === undefined ? {} : { redirectTo }),
+      ...(options.locale === undefined ? {} : { locale: options.locale }),
+    };
     const { data, error, response } = await this.anonymous.POST('/auth/send-magic-link', { body });
     if (!data) throw new ApiError(response.status, error);
   }

@@ -60,11 +60,15 @@ describe('signing in', () => {
     reloaded.close();
   });
 
-  it('signs in by magic link', async () => {
+  it('signs in by magic link, and sends in the language asked for', async () => {
     const sesame = new FakeSesame();
     const m = manager(sesame);
     await m.sendLink(EMAIL, 'https://app.example.com/after');
     assert.deepEqual(sesame.calls[0].body, { email: EMAIL, redirectTo: 'https://app.example.com/after' });
+    await m.sendLink(EMAIL, undefined, { locale: 'de' });
+    assert.deepEqual(sesame.calls[1].body, { email: EMAIL, locale: 'de' });
+    await m.sendCode(EMAIL, { locale: 'pt-BR' });
+    assert.deepEqual(sesame.calls[2].body, { email: EMAIL, locale: 'pt-BR' });
     const s = await m.verifyLink('good-link');
     assert.equal(s.user.email, EMAIL);
     await assert.rejects(m.verifyLink('bad-link'), (e) => e instanceof ApiError && e.status === 401 && e.code === 'invalid_link');

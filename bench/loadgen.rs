@@ -111,8 +111,9 @@ async fn smtp_server(listener: TcpListener, inbox: Arc<Inbox>) {
                     }
                     let code = raw
                         .lines()
-                        .find_map(|l| l.strip_prefix("Subject: Your sign-in code: "))
-                        .map(str::to_owned)
+                        .find_map(|l| l.strip_prefix("Subject: "))
+                        .and_then(|subject| subject.rsplit_once("code: "))
+                        .map(|(_, code)| code.to_owned())
                         .unwrap_or_default();
                     let unfolded = raw.replace("=\r\n", "").replace("=3D", "=");
                     let link = unfolded

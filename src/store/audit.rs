@@ -103,6 +103,35 @@ pub struct StoredEvent {
     pub event: AuditEvent,
 }
 
+/// A [`StoredEvent`] from a row of `SELECT id, event, success, user_id, email,
+/// error, metadata, ip, user_agent, request_id, created_at` (each `query!` has
+/// its own row type, hence a macro).
+macro_rules! stored_event {
+    ($r:expr) => {{
+        let r = $r;
+        StoredEvent {
+            id: r.id,
+            event: AuditEvent {
+                event: r.event.into(),
+                success: r.success,
+                user_id: r.user_id,
+                email: r.email,
+                error: r.error,
+                metadata: match r.metadata {
+                    Some(serde_json::Value::Object(m)) => Some(m),
+                    _ => None,
+                },
+                context: crate::audit::event::RequestContext {
+                    ip: r.ip.map(|n| n.ip()),
+                    user_agent: r.user_agent,
+                    request_id: r.request_id,
+                },
+                timestamp: r.created_at,
+            },
+        }
+    }};
+}
+
 /// The newest `limit` events after row `after_id` matching `filter`, oldest first.
 pub async fn list(
     conn: &mut PgConnection,
@@ -132,29 +161,7 @@ pub async fn list(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| StoredEvent {
-            id: r.id,
-            event: AuditEvent {
-                event: r.event.into(),
-                success: r.success,
-                user_id: r.user_id,
-                email: r.email,
-                error: r.error,
-                metadata: match r.metadata {
-                    Some(serde_json::Value::Object(m)) => Some(m),
-                    _ => None,
-                },
-                context: crate::audit::event::RequestContext {
-                    ip: r.ip.map(|n| n.ip()),
-                    user_agent: r.user_agent,
-                    request_id: r.request_id,
-                },
-                timestamp: r.created_at,
-            },
-        })
-        .collect())
+    Ok(rows.into_iter().map(|r| stored_event!(r)).collect())
 }
 
 /// The client IPs of the events of the person with `user_id` or `email`.
@@ -237,29 +244,7 @@ pub async fn list_page(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| StoredEvent {
-            id: r.id,
-            event: AuditEvent {
-                event: r.event.into(),
-                success: r.success,
-                user_id: r.user_id,
-                email: r.email,
-                error: r.error,
-                metadata: match r.metadata {
-                    Some(serde_json::Value::Object(m)) => Some(m),
-                    _ => None,
-                },
-                context: crate::audit::event::RequestContext {
-                    ip: r.ip.map(|n| n.ip()),
-                    user_agent: r.user_agent,
-                    request_id: r.request_id,
-                },
-                timestamp: r.created_at,
-            },
-        })
-        .collect())
+    Ok(rows.into_iter().map(|r| stored_event!(r)).collect())
 }
 
 /// One count of [`stats`]: the events of one kind (and breakdown) in one bucket.

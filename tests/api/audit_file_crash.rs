@@ -11,7 +11,7 @@ use sqlx::{
 };
 
 use crate::{
-    faults_support::post,
+    faults_support::sign_in_burst_then_kill,
     helpers::{ServerProcess, TestApp, file_config, read_json_lines, temp_dir},
     mailbox::SmtpSink,
 };
@@ -164,32 +164,8 @@ async fn a_server_killed_mid_burst_leaves_a_file_as_complete_as_the_table_after_
     let server = ServerProcess::start(&db, &dir, &vars);
     server.wait_ready().await;
 
-    let emails: Vec<String> = (0..16).map(|i| format!("burst{i}@example.com")).collect();
-    let mut codes = Vec::new();
-    for email in &emails {
-        let (status, _) = post(server.url("/auth/send-code"), json!({ "email": email })).await;
-        assert_eq!(status, 200);
-        codes.push(sink.last_to(email).code());
-    }
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    for (email, code) in emails.iter().zip(&codes) {
-        let (url, body, done) = (
-            server.url("/auth/verify-code"),
-            json!({ "email": email, "code": code }),
-            done_tx.clone(),
-        );
-        tokio::spawn(async move {
-            if let Ok(resp) = reqwest::Client::new().post(url).json(&body).send().await {
-                let _ = done.send(resp.status().as_u16());
-            }
-        });
-    }
-    for _ in 0..4 {
-        assert_eq!(done_rx.recv().await, Some(200));
-    }
-    let mut child = server.child;
-    child.kill().unwrap(); // SIGKILL: no shutdown code runs
-    child.wait().unwrap();
+    // The burst: every verification at once; the kill lands once a few answered.
+    sign_in_burst_then_kill(server, &sink).await;
 
     let server = ServerProcess::start(&db, &dir, &vars);
     server.wait_ready().await;

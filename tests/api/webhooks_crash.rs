@@ -7,11 +7,10 @@ use std::{
     time::Duration,
 };
 
-use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::{
-    faults_support::post,
+    faults_support::sign_in_burst_then_kill,
     helpers::{ServerProcess, temp_dir},
     mailbox::SmtpSink,
     webhooks_support::{Receiver, new_secret, verify},
@@ -41,33 +40,8 @@ async fn a_server_killed_mid_burst_delivers_every_committed_sign_up_after_a_rest
     let server = ServerProcess::start(&db, &dir, &vars);
     server.wait_ready().await;
 
-    let emails: Vec<String> = (0..16).map(|i| format!("burst{i}@example.com")).collect();
-    let mut codes = Vec::new();
-    for email in &emails {
-        let (status, _) = post(server.url("/auth/send-code"), json!({ "email": email })).await;
-        assert_eq!(status, 200);
-        codes.push(sink.last_to(email).code());
-    }
     // The burst: every verification at once; the kill lands once a few answered.
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    for (email, code) in emails.iter().zip(&codes) {
-        let (url, body, done) = (
-            server.url("/auth/verify-code"),
-            json!({ "email": email, "code": code }),
-            done_tx.clone(),
-        );
-        tokio::spawn(async move {
-            if let Ok(resp) = reqwest::Client::new().post(url).json(&body).send().await {
-                let _ = done.send(resp.status().as_u16());
-            }
-        });
-    }
-    for _ in 0..4 {
-        assert_eq!(done_rx.recv().await, Some(200));
-    }
-    let mut child = server.child;
-    child.kill().unwrap(); // SIGKILL: no shutdown code runs
-    child.wait().unwrap();
+    sign_in_burst_then_kill(server, &sink).await;
 
     let committed: HashSet<String> = sqlx::query_scalar("SELECT email FROM audit_events WHERE event = 'user.created'")
         .fetch_all(&pool)

@@ -17,7 +17,7 @@ use crate::{
     admin_users::create_id,
     helpers::{TestApp, TestResponse, database_url, smtp_config, test_config},
     mailbox::SmtpSink,
-    webhooks_support::{Receiver, new_secret, wait_deliveries, webhook_config},
+    webhooks_support::{Receiver, insert_failed_delivery, new_secret, wait_deliveries, webhook_config},
 };
 
 fn default_events() -> WebhookEvents {
@@ -325,21 +325,7 @@ fn sesame(db: &PgConnectOptions, args: &[&str], env: &[(&str, &str)]) -> Output 
 #[sqlx::test]
 async fn a_retry_from_the_command_line_is_recorded_with_actor_cli(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
-    let event: i64 = sqlx::query_scalar(
-        "INSERT INTO audit_events (event, success, email, created_at) VALUES ('user.created', true, 'ada@example.com', now() - interval '2 days') RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let delivery: i64 = sqlx::query_scalar(
-        "INSERT INTO webhook_deliveries (event_id, endpoint, seq, status, attempts, next_attempt_at, retry_since, last_error, created_at)
-         VALUES ($1, 'https://app.example.com/hooks', 1, 'failed', 30, now(), now() - interval '2 days', 'timed out', now() - interval '2 days')
-         RETURNING id",
-    )
-    .bind(event)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let delivery = insert_failed_delivery(&pool, "timed out").await;
 
     let out = sesame(&db, &["webhooks", "retry", &delivery.to_string()], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

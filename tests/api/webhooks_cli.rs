@@ -4,7 +4,7 @@ use std::process::{Command, Output, Stdio};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::database_url;
+use crate::{helpers::database_url, webhooks_support::insert_failed_delivery};
 
 fn sesame_webhooks(db: &PgConnectOptions, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sesame"))
@@ -21,21 +21,7 @@ fn sesame_webhooks(db: &PgConnectOptions, args: &[&str]) -> Output {
 #[sqlx::test]
 async fn an_operator_lists_failed_deliveries_and_retries_one(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
-    let event: i64 = sqlx::query_scalar(
-        "INSERT INTO audit_events (event, success, email, created_at) VALUES ('user.created', true, 'ada@example.com', now() - interval '2 days') RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let delivery: i64 = sqlx::query_scalar(
-        "INSERT INTO webhook_deliveries (event_id, endpoint, seq, status, attempts, next_attempt_at, retry_since, last_error, created_at)
-         VALUES ($1, 'https://app.example.com/hooks', 1, 'failed', 30, now(), now() - interval '2 days', 'HTTP 503', now() - interval '2 days')
-         RETURNING id",
-    )
-    .bind(event)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let delivery = insert_failed_delivery(&pool, "HTTP 503").await;
 
     let status = sesame_webhooks(&db, &["status"]);
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));

@@ -178,3 +178,24 @@ pub(crate) async fn wait_deliveries(pool: &PgPool, what: &str, check: impl Fn(&[
     }
     panic!("{what}: deliveries are {:?}", deliveries(pool).await);
 }
+
+/// Inserts a `user.created` event two days old and a delivery of it that failed
+/// with `last_error` after 30 attempts; returns the delivery's id.
+pub(crate) async fn insert_failed_delivery(pool: &PgPool, last_error: &str) -> i64 {
+    let event: i64 = sqlx::query_scalar(
+        "INSERT INTO audit_events (event, success, email, created_at) VALUES ('user.created', true, 'ada@example.com', now() - interval '2 days') RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    sqlx::query_scalar(
+        "INSERT INTO webhook_deliveries (event_id, endpoint, seq, status, attempts, next_attempt_at, retry_since, last_error, created_at)
+         VALUES ($1, 'https://app.example.com/hooks', 1, 'failed', 30, now(), now() - interval '2 days', $2, now() - interval '2 days')
+         RETURNING id",
+    )
+    .bind(event)
+    .bind(last_error)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}

@@ -19,16 +19,20 @@
 //!
 //! Each endpoint's queue is delivered strictly one at a time, in `seq` order:
 //! only its first pending row may be claimed (`SELECT … FOR UPDATE SKIP
-//! LOCKED`), and the row lock is held, in an open transaction, for the attempt
-//! and its outcome. Several instances therefore share the work safely with no
-//! leader: each endpoint's head is held by at most one of them, a retrying
-//! head holds back the rows behind it (nothing overtakes it), and different
-//! endpoints are delivered in parallel. If an instance dies mid-attempt its
-//! transaction rolls back, the lock goes, and another attempt follows with the
-//! same `webhook-id` (at least once; duplicates only after a crash or a lost
-//! answer). A failed attempt is retried with exponential backoff and jitter
+//! LOCKED`); the worker holding it then locks the rows behind it (up to
+//! [`BATCH`]) and attempts them one after the other, the row locks held, in
+//! one open transaction, until the outcomes are recorded. Several instances
+//! therefore share the work safely with no leader: each endpoint's head is
+//! held by at most one of them, a retrying head holds back the rows behind it
+//! (nothing overtakes it), and different endpoints are delivered in parallel.
+//! If an instance dies mid-batch its transaction rolls back, the locks go, and
+//! the batch's deliveries are attempted again with the same `webhook-id`s (at
+//! least once; duplicates only after a crash or a lost answer). A failed
+//! attempt ends its batch and is retried with exponential backoff and jitter
 //! (`backoff`) until `WEBHOOK_MAX_AGE` after the event, then marked failed;
-//! the queue behind it moves on.
+//! the queue behind it moves on. Batching keeps the database work per
+//! delivery small (five statements a batch instead of four a delivery), so a
+//! single endpoint keeps up with a burst of sign-ups.
 //!
 //! The worker runs as a task of the app ([`spawn`]): woken by this instance's
 //! commits and at least every [`POLL`] (for the other instances' events and
@@ -54,6 +58,11 @@ use crate::{
 
 /// How often the worker looks for due deliveries without being woken.
 pub const POLL: Duration = Duration::from_secs(1);
+/// The most deliveries of one endpoint attempted in one transaction.
+const BATCH: i64 = 64;
+/// After this long, a batch attempts no further rows (those claimed are left
+/// pending, unchanged): row locks are not held for long.
+const BATCH_TIME: Duration = Duration::from_secs(1);
 /// The longest pause after a database error.
 const MAX_ERROR_PAUSE: Duration = Duration::from_secs(30);
 
@@ -163,7 +172,7 @@ impl Deliverer {
             let (this, stopped, endpoint) = (self.clone(), stopped.clone(), url.to_string());
             endpoints.spawn(async move {
                 let mut any = false;
-                while !*stopped.borrow() && this.deliver_head(&endpoint).await? {
+                while !*stopped.borrow() && this.deliver_batch(&endpoint, &stopped).await? {
                     any = true;
                 }
                 Ok::<_, sqlx::Error>(any)
@@ -181,50 +190,86 @@ impl Deliverer {
         failure.map_or(Ok(busy), Err)
     }
 
-    /// One attempt at `endpoint`'s due head, if any; whether there was one.
-    async fn deliver_head(&self, endpoint: &str) -> Result<bool, sqlx::Error> {
+    /// Attempts at `endpoint`'s due head and the due rows behind it, in order,
+    /// in one transaction (at most [`BATCH`] rows and about [`BATCH_TIME`] of
+    /// attempts), stopping at the first failure; whether there was a head.
+    async fn deliver_batch(&self, endpoint: &str, stopped: &watch::Receiver<bool>) -> Result<bool, sqlx::Error> {
         let mut tx = self.state.db.begin().await?;
-        let Some(claimed) = store::webhooks::claim_head(&mut tx, endpoint, self.state.clock.now()).await? else {
+        let now = self.state.clock.now();
+        let Some(head) = store::webhooks::claim_head(&mut tx, endpoint, now).await? else {
             return Ok(false);
         };
-        let outcome = self.attempt(&claimed).await;
-        let now = self.state.clock.now();
-        let counted = match outcome {
-            Ok(()) => {
-                store::webhooks::mark_delivered(&mut tx, claimed.id, now).await?;
-                WebhookOutcome::Delivered
+        let mut batch = vec![head];
+        let behind = store::webhooks::claim_following(&mut tx, endpoint, batch[0].seq, BATCH - 1, now).await?;
+        batch.extend(behind);
+        let started = tokio::time::Instant::now();
+        let mut delivered = Vec::new();
+        let mut failed = None;
+        for claimed in &batch {
+            // The first attempt always runs; later ones only while the batch is young.
+            if !delivered.is_empty() && (*stopped.borrow() || started.elapsed() >= BATCH_TIME) {
+                break;
             }
-            Err(error) => {
-                let jitter = rand::rng().random::<f64>();
-                let next = backoff::after_failure(
-                    claimed.attempts + 1,
-                    claimed.retry_since,
-                    now,
-                    self.state.config.webhooks.max_age,
-                    jitter,
-                );
-                let next = match next {
-                    backoff::Next::RetryAt(at) => Some(at),
-                    backoff::Next::GiveUp => None,
-                };
-                tracing::info!(
-                    delivery = claimed.id,
-                    attempts = claimed.attempts + 1,
-                    failed = next.is_none(),
-                    error = %error,
-                    "webhook attempt failed"
-                );
-                store::webhooks::mark_attempt_failed(&mut tx, claimed.id, now, &error, next).await?;
-                if next.is_some() {
-                    WebhookOutcome::Retried
-                } else {
-                    WebhookOutcome::Failed
+            match self.attempt(claimed).await {
+                Ok(()) => delivered.push(claimed.id),
+                Err(error) => {
+                    failed = Some((claimed, error));
+                    break;
                 }
             }
+        }
+        let now = self.state.clock.now();
+        if !delivered.is_empty() {
+            store::webhooks::mark_delivered(&mut tx, &delivered, now).await?;
+        }
+        let failure = match failed {
+            Some((claimed, error)) => Some(self.record_failure(&mut tx, claimed, &error, now).await?),
+            None => None,
         };
         tx.commit().await?;
-        self.state.metrics.webhook_attempt(counted);
+        for _ in &delivered {
+            self.state.metrics.webhook_attempt(WebhookOutcome::Delivered);
+        }
+        if let Some(outcome) = failure {
+            self.state.metrics.webhook_attempt(outcome);
+        }
         Ok(true)
+    }
+
+    /// Schedules the retry of a failed attempt, or fails the delivery for good
+    /// past `WEBHOOK_MAX_AGE`; the outcome to count once committed.
+    async fn record_failure(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        claimed: &Claimed,
+        error: &str,
+        now: OffsetDateTime,
+    ) -> Result<WebhookOutcome, sqlx::Error> {
+        let jitter = rand::rng().random::<f64>();
+        let next = backoff::after_failure(
+            claimed.attempts + 1,
+            claimed.retry_since,
+            now,
+            self.state.config.webhooks.max_age,
+            jitter,
+        );
+        let next = match next {
+            backoff::Next::RetryAt(at) => Some(at),
+            backoff::Next::GiveUp => None,
+        };
+        tracing::info!(
+            delivery = claimed.id,
+            attempts = claimed.attempts + 1,
+            failed = next.is_none(),
+            error = %error,
+            "webhook attempt failed"
+        );
+        store::webhooks::mark_attempt_failed(tx, claimed.id, now, error, next).await?;
+        Ok(if next.is_some() {
+            WebhookOutcome::Retried
+        } else {
+            WebhookOutcome::Failed
+        })
     }
 
     /// POSTs the delivery; `Err` with the reason unless the answer is 2xx.

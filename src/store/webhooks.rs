@@ -2,7 +2,8 @@
 //!
 //! Rows are inserted by `store::audit::insert_many`, in the transaction of their
 //! event. A worker then gives them their delivery order ([`sequence`]), claims
-//! the head of one endpoint's queue ([`claim_head`]) and records the outcome.
+//! the head of one endpoint's queue ([`claim_head`]) and the rows behind it
+//! ([`claim_following`]), and records the outcomes.
 
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
@@ -84,12 +85,39 @@ pub async fn sequence(tx: &mut PgConnection) -> Result<u64, sqlx::Error> {
 #[derive(Debug)]
 pub struct Claimed {
     pub id: i64,
+    /// Its place in the delivery order.
+    pub seq: i64,
     pub webhook_id: Uuid,
     pub endpoint: String,
     /// Attempts before this one.
     pub attempts: i32,
     pub retry_since: OffsetDateTime,
     pub event: AuditEvent,
+}
+
+/// A [`Claimed`] from a row of [`claim_head`] or [`claim_following`].
+macro_rules! claimed {
+    ($r:expr) => {{
+        let r = $r;
+        Claimed {
+            id: r.id,
+            seq: r.seq,
+            webhook_id: r.webhook_id,
+            endpoint: r.endpoint,
+            attempts: r.attempts,
+            retry_since: r.retry_since,
+            event: AuditEvent {
+                event: r.event.into(),
+                success: r.success,
+                user_id: r.user_id,
+                email: r.email,
+                error: r.error,
+                metadata: object(r.metadata),
+                context: RequestContext::none(),
+                timestamp: r.created_at,
+            },
+        }
+    }};
 }
 
 /// Locks the first pending delivery of `endpoint` in delivery order if it is due
@@ -104,7 +132,7 @@ pub async fn claim_head(
 ) -> Result<Option<Claimed>, sqlx::Error> {
     let row = sqlx::query!(
         r#"
-        SELECT d.id, d.webhook_id, d.endpoint, d.attempts, d.retry_since,
+        SELECT d.id, d.seq AS "seq!", d.webhook_id, d.endpoint, d.attempts, d.retry_since, d.next_attempt_at,
                a.event, a.success, a.user_id, a.email, a.error, a.metadata, a.created_at
         FROM webhook_deliveries d JOIN audit_events a ON a.id = d.event_id
         WHERE d.endpoint = $1 AND d.status = 'pending' AND d.next_attempt_at <= $2
@@ -116,23 +144,42 @@ pub async fn claim_head(
     )
     .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.map(|r| Claimed {
-        id: r.id,
-        webhook_id: r.webhook_id,
-        endpoint: r.endpoint,
-        attempts: r.attempts,
-        retry_since: r.retry_since,
-        event: AuditEvent {
-            event: r.event.into(),
-            success: r.success,
-            user_id: r.user_id,
-            email: r.email,
-            error: r.error,
-            metadata: object(r.metadata),
-            context: RequestContext::none(),
-            timestamp: r.created_at,
-        },
-    }))
+    Ok(row.map(|r| claimed!(r)))
+}
+
+/// Locks up to `limit` pending deliveries of `endpoint` that follow `after`
+/// (the seq of a head this transaction holds) in delivery order, and returns
+/// the due ones up to the first that is not due (nothing overtakes a row that
+/// waits for a retry). Without SKIP LOCKED: holding the head, this worker is
+/// the only one claiming this queue, so the rows behind it are contiguous.
+pub async fn claim_following(
+    tx: &mut PgConnection,
+    endpoint: &str,
+    after: i64,
+    limit: i64,
+    now: OffsetDateTime,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT d.id, d.seq AS "seq!", d.webhook_id, d.endpoint, d.attempts, d.retry_since, d.next_attempt_at,
+               a.event, a.success, a.user_id, a.email, a.error, a.metadata, a.created_at
+        FROM webhook_deliveries d JOIN audit_events a ON a.id = d.event_id
+        WHERE d.endpoint = $1 AND d.status = 'pending' AND d.seq > $2
+        ORDER BY d.seq
+        LIMIT $3
+        FOR UPDATE OF d
+        "#,
+        endpoint,
+        after,
+        limit,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .take_while(|r| r.next_attempt_at <= now)
+        .map(|r| claimed!(r))
+        .collect())
 }
 
 fn object(v: Option<Value>) -> Option<Map<String, Value>> {
@@ -142,15 +189,15 @@ fn object(v: Option<Value>) -> Option<Map<String, Value>> {
     }
 }
 
-/// Records a 2xx.
-pub async fn mark_delivered(tx: &mut PgConnection, id: i64, now: OffsetDateTime) -> Result<(), sqlx::Error> {
+/// Records a 2xx for each of `ids`.
+pub async fn mark_delivered(tx: &mut PgConnection, ids: &[i64], now: OffsetDateTime) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"
         UPDATE webhook_deliveries
         SET status = 'delivered', attempts = attempts + 1, last_attempt_at = $2, delivered_at = $2, last_error = NULL
-        WHERE id = $1
+        WHERE id = ANY($1)
         "#,
-        id,
+        ids,
         now,
     )
     .execute(tx)

@@ -13,7 +13,7 @@ use sesame::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::{
-    helpers::{TestApp, set_database_reachable, smtp_config},
+    helpers::{TestApp, free_port, set_database_reachable, smtp_config},
     mailbox::SmtpSink,
     webhooks_support::{Receiver, deliveries, new_secret, verify, wait_deliveries, webhook_config},
 };
@@ -66,11 +66,7 @@ async fn a_sign_up_is_posted_with_a_verifiable_standard_webhooks_signature(opts:
 async fn a_receiver_down_for_a_while_then_up_gets_every_event_in_order(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     // A port with nothing listening: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     let sink = SmtpSink::start().await;
     let secret = new_secret();
@@ -103,6 +99,56 @@ async fn a_receiver_down_for_a_while_then_up_gets_every_event_in_order(opts: PgP
         .collect();
     assert_eq!(order, emails, "in commit order");
     assert!(got.iter().all(|r| verify(&secret, r)));
+    wait_deliveries(&pool, "all delivered", |d| d.iter().all(|(s, _)| s == "delivered")).await;
+}
+
+#[sqlx::test]
+async fn a_failure_inside_a_backlog_keeps_the_deliveries_before_it_and_holds_back_the_rest(
+    opts: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let port = free_port();
+    let sink = SmtpSink::start().await;
+    let secret = new_secret();
+    let config = webhook_config(
+        smtp_config(db, &sink),
+        &[format!("http://127.0.0.1:{port}/hook")],
+        &secret,
+        default_events(),
+    );
+    let app = TestApp::spawn_with(config).await;
+    let emails: Vec<String> = (0..5).map(|i| format!("user{i}@example.com")).collect();
+    for email in &emails {
+        app.sign_in(&sink, email).await;
+    }
+    wait_deliveries(&pool, "the head tried", |d| d.len() == 5 && d[0].1 >= 1).await;
+
+    // The backlog goes out in one pass; the third answer is a 500.
+    let receiver = Receiver::start_on(port).await;
+    receiver.answer_next(&[200, 200, 500]);
+    app.state.clock.advance(Duration::from_secs(3600));
+    receiver.wait_for(3).await;
+    wait_deliveries(&pool, "two delivered, the third retrying", |d| {
+        d[..2].iter().all(|(s, _)| s == "delivered") && d[2] == ("pending".to_owned(), 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let d = deliveries(&pool).await;
+    assert!(
+        d[3..].iter().all(|(s, a)| s == "pending" && *a == 0),
+        "nothing passes the retrying row: {d:?}"
+    );
+    assert_eq!(receiver.received().len(), 3);
+
+    app.state.clock.advance(Duration::from_secs(3600));
+    let got = receiver.wait_for(6).await;
+    let order: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["data"]["email"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = [0, 1, 2, 2, 3, 4].iter().map(|&i| emails[i].clone()).collect();
+    assert_eq!(order, expected);
     wait_deliveries(&pool, "all delivered", |d| d.iter().all(|(s, _)| s == "delivered")).await;
 }
 

@@ -8,8 +8,12 @@
 #   - a page load at the default window: /dashboard, then app.js and app.css, then
 #     /admin/stats?since=24h&bucket=1h and /admin/audit?limit=20 (what the page
 #     requests), one after the other (the browser overlaps them, so this is an upper bound);
-# and keeps EXPLAIN (ANALYZE, BUFFERS) of the 30-day query. Raw timings, the plan and a
-# Markdown table go to bench/results/<UTC date-time>-dashboard/. Loopback only.
+# twice: first from the raw events (as before the cleanup job's first run), then after
+# `sesame cleanup` rolled the seeded hours up (the statistics read whole past hours from
+# `audit_stats_hourly`); and keeps EXPLAIN (ANALYZE, BUFFERS) of the 30-day query, as the
+# endpoint runs it (its SQL is read from src/store/audit_stats.rs), in both states. Raw
+# timings, the plans and a Markdown table go to bench/results/<UTC date-time>-dashboard/.
+# Loopback only.
 #
 #   bench/dashboard.sh [rows (1000000)] [runs (11)]
 #   SESAME_BIN=target/debug/sesame bench/dashboard.sh …   measure another build
@@ -35,7 +39,7 @@ psql_ -d "$PG_BASE/postgres" -c "SET client_min_messages = warning" \
   -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 port=$(free_port); admin=$(free_port)
 env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" HOST=127.0.0.1 PORT="$port" \
-  ADMIN_PORT="$admin" ADMIN_TOKEN="$token" RUST_LOG=warn LOG_FORMAT=json METRICS_FORMAT=none \
+  ADMIN_PORT="$admin" ADMIN_TOKEN="$token" CLEANUP_INTERVAL=24h RUST_LOG=warn LOG_FORMAT=json METRICS_FORMAT=none \
   "$SESAME_BIN" serve >"$out/dashboard-server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
@@ -94,48 +98,52 @@ median_ms() {
 }
 
 base=http://127.0.0.1:$admin
-{
-  echo "| request | median (ms), $runs runs |"
-  echo "|---|---|"
+# The endpoint's statement, prepared with the 30-day window's parameters, explained.
+explain_30d() {
+  python3 - <<'PY'
+import re, sys
+src = open("src/store/audit_stats.rs").read()
+body = src[src.index("pub async fn stats("):]
+sql = re.search(r'r#"(.*?)"#', body, re.S).group(1)
+print("PREPARE stats(timestamptz, timestamptz, float8, timestamptz, timestamptz, bool) AS" + sql + ";")
+print("""EXPLAIN (ANALYZE, BUFFERS) EXECUTE stats(now() - interval '30 days', now(), 86400,
+  date_bin('1 hour', now() - interval '30 days', timestamptz 'epoch') + interval '1 hour',
+  date_bin('1 hour', now(), timestamptz 'epoch'), true);""")
+PY
+}
+# timings LABEL: one column of medians, a line per request.
+timings() {
+  local w
   for w in 1h:1m 24h:1h 7d:6h 30d:1d; do
-    echo "== stats ${w%:*} ${w#*:}" >>"$out/raw.txt"
-    echo "| \`GET /admin/stats?since=${w%:*}&bucket=${w#*:}\` | $(median_ms "$base/admin/stats?since=${w%:*}&bucket=${w#*:}") |"
+    echo "== $1 stats ${w%:*} ${w#*:}" >>"$out/raw.txt"
+    median_ms "$base/admin/stats?since=${w%:*}&bucket=${w#*:}"
   done
-  echo "== page" >>"$out/raw.txt"
-  echo "| page load at 24h: \`/dashboard\`, \`app.js\`, \`app.css\`, \`/admin/stats?since=24h&bucket=1h\`, \`/admin/audit?limit=20\`, in sequence | $(median_ms "$base/dashboard" "$base/dashboard/app.js" "$base/dashboard/app.css" "$base/admin/stats?since=24h&bucket=1h" "$base/admin/audit?limit=20") |"
+  echo "== $1 page" >>"$out/raw.txt"
+  median_ms "$base/dashboard" "$base/dashboard/app.js" "$base/dashboard/app.css" "$base/admin/stats?since=24h&bucket=1h" "$base/admin/audit?limit=20"
+}
+# The server's cleanup job ran once, 30 s after start (then not for 24 h): forget its
+# rollups, so the first column is measured on raw events only.
+psql_ -d "$PG_BASE/$db" -c "TRUNCATE audit_stats_hourly, audit_stats_progress"
+explain_30d | psql_ -d "$PG_BASE/$db" >"$out/explain-30d-raw.txt"
+mapfile -t raw < <(timings raw)
+rollup_started=$(date +%s%N)
+env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$SESAME_BIN" cleanup >"$out/cleanup.txt"
+rollup_ms=$(( ($(date +%s%N) - rollup_started) / 1000000 ))
+hours=$(psql_ -d "$PG_BASE/$db" -c "SELECT count(DISTINCT hour) || ' hours, ' || count(*) || ' rows' FROM audit_stats_hourly")
+explain_30d | psql_ -d "$PG_BASE/$db" >"$out/explain-30d.txt"
+mapfile -t rolled < <(timings rollups)
+{
+  echo "| request | raw events: median (ms), $runs runs | after the roll-up: median (ms), $runs runs |"
+  echo "|---|---|---|"
+  i=0
+  for w in 1h:1m 24h:1h 7d:6h 30d:1d; do
+    echo "| \`GET /admin/stats?since=${w%:*}&bucket=${w#*:}\` | ${raw[i]} | ${rolled[i]} |"
+    i=$((i + 1))
+  done
+  echo "| page load at 24h: \`/dashboard\`, \`app.js\`, \`app.css\`, \`/admin/stats?since=24h&bucket=1h\`, \`/admin/audit?limit=20\`, in sequence | ${raw[4]} | ${rolled[4]} |"
   echo
-  echo "$count audit events ($size with indexes), seeded in ${seed_seconds}s; sesame: $SESAME_BIN; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) after."
+  echo "$count audit events ($size with indexes), seeded in ${seed_seconds}s; the first \`sesame cleanup\` rolled them up in ${rollup_ms} ms ($hours); sesame: $SESAME_BIN; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) after."
 } | tee "$out/table.md"
-
-# The plan of the widest window, as the endpoint runs it.
-psql_ -d "$PG_BASE/$db" >"$out/explain-30d.txt" <<'SQL'
-EXPLAIN (ANALYZE, BUFFERS)
-SELECT date_bin(make_interval(secs => 86400), created_at, timestamptz 'epoch'), kind, detail, count(*)
-FROM (
-    SELECT created_at,
-           CASE
-               WHEN event = 'otp.sent' AND success THEN 'codesSent'
-               WHEN event = 'magic_link.sent' AND success THEN 'linksSent'
-               WHEN event = 'auth.login' THEN 'logins'
-               WHEN event IN ('otp.verification', 'magic_link.verification') AND NOT success THEN 'verificationFailures'
-               WHEN event = 'token.refresh' AND success THEN 'refreshes'
-               WHEN event = 'token.reuse_detected' THEN 'reuseDetected'
-               WHEN event = 'rate_limit.exceeded' THEN 'rateLimited'
-               WHEN event = 'user.created' THEN 'newUsers'
-           END AS kind,
-           CASE
-               WHEN event = 'auth.login' THEN coalesce(metadata->>'method', 'unknown')
-               WHEN event IN ('otp.verification', 'magic_link.verification') THEN coalesce(error, 'unknown')
-           END AS detail
-    FROM audit_events
-    WHERE event IN ('otp.sent', 'magic_link.sent', 'auth.login', 'otp.verification',
-                    'magic_link.verification', 'token.refresh', 'token.reuse_detected',
-                    'rate_limit.exceeded', 'user.created')
-      AND created_at >= now() - interval '30 days' AND created_at <= now()
-) counted
-WHERE kind IS NOT NULL
-GROUP BY 1, 2, 3;
-SQL
 tail -n 3 "$out/explain-30d.txt" >&2
 kill "$server"; wait "$server" 2>/dev/null || true
 # KEEP=1 keeps the seeded database (sesame_bench_dashboard) to look at the plans.

@@ -2,7 +2,8 @@
 //! transaction-scoped PostgreSQL advisory lock, taken per batch) deletes
 //! expired codes, links and rate-limit windows, sessions and refresh tokens expired or ended more than a day ago,
 //! and audit rows older than `AUDIT_RETENTION`, in batches so no
-//! statement holds locks for long. `sesame cleanup` runs it once.
+//! statement holds locks for long; then it brings the hourly rollups of the
+//! admin statistics up to date (`store::audit_stats`). `sesame cleanup` runs it once.
 
 use std::time::Duration;
 
@@ -81,6 +82,21 @@ pub async fn run_once(state: &AppState) -> Result<Option<Report>, sqlx::Error> {
     drain!(state, report.refresh_tokens, held, |conn| {
         store::cleanup::delete_expired_refresh_tokens(conn, ended, BATCH)
     });
+    // The statistics' hourly rollups: drop those retention left without
+    // events, then count the hours that became final (a day per transaction).
+    loop {
+        let mut tx = state.db.begin().await?;
+        if !store::cleanup::try_lock(&mut tx).await? {
+            return Ok(held.then_some(report));
+        }
+        held = true;
+        store::audit_stats::prune(&mut tx).await?;
+        let more = store::audit_stats::roll_up(&mut tx, now).await?;
+        tx.commit().await?;
+        if !more {
+            break;
+        }
+    }
     Ok(Some(report))
 }
 

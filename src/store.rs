@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod audit_file;
+pub mod audit_stats;
 pub mod cleanup;
 pub mod health;
 pub mod magic_links;

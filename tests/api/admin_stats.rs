@@ -311,3 +311,95 @@ async fn the_dashboard_is_served_on_the_admin_listener_under_a_strict_csp(_: PgP
     }
     assert_eq!(app.get("/dashboard").await.status, 404, "not on the public port");
 }
+
+#[sqlx::test]
+async fn hours_rolled_up_by_the_cleanup_job_give_the_answers_of_the_raw_events(
+    opts: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn(db).await;
+    app.sign_in(&sink, "early@example.com").await;
+    app.state.clock.advance(Duration::from_secs(90 * 60));
+    scripted_mix(&app, &sink).await;
+    app.state.clock.advance(Duration::from_secs(2 * 3600));
+    app.sign_in(&sink, "late@example.com").await;
+    // Past the seal: every hour with an event is final.
+    app.state.clock.advance(Duration::from_secs(2 * 3600));
+    app.sign_in(&sink, "now@example.com").await;
+    let queries = ["?since=24h&bucket=1h", "?since=7d&bucket=1d", "?since=8h&bucket=1m"];
+    // The counts of an answer: its totals and its buckets with any (the clock
+    // moves on between calls, so the window's ends differ a little).
+    let counts = |s: Value| {
+        let busy: Vec<Value> = s["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| FIELDS.iter().any(|f| b[f] != 0))
+            .cloned()
+            .collect();
+        (s["totals"].clone(), busy)
+    };
+    let mut before = Vec::new();
+    for q in queries {
+        before.push(counts(stats(&app, q).await));
+    }
+
+    sesame::cleanup::run_once(&app.state).await.unwrap().unwrap();
+    let hours: i64 = sqlx::query_scalar("SELECT count(DISTINCT hour) FROM audit_stats_hourly")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        hours >= 3,
+        "the hours of the first three sign-in times are rolled up: {hours}"
+    );
+    for (q, b) in queries.iter().zip(&before) {
+        assert_eq!(
+            &counts(stats(&app, q).await),
+            b,
+            "{q}: the same answer from the rollups"
+        );
+    }
+    // A second run changes nothing.
+    sesame::cleanup::run_once(&app.state).await.unwrap().unwrap();
+    assert_eq!(counts(stats(&app, queries[0]).await), before[0]);
+
+    // The hourly windows read the rollups (the per-minute one does not).
+    sqlx::query("UPDATE audit_stats_hourly SET count = count + 1000 WHERE kind = 'logins'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let logins = |totals: &Value| totals["logins"].as_i64().unwrap();
+    assert!(logins(&stats(&app, queries[0]).await["totals"]) >= logins(&before[0].0) + 1000);
+    assert_eq!(counts(stats(&app, queries[2]).await), before[2]);
+    sqlx::query("UPDATE audit_stats_hourly SET count = count - 1000 WHERE kind = 'logins'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Retention takes the oldest events (cutting into their hour): the answers
+    // follow the table, and the rollups of emptied hours go.
+    let first: OffsetDateTime = sqlx::query_scalar("SELECT min(created_at) FROM audit_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE created_at <= $1 + interval '95 minutes'")
+        .bind(first)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sesame::cleanup::run_once(&app.state).await.unwrap().unwrap();
+    let stale: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_stats_hourly WHERE hour < date_bin('1 hour', (SELECT min(created_at) FROM audit_events), 'epoch')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stale, 0, "rollups of hours retention emptied are pruned");
+    for q in queries {
+        let s = stats(&app, q).await;
+        let (from, until) = (instant(&s["from"]), instant(&s["until"]));
+        assert_eq!(nonzero(&s["totals"]), sql_totals(&pool, from, until).await, "{q}");
+    }
+}

@@ -1,7 +1,7 @@
 //! `GET /admin/stats`: the audit trail counted in time buckets, what the
 //! operators' dashboard draws. Which events count for which number is
 //! documented in `docs/API.md` ("Admin API", "Statistics") and decided by the
-//! one query of [`store::audit::stats`].
+//! one query of [`store::audit_stats::stats`].
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -14,7 +14,7 @@ use crate::{
     config::{compact_duration, parse_duration},
     error::{AdminErrors, ApiError, ErrorCode, Errors},
     state::AppState,
-    store::{self, audit::StatsRow},
+    store::{self, audit_stats::StatsRow},
 };
 
 /// The longest window: the audit trail's usual retention, and what a chart can show.
@@ -249,7 +249,7 @@ impl StatsApi {
         let from = until - crate::clock::span(window.since);
         let bucket_secs = i64::try_from(window.bucket.as_secs()).unwrap_or(86_400);
         let mut conn = self.state.db.acquire().await?;
-        let rows = store::audit::stats(&mut conn, from, until, bucket_secs).await?;
+        let rows = store::audit_stats::stats(&mut conn, from, until, bucket_secs).await?;
         let (buckets, totals) = fill(&rows, from, until, bucket_secs);
         Ok(Json(StatsResponse {
             success: true,

@@ -5,8 +5,9 @@
 //! pool is pointed at the one that is not in recovery, the primary, and a
 //! watcher task keeps it there: once a second it asks its own connection
 //! whether that host is still the primary; when the host stops answering or
-//! is a standby, it tries every host in `DATABASE_URL`'s order and points the
-//! pool at the first primary it finds. Until then requests answer 503
+//! is a standby, it tries every host in `DATABASE_URL`'s order (every 250 ms
+//! until one answers as a primary) and points the pool at the first primary
+//! it finds. Until then requests answer 503
 //! `database_unavailable` (a refused connection, or a standby, fails the
 //! pool's connect, which retries until `DATABASE_ACQUIRE_TIMEOUT`). A new
 //! connection is checked before use, so none to a standby is handed out, and
@@ -26,9 +27,13 @@ use sqlx::{
 use crate::config::{ConfigError, DatabaseSettings};
 
 /// How often the watcher checks that the pool's host is still the primary: a
-/// bound on how long a promoted standby waits to be used, at the cost of one
-/// round trip a second.
+/// bound on how long a failure goes unnoticed between requests, at the cost of
+/// one round trip a second.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often it tries the hosts while none is a reachable primary: a bound on
+/// how long a promoted standby waits to be used (a refused connection costs
+/// nothing; a standby, one connection per try).
+const SEARCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A pool for `settings` that connects lazily, so the server starts and
 /// answers (503) while the database is down. With several hosts it also
@@ -155,11 +160,11 @@ async fn watch(pool: PgPool, hosts: Vec<PgConnectOptions>, switched: Arc<LastSwi
             if probe.is_none() && !lost {
                 tracing::warn!(
                     hosts = hosts.len(),
-                    "database: no host of DATABASE_URL is a reachable primary; retrying every second"
+                    "database: no host of DATABASE_URL is a reachable primary; trying again every 250 ms"
                 );
             }
             lost = probe.is_none();
         }
-        tokio::time::sleep(CHECK_INTERVAL).await;
+        tokio::time::sleep(if lost { SEARCH_INTERVAL } else { CHECK_INTERVAL }).await;
     }
 }

@@ -103,7 +103,7 @@ jwt_claims() {
 
 check_failover() {
   CHECK=failover
-  local d=$T/failover p1 p2 port url pid i n db=sesame_failover clients=4 t_kill t_promote first last
+  local d=$T/failover p1 p2 port url pid i n port_b url_b pid_b db=sesame_failover clients=4 t_kill t_promote first last
   local pm kids state s503 bad recovered promoted_ms lines sql_rows missing
   FO_DIR=$d
   FO_STOP=$d/stop
@@ -140,16 +140,26 @@ check_failover() {
   [ "$(fo_psql "$p2" postgres "SELECT pg_is_in_recovery()")" = t ] || fail "the standby is not in recovery"
   fo_psql "$p1" postgres "CREATE DATABASE $db" >/dev/null
 
-  # sesame on both hosts, the primary first; a long reuse interval, so that a client's
-  # retry of a refresh whose answer was lost in the switch still converges.
+  # Two instances of sesame: A lists the primary first, B the standby first (B must skip it:
+  # a write on a standby would fail). A long reuse interval, so that a client's retry of a
+  # refresh whose answer was lost in the switch still converges.
   free_port port
+  free_port port_b
   url=http://127.0.0.1:$port
+  url_b=http://127.0.0.1:$port_b
   start_sesame failover "$port" "$db" DATABASE_URL="postgres://postgres@127.0.0.1:$p1,127.0.0.1:$p2/$db" \
     JWT_SECRET="$SECRET_MAIN" REFRESH_REUSE_INTERVAL=60s
   pid=$LAST_PID
+  start_sesame failover_b "$port_b" "$db" DATABASE_URL="postgres://postgres@127.0.0.1:$p2,127.0.0.1:$p1/$db" \
+    JWT_SECRET="$SECRET_MAIN" REFRESH_REUSE_INTERVAL=60s
+  pid_b=$LAST_PID
   local cpids=()
   for i in $(seq "$clients"); do
-    fo_client "$i" "$url" "$T/failover.out" "$d/client-$i.log" &
+    if ((i % 2)); then
+      fo_client "$i" "$url" "$T/failover.out" "$d/client-$i.log" &
+    else
+      fo_client "$i" "$url_b" "$T/failover_b.out" "$d/client-$i.log" &
+    fi
     cpids+=("$!")
     track "$!"
   done
@@ -181,7 +191,8 @@ check_failover() {
     wait "$i" || true
     untrack "$i"
   done
-  kill -0 "$pid" 2>/dev/null || fail "sesame exited during the failover: $(tail -n 3 "$T/failover.err")"
+  kill -0 "$pid" 2>/dev/null || fail "sesame A exited during the failover: $(tail -n 3 "$T/failover.err")"
+  kill -0 "$pid_b" 2>/dev/null || fail "sesame B exited during the failover: $(tail -n 3 "$T/failover_b.err")"
   cat "$d"/client-*.log | sort -n >"$d/all.log"
   lines=$(wc -l <"$d/all.log")
 
@@ -221,9 +232,12 @@ check_failover() {
     expect_status 200 "/auth/me after that refresh"
   done <"$d/sessions.txt"
   req GET "$url/health"
-  expect_status 200 "/health after the failover"
+  expect_status 200 "/health of A after the failover"
+  req GET "$url_b/health"
+  expect_status 200 "/health of B after the failover"
+  stop "$pid_b" failover_b
   stop "$pid" failover
-  ok "$lines requests by $clients clients, $n logins/refreshes answered 200 (those before the kill and after): all on the new primary with their audit rows, each of $(wc -l <"$d/sessions.txt") sessions' last refresh token current; $s503 answers 503 database_unavailable, no other error; promote took $promoted_ms ms; first 200 $((recovered - t_kill)) ms after the kill ($((recovered - t_promote)) ms after the promotion began), same sesame process"
+  ok "$lines requests by $clients clients on 2 instances (one listing the standby first), $n logins/refreshes answered 200 (those before the kill and after): all on the new primary with their audit rows, each of $(wc -l <"$d/sessions.txt") sessions' last refresh token current; $s503 answers 503 database_unavailable, no other error; promote took $promoted_ms ms; first 200 $((recovered - t_kill)) ms after the kill ($((recovered - t_promote)) ms after the promotion began), same sesame processes"
   failover_cleanup
   FO_ROOT=
 }

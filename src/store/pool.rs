@@ -168,3 +168,27 @@ async fn watch(pool: PgPool, hosts: Vec<PgConnectOptions>, switched: Arc<LastSwi
         tokio::time::sleep(if lost { SEARCH_INTERVAL } else { CHECK_INTERVAL }).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_opened_before_the_last_switch_is_not_reused() {
+        let switched = LastSwitch::default();
+        assert!(
+            switched.opened_since(Duration::from_secs(3600)),
+            "no switch yet: any age is fine"
+        );
+        switched.now();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            !switched.opened_since(Duration::from_secs(3600)),
+            "opened an hour ago, before the switch"
+        );
+        assert!(
+            switched.opened_since(Duration::from_millis(1)),
+            "opened after the switch"
+        );
+    }
+}

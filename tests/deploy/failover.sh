@@ -171,6 +171,8 @@ check_failover() {
   t_kill=$(date +%s%3N)
   # shellcheck disable=SC2086
   kill -KILL "$pm" $kids
+  # Its pid file now names a dead process (a pid that may be reused): cleanup must not signal it.
+  rm -f "$FO_ROOT/primary/postmaster.pid"
   # A failure detector (Patroni's TTL) would take its time here; then promote.
   sleep 1
   t_promote=$(date +%s%3N)

@@ -381,10 +381,9 @@ async fn tail(
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    use sqlx::{ConnectOptions as _, Connection as _};
-    let options = config.database.connect_options()?;
-    let mut conn = options
-        .connect()
+    use sqlx::Connection as _;
+    let hosts = config.database.hosts()?;
+    let mut conn = store::pool::connect_primary(&hosts, config.database.acquire_timeout)
         .await
         .context("connecting to the database at DATABASE_URL")?;
     // All pending migrations in one transaction under a transaction-scoped

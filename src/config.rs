@@ -160,8 +160,12 @@ pub struct ServerSettings {
 /// The PostgreSQL connection pool.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// Where to connect (`DATABASE_URL`, default none; the commands that need it say so).
+    /// Where to connect (`DATABASE_URL`, default none; the commands that need it say so);
+    /// with several hosts, the first of them.
     pub url: Option<PgConnectOptions>,
+    /// The further hosts of a multi-host `DATABASE_URL` (`postgres://u@h1:5432,h2:5432/db`),
+    /// in order: sesame uses whichever of them all is not in recovery (see `store::pool`).
+    pub other_hosts: Vec<PgConnectOptions>,
     /// Largest number of pooled connections (`DATABASE_MAX_CONNECTIONS`, default 10).
     pub max_connections: u32,
     /// How long a request waits for a connection before 503 (`DATABASE_ACQUIRE_TIMEOUT`, default 3s).
@@ -357,14 +361,16 @@ impl Config {
 }
 
 impl DatabaseSettings {
-    /// The database to connect to, or an error naming the missing setting.
-    pub fn connect_options(&self) -> Result<&PgConnectOptions, ConfigError> {
-        self.url.as_ref().ok_or_else(|| ConfigError {
+    /// The hosts to connect to, in the order `DATABASE_URL` lists them, or an
+    /// error naming the missing setting.
+    pub fn hosts(&self) -> Result<Vec<PgConnectOptions>, ConfigError> {
+        let first = self.url.as_ref().ok_or_else(|| ConfigError {
             problems: vec![
                 "DATABASE_URL: not set; expected a PostgreSQL URL such as postgres://user:pass@127.0.0.1:5432/sesame (scripts/dev.sh starts a private one)"
                     .to_owned(),
             ],
-        })
+        })?;
+        Ok(std::iter::once(first).chain(&self.other_hosts).cloned().collect())
     }
 }
 

@@ -22,7 +22,8 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     /// The connection pool; connects lazily, so the server starts and
-    /// answers (503) while the database is down.
+    /// answers (503) while the database is down; with several hosts in
+    /// `DATABASE_URL`, to the primary among them (`store::pool`).
     pub db: PgPool,
     pub config: Arc<Config>,
     pub clock: Clock,
@@ -47,15 +48,7 @@ impl AppState {
     /// State for `config`, with a lazily connecting pool to its database.
     pub fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
-        let options = config.database.connect_options()?.clone();
-        let db = PgPoolOptions::new()
-            .max_connections(config.database.max_connections)
-            .acquire_timeout(config.database.acquire_timeout)
-            // No ping before every checkout: it doubled the round trips of a
-            // one-query request. A dead connection fails its query instead
-            // (503 for that request) and is discarded.
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
+        let db = crate::store::pool::connect_lazy(&config.database)?;
         let metrics = Metrics::default();
         let audit = AuditSink::new(&config, metrics.clone()).context("starting the audit file writer")?;
         Self::assemble(config, db, clock, metrics, audit)

@@ -12,6 +12,7 @@ pub mod health;
 pub mod magic_links;
 pub mod migrations;
 pub mod otp;
+pub mod pool;
 pub mod rate_limits;
 pub mod sessions;
 pub mod users;

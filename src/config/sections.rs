@@ -69,27 +69,57 @@ fn rust_log(r: &mut Reader<'_>) -> String {
 
 impl DatabaseSettings {
     pub(super) fn read(r: &mut Reader<'_>) -> Self {
+        let mut hosts = database_url(r).into_iter();
         Self {
-            url: database_url(r),
+            url: hosts.next(),
+            other_hosts: hosts.collect(),
             max_connections: r.int_in("DATABASE_MAX_CONNECTIONS", 10, 1, 1000),
             acquire_timeout: r.duration("DATABASE_ACQUIRE_TIMEOUT", "3s", Duration::from_millis(100)),
         }
     }
 }
 
+/// One set of options per host of `DATABASE_URL`, in order (none when unset).
 /// The URL holds a password: a bad one is not echoed.
-fn database_url(r: &mut Reader<'_>) -> Option<PgConnectOptions> {
-    let v = r.raw("DATABASE_URL")?;
-    match PgConnectOptions::from_str(&v) {
-        Ok(opts) if v.starts_with("postgres://") || v.starts_with("postgresql://") => Some(opts),
-        _ => {
-            r.secret_problem(
-                "DATABASE_URL",
-                "a PostgreSQL URL such as postgres://user:pass@127.0.0.1:5432/sesame",
-            );
-            None
-        }
+fn database_url(r: &mut Reader<'_>) -> Vec<PgConnectOptions> {
+    let Some(v) = r.raw("DATABASE_URL") else {
+        return Vec::new();
+    };
+    let hosts = (v.starts_with("postgres://") || v.starts_with("postgresql://"))
+        .then(|| split_hosts(&v))
+        .flatten()
+        .and_then(|urls| {
+            urls.iter()
+                .map(|u| PgConnectOptions::from_str(u).ok())
+                .collect::<Option<Vec<_>>>()
+        });
+    hosts.unwrap_or_else(|| {
+        r.secret_problem(
+            "DATABASE_URL",
+            "a PostgreSQL URL such as postgres://user:pass@127.0.0.1:5432/sesame, or with several hosts postgres://user:pass@db1:5432,db2:5432/sesame",
+        );
+        Vec::new()
+    })
+}
+
+/// One single-host URL per host of a multi-host URL, in order, each with the
+/// same user, database and parameters: `postgres://u@a:1,b/db?x=y` gives
+/// `postgres://u@a:1/db?x=y` and `postgres://u@b/db?x=y` (libpq's form; sqlx
+/// reads one host only). A URL with one host comes back as it is; `None` when a
+/// host between commas is empty.
+pub(super) fn split_hosts(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // The user and password end at the last `@` (a password may hold a comma).
+    let (userinfo, hosts) = authority.split_at(authority.rfind('@').map_or(0, |i| i + 1));
+    if !hosts.contains(',') {
+        return Some(vec![url.to_owned()]);
     }
+    hosts
+        .split(',')
+        .map(|host| (!host.is_empty()).then(|| format!("{scheme}://{userinfo}{host}{tail}")))
+        .collect()
 }
 
 impl TokenSettings {

@@ -1,7 +1,7 @@
 //! Unit tests of reading settings: the defaults, each refusal and its message, and the
 //! agreement of the code, its field docs and `.env.example`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, str::FromStr as _};
 
 use super::*;
 
@@ -578,4 +578,78 @@ fn smtp_ca_file_must_hold_pem_certificates() {
     let c = load(&[("SMTP_CA_FILE", file.to_str().expect("utf-8"))]).expect("valid");
     assert_eq!(c.email.smtp_ca_file, Some(file));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_database_url_with_several_hosts_gives_one_url_per_host_in_order() {
+    let split = |u: &str| super::sections::split_hosts(u);
+    assert_eq!(
+        split("postgres://u:p@db1:5432,db2:5433/sesame?sslmode=require").as_deref(),
+        Some(
+            &[
+                "postgres://u:p@db1:5432/sesame?sslmode=require".to_owned(),
+                "postgres://u:p@db2:5433/sesame?sslmode=require".to_owned(),
+            ][..]
+        )
+    );
+    // A password may hold commas and `@`s: the hosts begin after the last `@`.
+    assert_eq!(
+        split("postgresql://u:a,b@c@[::1]:5432,10.0.0.2").as_deref(),
+        Some(
+            &[
+                "postgresql://u:a,b@c@[::1]:5432".to_owned(),
+                "postgresql://u:a,b@c@10.0.0.2".to_owned()
+            ][..]
+        )
+    );
+    // One host: the URL as it is, even its password's commas.
+    assert_eq!(
+        split("postgres://u:x,y@db/sesame").as_deref(),
+        Some(&["postgres://u:x,y@db/sesame".to_owned()][..])
+    );
+    assert_eq!(split("postgres://u@db1,,db2/sesame"), None);
+    assert_eq!(split("postgres://u@db1,/sesame"), None);
+    assert_eq!(split("db1,db2"), None);
+}
+
+#[test]
+fn database_url_reads_several_hosts_and_refuses_an_empty_one() {
+    let c = load(&[("DATABASE_URL", "postgres://app:pw@127.0.0.1:5432,db2:6000,db3/sesame")]).expect("valid");
+    let hosts = c.database.hosts().expect("set");
+    // A host without a port gets the driver's default (5432 unless PGPORT says otherwise).
+    let default_port = PgConnectOptions::from_str("postgres://db3/sesame")
+        .expect("valid")
+        .get_port();
+    let seen: Vec<(String, u16, String)> = hosts
+        .iter()
+        .map(|h| {
+            (
+                h.get_host().to_owned(),
+                h.get_port(),
+                h.get_database().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("127.0.0.1".to_owned(), 5432, "sesame".to_owned()),
+            ("db2".to_owned(), 6000, "sesame".to_owned()),
+            ("db3".to_owned(), default_port, "sesame".to_owned()),
+        ]
+    );
+    assert!(hosts.iter().all(|h| h.get_username() == "app"));
+    let one = load(&[("DATABASE_URL", "postgres://app@127.0.0.1:5432/sesame")]).expect("valid");
+    assert_eq!(one.database.hosts().expect("set").len(), 1);
+    assert!(one.database.other_hosts.is_empty());
+    for bad in [
+        "postgres://app:pw@db1,,db2/sesame",
+        "postgres://app:pw@db1:5432,db2:x/sesame",
+    ] {
+        let p = problems(&[("DATABASE_URL", bad)]);
+        assert!(
+            p.len() == 1 && p[0].starts_with("DATABASE_URL: expected a PostgreSQL URL") && !p[0].contains("pw"),
+            "{bad}: {p:?}"
+        );
+    }
 }

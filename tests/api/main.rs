@@ -16,6 +16,7 @@ mod audit_send_failures;
 mod audit_support;
 mod audit_trail;
 mod cli;
+mod database_hosts;
 mod email_retry;
 mod email_templates;
 mod email_tls;

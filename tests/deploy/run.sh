@@ -17,8 +17,15 @@
 #   pgbouncer           two instances, the whole flow and `sesame cleanup` through PgBouncer
 #                       (session pooling; why not transaction pooling: docs/DEPLOYMENT.md)
 #   logrotate           logrotate -d of deploy/logrotate.conf, then real rotations under traffic
+#   failover            a primary and a synchronous standby; sesame with a multi-host DATABASE_URL
+#                       under sign-in and refresh traffic; the primary killed, the standby promoted:
+#                       nothing answered 200 is lost, 503 in between, traffic back within seconds
+#                       (tests/deploy/failover.sh)
 #
-# Usage: tests/deploy/run.sh   (from any directory; as root it installs missing Debian packages)
+# Usage: tests/deploy/run.sh [CHECK...]   (from any directory; as root it installs missing Debian
+# packages). CHECKs are function suffixes (systemd_unit production nginx caddy instances keys
+# secret_rotation backup pgbouncer logrotate failover; production needs systemd_unit before it);
+# none means all, in that order.
 # Environment: SESAME_BIN (default <repo>/target/debug/sesame), PG_BASE (postgres://user@host:port,
 # no database; default: scripts/pg.sh start), KEEP_TMP=1 keeps the temp folder for inspection.
 # Prints one line per check and exits non-zero at the first failure.
@@ -64,9 +71,12 @@ cleanup() {
   for db in "${ROLES[@]}"; do
     psql -X -q -d "$PG_BASE/postgres" -c "DROP ROLE IF EXISTS $db" >/dev/null 2>&1 || true
   done
+  failover_cleanup
   if [ -n "${KEEP_TMP:-}" ]; then echo "temp folder kept: $T" >&2; else rm -rf "$T"; fi
   exit "$rc"
 }
+# shellcheck source=tests/deploy/failover.sh
+. "$here/failover.sh"
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -980,16 +990,12 @@ INI
   ok "PgBouncer $version, pool_mode=session: 2 instances started together, code on A, me/refresh on B, refresh/logout on A, $n server connections; sesame cleanup deleted and left no lock"
 }
 
-check_systemd_unit
-check_production
-check_nginx
-check_caddy
-check_instances
-check_keys
-check_secret_rotation
-check_backup
-check_pgbouncer
-check_logrotate
+checks=("$@")
+((${#checks[@]})) || checks=(systemd_unit production nginx caddy instances keys secret_rotation backup pgbouncer logrotate failover)
+for c in "${checks[@]}"; do
+  declare -F "check_$c" >/dev/null || fail "no check named '$c'"
+done
+for c in "${checks[@]}"; do "check_$c"; done
 CHECK="main instance"
 stop "$MAIN_PID" main
 echo "all deploy checks passed in $((SECONDS - started)) s"

@@ -1,0 +1,37 @@
+//! A `DATABASE_URL` with several hosts: sesame uses whichever is the primary
+//! (the failover with a real standby is `tests/deploy/run.sh failover`).
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::{
+    helpers::{TestApp, smtp_config},
+    mailbox::SmtpSink,
+};
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[sqlx::test]
+async fn a_first_host_that_is_down_is_skipped_for_the_next_one(_: PgPoolOptions, db: PgConnectOptions) {
+    // The same database twice: once behind a dead port, listed first.
+    let sink = SmtpSink::start().await;
+    let mut config = smtp_config(db.clone().host("127.0.0.1").port(closed_port()), &sink);
+    config.database.other_hosts = vec![db];
+    let app = TestApp::spawn_with(config).await;
+    let started = Instant::now();
+    let mut health = app.health().await;
+    while health.status != 200 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        health = app.health().await;
+    }
+    assert_eq!(health.status, 200, "{}", health.text);
+    let pair = app.sign_in(&sink, "two-hosts@example.com").await;
+    let refreshed = app.refresh(pair["refreshToken"].as_str().expect("refresh token")).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text);
+    app.stop().await;
+}

@@ -310,8 +310,9 @@ pub fn is_connection_error(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P01-57P03: admin shutdown, crash
             // shutdown, cannot connect now; 53300: too many connections;
-            // 55000: database does not allow connections.
-            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "55000"
+            // 55000: database does not allow connections; 25006: read-only
+            // transaction (a server that became a standby under us).
+            code.starts_with("08") || code.starts_with("57P") || ["53300", "55000", "25006"].contains(&code.as_ref())
         }),
         _ => false,
     }

@@ -213,3 +213,62 @@ async fn a_database_outage_is_503_quickly_and_heals_without_a_restart(opts: PgPo
     assert_eq!(next.status, 200, "{}", next.text);
     assert_eq!(app.sign_in(&sink, "bob@example.com").await["success"], true);
 }
+
+/// Makes new sessions of the test database start read-only (or not), and ends
+/// every other session of it so that pools open new ones.
+async fn set_read_only(pool: &PgPool, on: bool) {
+    let sql = if on {
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$"
+    } else {
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only', current_database()); END $$"
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    // This session may have started read-only itself.
+    sqlx::query("SET default_transaction_read_only = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test]
+async fn a_database_that_turned_read_only_is_a_503_not_a_500(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn_with(smtp_config(db.clone(), &sink)).await;
+    assert_eq!(app.send_code("ada@example.com").await.status, 200);
+
+    // What a primary demoted under sesame looks like: every write is refused
+    // with SQLSTATE 25006 (read-only transaction).
+    set_read_only(&pool, true).await;
+    // Reads work: once /health answers, the pool holds read-only sessions only.
+    let mut healthy = 0;
+    for _ in 0..100 {
+        healthy = if app.get("/health").await.status == 200 { healthy + 1 } else { 0 };
+        if healthy == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(healthy, 5, "reads work on a read-only database");
+    app.send_code("ada@example.com")
+        .await
+        .assert_error(503, "database_unavailable");
+
+    set_read_only(&pool, false).await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = app.send_code("bob@example.com").await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "writes work again once the database does");
+}

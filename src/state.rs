@@ -11,7 +11,7 @@ use crate::{
     auth::jwt::JwtKeys,
     auth::{otp::OtpHasher, refresh::RefreshChain},
     clock::Clock,
-    config::Config,
+    config::{Config, DatabaseSettings},
     email::Mailer,
     hash_queue::HashQueue,
     metrics::Metrics,
@@ -43,19 +43,24 @@ pub struct AppState {
     pub mailer: Mailer,
 }
 
+/// The connection pool `settings` describe, connecting lazily (also what
+/// `bench/floor.rs` measures against).
+pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        // No ping before every checkout: it doubled the round trips of a
+        // one-query request. A dead connection fails its query instead
+        // (503 for that request) and is discarded.
+        .test_before_acquire(false)
+        .connect_lazy_with(settings.connect_options()?.clone()))
+}
+
 impl AppState {
     /// State for `config`, with a lazily connecting pool to its database.
     pub fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
-        let options = config.database.connect_options()?.clone();
-        let db = PgPoolOptions::new()
-            .max_connections(config.database.max_connections)
-            .acquire_timeout(config.database.acquire_timeout)
-            // No ping before every checkout: it doubled the round trips of a
-            // one-query request. A dead connection fails its query instead
-            // (503 for that request) and is discarded.
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
+        let db = pool(&config.database)?;
         let metrics = Metrics::default();
         let audit = AuditSink::new(&config, metrics.clone()).context("starting the audit file writer")?;
         Self::assemble(config, db, clock, metrics, audit)

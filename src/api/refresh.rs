@@ -9,14 +9,14 @@ use super::{
     ApiTags,
     bodies::{SuccessResponse, TokenPair},
     request_context,
-    sign_in::{SessionOf, Source, TokenKind, limit, record_tokens, token_pair},
+    sign_in::{SessionOf, Source, TokenKind, limit, record_tokens, token_events, token_pair},
     types::Text,
 };
 use crate::{
     audit::{AuditEvent, AuditTx, Event, RequestContext},
     auth::{
         Reason,
-        refresh::RefreshToken,
+        refresh::{RefreshToken, RotationSalt},
         session::{RefreshDecision, SessionRecord, TokenRecord, refresh_decision, session_decision, session_expiry},
     },
     error::{ApiError, ErrorCode, Errors, LogoutErrors, VerifyErrors},
@@ -86,6 +86,13 @@ impl RefreshApi {
         )
         .await?;
         let presented = RefreshToken::parse(body.refresh_token.as_str());
+        if let Some(token) = &presented
+            && let Some(pair) = rotate_at_once(state, &ctx, token).await?
+        {
+            return Ok(Json(pair));
+        }
+        // The slow path: not live, not known, or a case the one statement
+        // leaves to the refresh rule. Lock the session, decide, act.
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let locked = match &presented {
             Some(t) => store::sessions::lock_by_token_hash(&mut tx, &t.hash()).await?,
@@ -114,9 +121,8 @@ impl RefreshApi {
             ),
             now,
         };
-        // The child under the salt stored with the token: the same child for
-        // every presentation of it, so a replay within the interval can be
-        // answered with the child a first presentation got.
+        // The child under the salt stored with the token (read before the
+        // lock, right while the token is live: only a rotation changes it).
         let child = state.refresh_chain.child(&token, s.token_salt.as_ref());
         if let Some(decision) = session_decision(&session_record(&s), r.next_expiry, now) {
             return r.settle(tx, decision, &child).await;
@@ -126,7 +132,7 @@ impl RefreshApi {
         if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, r.next_expiry).await? {
             return r.answer(tx, &child, false).await;
         }
-        r.not_live(tx, &child).await
+        r.not_live(tx).await
     }
 
     /// End the session of a refresh token.
@@ -184,6 +190,62 @@ fn session_record(s: &LockedSession) -> SessionRecord {
     }
 }
 
+/// The common refresh in one round trip ([`store::sessions::rotate_live`]):
+/// the token is live, its session live and not cut short by `SESSION_MAX_AGE`
+/// (the `Rotate` branch of `refresh_decision`, checked by the SQL). The child
+/// is derived under a fresh salt, which the statement stores on the token as it
+/// retires it, so a replay within the reuse interval derives the same child.
+/// The events are those [`Refresh::answer`] records, written by the same
+/// statement. `None` when the statement changed nothing: the slow path decides.
+async fn rotate_at_once(
+    state: &AppState,
+    ctx: &RequestContext,
+    token: &RefreshToken,
+) -> Result<Option<TokenPair>, ApiError> {
+    let tokens = &state.config.tokens;
+    let now = state.clock.now();
+    let expires_at = now + crate::clock::span(tokens.refresh_token_expiry);
+    let begun_at_or_after = tokens
+        .session_max_age
+        .and_then(|age| expires_at.checked_sub(crate::clock::span(age)));
+    let salt = RotationSalt::generate();
+    let child = state.refresh_chain.child(token, Some(&salt));
+    let mut events = vec![AuditEvent::success(Event::TokenRefresh, ctx, now)];
+    events.extend(token_events(
+        state,
+        ctx,
+        expires_at,
+        Source::Refresh,
+        &[TokenKind::Access, TokenKind::Refresh],
+        now,
+    ));
+    let (routes, file) = state.audit.outboxes();
+    let rotation = store::sessions::Rotation {
+        token_hash: token.hash(),
+        parent_salt: &salt,
+        child_hash: child.hash(),
+        now,
+        expires_at,
+        begun_at_or_after,
+        events: &events,
+        routes,
+        file,
+    };
+    let mut conn = state.db.acquire().await?;
+    let Some(done) = store::sessions::rotate_live(&mut conn, &rotation).await? else {
+        return Ok(None);
+    };
+    drop(conn);
+    let session = SessionOf {
+        user: &done.user,
+        session_id: done.session_id,
+        expires_at,
+    };
+    let events: Vec<AuditEvent> = events.into_iter().map(|e| session.mark(e)).collect();
+    state.audit.publish(&events, &done.event_ids);
+    token_pair(state, session, &child, now).map(Some)
+}
+
 /// Records `event`, commits, and refuses.
 async fn refused(mut tx: AuditTx, event: AuditEvent) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
     tx.record(event).await?;
@@ -213,10 +275,7 @@ impl Refresh<'_> {
     }
 
     fn event(&self, event: AuditEvent) -> AuditEvent {
-        event
-            .user(self.user.id)
-            .email(&self.user.email)
-            .meta("sessionId", self.session.session_id.to_string())
+        self.of().mark(event)
     }
 
     fn failure(&self, reason: Reason) -> AuditEvent {
@@ -225,10 +284,13 @@ impl Refresh<'_> {
 
     /// The token was not live: expired, ended, or presented again after its
     /// rotation; decide between answering the same child and ending the session.
-    async fn not_live(self, mut tx: AuditTx, child: &RefreshToken) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+    async fn not_live(self, mut tx: AuditTx) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
         let t = store::sessions::find_token_state(&mut tx, &self.token.hash())
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a locked session lost its token")))?;
+        // The salt as committed now: a rotation in one statement stored the
+        // one it derived the child with after the lock's read.
+        let child = &self.state.refresh_chain.child(self.token, t.salt.as_ref());
         let child_is_live = match t.rotated_at {
             Some(_) => store::sessions::find_child(&mut tx, t.token_id)
                 .await?

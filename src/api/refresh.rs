@@ -1,6 +1,8 @@
 //! Keeping and ending a session with its refresh token: `POST /auth/refresh`
 //! (rotation, with reuse detection) and `POST /auth/logout`.
 
+mod at_once;
+
 use poem::Request;
 use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
 use time::OffsetDateTime;
@@ -9,14 +11,14 @@ use super::{
     ApiTags,
     bodies::{SuccessResponse, TokenPair},
     request_context,
-    sign_in::{SessionOf, Source, TokenKind, limit, record_tokens, token_events, token_pair},
+    sign_in::{SessionOf, Source, TokenKind, limit, record_tokens, token_pair},
     types::Text,
 };
 use crate::{
     audit::{AuditEvent, AuditTx, Event, RequestContext},
     auth::{
         Reason,
-        refresh::{RefreshToken, RotationSalt},
+        refresh::RefreshToken,
         session::{RefreshDecision, SessionRecord, TokenRecord, refresh_decision, session_decision, session_expiry},
     },
     error::{ApiError, ErrorCode, Errors, LogoutErrors, VerifyErrors},
@@ -87,7 +89,7 @@ impl RefreshApi {
         .await?;
         let presented = RefreshToken::parse(body.refresh_token.as_str());
         if let Some(token) = &presented
-            && let Some(pair) = rotate_at_once(state, &ctx, token).await?
+            && let Some(pair) = at_once::rotate(state, &ctx, token).await?
         {
             return Ok(Json(pair));
         }
@@ -127,8 +129,9 @@ impl RefreshApi {
         if let Some(decision) = session_decision(&session_record(&s), r.next_expiry, now) {
             return r.settle(tx, decision, &child).await;
         }
-        // The common case, in one statement: the token is live (the `Rotate`
-        // branch of `refresh_decision`, checked by the SQL), rotate it.
+        // A live token the one statement left here (a session cap that cuts
+        // the expiry short, a token without a salt): rotate it under the lock
+        // (the `Rotate` branch of `refresh_decision`, checked by the SQL).
         if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, r.next_expiry).await? {
             return r.answer(tx, &child, false).await;
         }
@@ -188,62 +191,6 @@ fn session_record(s: &LockedSession) -> SessionRecord {
         revoked: s.session_revoked,
         expires_at: s.session_expires_at,
     }
-}
-
-/// The common refresh in one round trip ([`store::sessions::rotate_live`]):
-/// the token is live, its session live and not cut short by `SESSION_MAX_AGE`
-/// (the `Rotate` branch of `refresh_decision`, checked by the SQL). The child
-/// is derived under a fresh salt, which the statement stores on the token as it
-/// retires it, so a replay within the reuse interval derives the same child.
-/// The events are those [`Refresh::answer`] records, written by the same
-/// statement. `None` when the statement changed nothing: the slow path decides.
-async fn rotate_at_once(
-    state: &AppState,
-    ctx: &RequestContext,
-    token: &RefreshToken,
-) -> Result<Option<TokenPair>, ApiError> {
-    let tokens = &state.config.tokens;
-    let now = state.clock.now();
-    let expires_at = now + crate::clock::span(tokens.refresh_token_expiry);
-    let begun_at_or_after = tokens
-        .session_max_age
-        .and_then(|age| expires_at.checked_sub(crate::clock::span(age)));
-    let salt = RotationSalt::generate();
-    let child = state.refresh_chain.child(token, Some(&salt));
-    let mut events = vec![AuditEvent::success(Event::TokenRefresh, ctx, now)];
-    events.extend(token_events(
-        state,
-        ctx,
-        expires_at,
-        Source::Refresh,
-        &[TokenKind::Access, TokenKind::Refresh],
-        now,
-    ));
-    let (routes, file) = state.audit.outboxes();
-    let rotation = store::sessions::Rotation {
-        token_hash: token.hash(),
-        parent_salt: &salt,
-        child_hash: child.hash(),
-        now,
-        expires_at,
-        begun_at_or_after,
-        events: &events,
-        routes,
-        file,
-    };
-    let mut conn = state.db.acquire().await?;
-    let Some(done) = store::sessions::rotate_live(&mut conn, &rotation).await? else {
-        return Ok(None);
-    };
-    drop(conn);
-    let session = SessionOf {
-        user: &done.user,
-        session_id: done.session_id,
-        expires_at,
-    };
-    let events: Vec<AuditEvent> = events.into_iter().map(|e| session.mark(e)).collect();
-    state.audit.publish(&events, &done.event_ids);
-    token_pair(state, session, &child, now).map(Some)
 }
 
 /// Records `event`, commits, and refuses.

@@ -120,6 +120,7 @@ run_config() {
   fi
   kill "$server"; wait "$server" 2>/dev/null || true
   trap - EXIT
+  psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
   rm -f "$out/$name-audit.jsonl"
   printf '{"startupMs": %s, "idleRssMiB": %s, "peakRssMiB": %s}\n' "$startup_ms" "$idle_rss" "$peak_rss" >"$out/$name-process.json"
 }

@@ -17,6 +17,10 @@
 //! must send email to `smtp://127.0.0.1:<smtp-port>?tls=none` and should run with
 //! rate limits off (the load comes from one IP). Loopback only; every run is
 //! bounded by `--duration` seconds and `--max-ops` operations.
+//!
+//! `--measure-url`: the virtual users sign in at `--url` but send the measured
+//! requests (`refresh`, `me`) there: how `bench/run.sh` drives the floor of the
+//! stack (`bench/floor.rs`) on sesame's database.
 
 use std::{
     collections::HashMap,
@@ -152,6 +156,7 @@ enum Scenario {
 
 struct Args {
     url: String,
+    measure_url: Option<String>,
     smtp_port: u16,
     scenario: Scenario,
     concurrency: usize,
@@ -163,6 +168,7 @@ struct Args {
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         url: "http://127.0.0.1:3001".to_owned(),
+        measure_url: None,
         smtp_port: 2525,
         scenario: Scenario::Refresh,
         concurrency: 16,
@@ -175,6 +181,7 @@ fn args() -> anyhow::Result<Args> {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--url" => a.url = value()?,
+            "--measure-url" => a.measure_url = Some(value()?),
             "--smtp-port" => a.smtp_port = value()?.parse()?,
             "--concurrency" => a.concurrency = value()?.parse()?,
             "--duration" => a.duration = Duration::from_secs(value()?.parse()?),
@@ -194,9 +201,14 @@ fn args() -> anyhow::Result<Args> {
             other => bail!("unknown flag {other}"),
         }
     }
-    let host = url::Url::parse(&a.url)?.host_str().unwrap_or_default().to_owned();
-    if host != "127.0.0.1" && host != "localhost" && host != "[::1]" {
-        bail!("loopback only: --url must be http://127.0.0.1:<port>");
+    for url in std::iter::once(&a.url).chain(&a.measure_url) {
+        let host = url::Url::parse(url)?.host_str().unwrap_or_default().to_owned();
+        if host != "127.0.0.1" && host != "localhost" && host != "[::1]" {
+            bail!("loopback only: --url and --measure-url must be http://127.0.0.1:<port>");
+        }
+    }
+    if a.measure_url.is_some() && !matches!(a.scenario, Scenario::Refresh | Scenario::Me) {
+        bail!("--measure-url measures refresh or me only");
     }
     Ok(a)
 }
@@ -211,6 +223,8 @@ struct User {
 struct Ctx {
     http: reqwest::Client,
     url: String,
+    /// Where `refresh` and `me` go (`--measure-url`, else `url`).
+    measure_url: String,
     inbox: Arc<Inbox>,
     latencies: Mutex<Vec<Duration>>,
     errors: Mutex<HashMap<String, u64>>,
@@ -226,8 +240,18 @@ impl Ctx {
 
     /// POSTs JSON; returns how long the answer took and the body of a 200.
     async fn timed_post(&self, path: &str, body: Value) -> anyhow::Result<(Duration, anyhow::Result<Value>)> {
+        self.timed_post_to(&self.url, path, body).await
+    }
+
+    /// [`Ctx::timed_post`] to the server at `url`.
+    async fn timed_post_to(
+        &self,
+        url: &str,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<(Duration, anyhow::Result<Value>)> {
         let started = Instant::now();
-        let resp = self.http.post(format!("{}{path}", self.url)).json(&body).send().await?;
+        let resp = self.http.post(format!("{url}{path}")).json(&body).send().await?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         let took = started.elapsed();
@@ -274,8 +298,17 @@ impl Ctx {
     }
 
     async fn refresh(&self, u: &mut User) -> anyhow::Result<()> {
-        let pair = self.post("/auth/refresh", json!({ "refreshToken": u.refresh })).await?;
-        *u = user(&u.email, &pair)?;
+        let (took, pair) = self
+            .timed_post_to(&self.measure_url, "/auth/refresh", json!({ "refreshToken": u.refresh }))
+            .await?;
+        self.latency(took);
+        let fresh = user(&u.email, &pair?)?;
+        if self.measure_url == self.url {
+            *u = fresh;
+        } else {
+            // The floor signs no access token: keep the one signed in with.
+            u.refresh = fresh.refresh;
+        }
         Ok(())
     }
 
@@ -283,7 +316,7 @@ impl Ctx {
         let started = Instant::now();
         let resp = self
             .http
-            .get(format!("{}/auth/me", self.url))
+            .get(format!("{}/auth/me", self.measure_url))
             .bearer_auth(&u.token)
             .send()
             .await?;
@@ -325,6 +358,12 @@ async fn main() -> anyhow::Result<()> {
             .pool_max_idle_per_host(a.concurrency)
             .build()?,
         url: a.url.trim_end_matches('/').to_owned(),
+        measure_url: a
+            .measure_url
+            .as_deref()
+            .unwrap_or(&a.url)
+            .trim_end_matches('/')
+            .to_owned(),
         inbox,
         latencies: Mutex::new(Vec::new()),
         errors: Mutex::new(HashMap::new()),

@@ -2,8 +2,11 @@
 # Reproduces the tables in docs/BENCHMARKS.md: builds sesame and the load
 # generator in release mode, then, for each configuration, starts sesame on a
 # fresh, empty database (so start-up includes applying the migrations), measures
-# start-up and memory, and runs every scenario; then the database's own limit
-# (bench/pg-limit.sh). Configurations:
+# start-up and memory, and runs every scenario, at the given concurrency and
+# then with a single client (latency); in the tuned configuration also the
+# floor of the stack (bench/floor.rs: sesame's pool and SQL behind a bare
+# server) for refresh and me, on the same database; then the database's own
+# limits (bench/pg-limit.sh). Configurations:
 #   default  RUST_LOG=info, METRICS_FORMAT=both (console and JSON Lines file on)
 #   tuned    RUST_LOG=warn, METRICS_FORMAT=none (only the audit table)
 # Rate limits are off in both (all load comes from one IP). Prints Markdown
@@ -14,23 +17,42 @@
 #
 #   bench/run.sh [seconds per scenario (15)] [concurrency (16)]
 #   SESAME_BIN=other/sesame bench/run.sh …   measure another build of sesame
+#   BENCH_PROFILE=debug bench/run.sh 1 2     check the script end to end on debug builds
+# Also from the environment: LATENCY_SECONDS (seconds per single-client
+# scenario, default the same), ROTATION_TOKENS (bench/pg-limit.sh), LOADGEN_BIN
+# and FLOOR_BIN (prebuilt binaries; then nothing is built but what is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-15}
 clients=${2:-16}
+latency_seconds=${LATENCY_SECONDS:-$seconds}
 PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
 target=${CARGO_TARGET_DIR:-target}
+profile=${BENCH_PROFILE:-release}
+case $profile in
+  release) build=(--release) ;;
+  debug) build=() ;;
+  *) echo "BENCH_PROFILE: release or debug" >&2; exit 1 ;;
+esac
 if [ -n "${SESAME_BIN:-}" ]; then
   measured="binary $SESAME_BIN"
 else
-  SESAME_BIN=$target/release/sesame
-  measured="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
+  SESAME_BIN=$target/$profile/sesame
+  measured="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes') ($profile)"
+  cargo build "${build[@]}" --locked --quiet --bin sesame
+fi
+if [ -z "${LOADGEN_BIN:-}" ]; then
+  LOADGEN_BIN=$target/$profile/examples/loadgen
+  cargo build "${build[@]}" --locked --quiet --example loadgen
+fi
+if [ -z "${FLOOR_BIN:-}" ]; then
+  FLOOR_BIN=$target/$profile/examples/floor
+  cargo build "${build[@]}" --locked --quiet --example floor
 fi
 export PG_BASE SESAME_BIN
 out=bench/results/$(date -u +%Y-%m-%dT%H%MZ)
 mkdir -p "$out"
 
-cargo build --release --locked --quiet --bin sesame --example loadgen
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 psql_() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" "$@"; }
 pg_setting() { psql_ -c "SHOW $1"; }
@@ -68,13 +90,37 @@ run_config() {
   rss() { awk -v k="$1" '$1 == k":" {printf "%.1f", $2 / 1024}' "/proc/$server/status"; }
   local idle_rss peak_rss
   idle_rss=$(rss VmRSS)
+  load() { "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --smtp-port "$smtp" "$@" >/dev/null; }
   for scenario in refresh me login-code login-link mixed; do
-    "$target/release/examples/loadgen" --url "http://127.0.0.1:$port" --smtp-port "$smtp" --scenario "$scenario" \
-      --concurrency "$clients" --duration "$seconds" --json "$out/$name-$scenario.json" >/dev/null
+    load --scenario "$scenario" --concurrency "$clients" --duration "$seconds" --json "$out/$name-$scenario.json"
+  done
+  for scenario in refresh me login-code login-link mixed; do
+    load --scenario "$scenario" --concurrency 1 --duration "$latency_seconds" --json "$out/$name-$scenario-c1.json"
   done
   peak_rss=$(rss VmHWM)
+  if [ "$name" = tuned ]; then
+    # The floor, on this database and with this environment; sign-ins go to sesame.
+    local floor_port floor
+    floor_port=$(free_port)
+    env DATABASE_URL="$PG_BASE/$db" FLOOR_PORT="$floor_port" "$@" "$FLOOR_BIN" >"$out/floor-server.log" 2>&1 &
+    floor=$!
+    trap 'kill "$server" "$floor" 2>/dev/null || true' EXIT
+    started=$(date +%s%N)
+    until curl -sS -o /dev/null "http://127.0.0.1:$floor_port/auth/me" 2>/dev/null; do
+      [ $(( ($(date +%s%N) - started) / 1000000000 )) -lt 30 ] || { echo "the floor did not start" >&2; exit 1; }
+      sleep 0.005
+    done
+    for scenario in refresh me; do
+      load --measure-url "http://127.0.0.1:$floor_port" --scenario "$scenario" --concurrency "$clients" \
+        --duration "$seconds" --json "$out/floor-$scenario.json"
+      load --measure-url "http://127.0.0.1:$floor_port" --scenario "$scenario" --concurrency 1 \
+        --duration "$latency_seconds" --json "$out/floor-$scenario-c1.json"
+    done
+    kill "$floor"; wait "$floor" 2>/dev/null || true
+  fi
   kill "$server"; wait "$server" 2>/dev/null || true
   trap - EXIT
+  psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
   rm -f "$out/$name-audit.jsonl"
   printf '{"startupMs": %s, "idleRssMiB": %s, "peakRssMiB": %s}\n' "$startup_ms" "$idle_rss" "$peak_rss" >"$out/$name-process.json"
 }
@@ -89,31 +135,47 @@ import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 m = json.loads((out / "machine.json").read_text())
 limits = dict(line.split() for line in (out / "pg-limit.txt").read_text().splitlines() if line.strip())
-refresh_tps, select_tps = float(limits["refresh_tps"]), float(limits["select_tps"])
+refresh_tps, rotation_tps = float(limits["refresh_tps"]), float(limits["rotation_tps"])
+select_tps = float(limits["select_tps"])
+scenarios = ("refresh", "me", "login-code", "login-link", "mixed")
+load = lambda name: json.loads((out / f"{name}.json").read_text())
+floor = {s: load(f"floor-{s}") for s in ("refresh", "me")}
+floor_c1 = {s: load(f"floor-{s}-c1") for s in ("refresh", "me")}
 print(f'## Run of {m["date"]}: concurrency {m["concurrency"]}, {m["seconds"]} s per scenario')
 print()
 print(f'Commit {m["commit"]}; nproc {m["nproc"]}; load average {m["loadavg_before"]} before, '
       f'{(out / "loadavg-after.txt").read_text().strip()} after; PostgreSQL {m["postgres"]} '
       f'(fsync={m["fsync"]}, synchronous_commit={m["synchronous_commit"]}, '
       f'shared_buffers={m["shared_buffers"]}, max_connections={m["max_connections"]}).')
+print()
+print(f'Floor of the stack (bench/floor.rs, same database, concurrency {m["concurrency"]}): '
+      f'refresh {floor["refresh"]["operationsPerSecond"]:.0f}/s, me {floor["me"]["operationsPerSecond"]:.0f}/s; '
+      f'with one client: refresh p50 {floor_c1["refresh"]["latencyMs"]["p50"]} ms, p99 {floor_c1["refresh"]["latencyMs"]["p99"]} ms; '
+      f'me p50 {floor_c1["me"]["latencyMs"]["p50"]} ms, p99 {floor_c1["me"]["latencyMs"]["p99"]} ms. '
+      f'pgbench: sesame\'s refresh statement {refresh_tps:.0f} tps, minimal rotation {rotation_tps:.0f} tps, -S {select_tps:.0f} tps.')
 for name in ("default", "tuned"):
     print()
     print(f"### {name}")
     print()
-    print("| scenario | operations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| scenario | operations/s | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors | 1 client: p50 ms | p99 ms | floor, 1 client: p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ops = {}
-    for s in ("refresh", "me", "login-code", "login-link", "mixed"):
-        r = json.loads((out / f"{name}-{s}.json").read_text())
+    for s in scenarios:
+        r, c1 = load(f"{name}-{s}"), load(f"{name}-{s}-c1")
         l = r["latencyMs"]
+        f1 = floor_c1[s]["latencyMs"] if s in floor_c1 else {"p50": "–", "p99": "–"}
         ops[s] = r["operationsPerSecond"]
         print(f'| {s} | {r["operationsPerSecond"]:.0f} | {r["requestsPerSecond"]:.0f} | {l["p50"]} | '
-              f'{l["p90"]} | {l["p99"]} | {l["max"]} | {r["errors"]} |')
+              f'{l["p90"]} | {l["p99"]} | {l["max"]} | {r["errors"] + c1["errors"]} | '
+              f'{c1["latencyMs"]["p50"]} | {c1["latencyMs"]["p99"]} | {f1["p50"]} | {f1["p99"]} |')
     p = json.loads((out / f"{name}-process.json").read_text())
     print()
     print("| measure | value |")
     print("|---|---|")
-    print(f'| refresh / pgbench refresh ({refresh_tps:.0f} tps) | {ops["refresh"] / refresh_tps:.2f} |')
+    print(f'| refresh / floor ({floor["refresh"]["operationsPerSecond"]:.0f}/s) | {ops["refresh"] / floor["refresh"]["operationsPerSecond"]:.2f} |')
+    print(f'| me / floor ({floor["me"]["operationsPerSecond"]:.0f}/s) | {ops["me"] / floor["me"]["operationsPerSecond"]:.2f} |')
+    print(f'| refresh / pgbench minimal rotation ({rotation_tps:.0f} tps) | {ops["refresh"] / rotation_tps:.2f} |')
+    print(f'| refresh / pgbench replay of its statement ({refresh_tps:.0f} tps) | {ops["refresh"] / refresh_tps:.2f} |')
     print(f'| me / pgbench -S ({select_tps:.0f} tps) | {ops["me"] / select_tps:.2f} |')
     print(f'| login-code / refresh | {ops["login-code"] / ops["refresh"]:.2f} |')
     print(f'| start-up to /health 200, migrations included | {p["startupMs"]} ms |')

@@ -160,6 +160,12 @@ impl AuditSink {
         store::audit::insert_many(conn, events, &self.inner.routes, file).await
     }
 
+    /// Which rows a statement inserting events itself must write with them
+    /// (as [`AuditTx::commit`] does): the webhook routes and the file's outbox.
+    pub fn outboxes(&self) -> (&store::webhooks::Routes, Option<store::audit::FileOutbox>) {
+        (&self.inner.routes, self.inner.file_outbox.as_ref().map(|f| f.outbox))
+    }
+
     /// Resolves when a committed event of this instance has webhook deliveries
     /// (or has had since the last call).
     pub async fn webhooks_committed(&self) {

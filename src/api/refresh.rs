@@ -1,6 +1,8 @@
 //! Keeping and ending a session with its refresh token: `POST /auth/refresh`
 //! (rotation, with reuse detection) and `POST /auth/logout`.
 
+mod at_once;
+
 use poem::Request;
 use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
 use time::OffsetDateTime;
@@ -86,6 +88,13 @@ impl RefreshApi {
         )
         .await?;
         let presented = RefreshToken::parse(body.refresh_token.as_str());
+        if let Some(token) = &presented
+            && let Some(pair) = at_once::rotate(state, &ctx, token).await?
+        {
+            return Ok(Json(pair));
+        }
+        // The slow path: not live, not known, or a case the one statement
+        // leaves to the refresh rule. Lock the session, decide, act.
         let mut tx = AuditTx::begin(&state.db, &state.audit).await?;
         let locked = match &presented {
             Some(t) => store::sessions::lock_by_token_hash(&mut tx, &t.hash()).await?,
@@ -114,19 +123,19 @@ impl RefreshApi {
             ),
             now,
         };
-        // The child under the salt stored with the token: the same child for
-        // every presentation of it, so a replay within the interval can be
-        // answered with the child a first presentation got.
+        // The child under the salt stored with the token (read before the
+        // lock, right while the token is live: only a rotation changes it).
         let child = state.refresh_chain.child(&token, s.token_salt.as_ref());
         if let Some(decision) = session_decision(&session_record(&s), r.next_expiry, now) {
             return r.settle(tx, decision, &child).await;
         }
-        // The common case, in one statement: the token is live (the `Rotate`
-        // branch of `refresh_decision`, checked by the SQL), rotate it.
+        // A live token the one statement left here (a session cap that cuts
+        // the expiry short, a token without a salt): rotate it under the lock
+        // (the `Rotate` branch of `refresh_decision`, checked by the SQL).
         if store::sessions::rotate_if_live(&mut tx, &token.hash(), &child.hash(), now, r.next_expiry).await? {
             return r.answer(tx, &child, false).await;
         }
-        r.not_live(tx, &child).await
+        r.not_live(tx).await
     }
 
     /// End the session of a refresh token.
@@ -213,10 +222,7 @@ impl Refresh<'_> {
     }
 
     fn event(&self, event: AuditEvent) -> AuditEvent {
-        event
-            .user(self.user.id)
-            .email(&self.user.email)
-            .meta("sessionId", self.session.session_id.to_string())
+        self.of().mark(event)
     }
 
     fn failure(&self, reason: Reason) -> AuditEvent {
@@ -225,10 +231,13 @@ impl Refresh<'_> {
 
     /// The token was not live: expired, ended, or presented again after its
     /// rotation; decide between answering the same child and ending the session.
-    async fn not_live(self, mut tx: AuditTx, child: &RefreshToken) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
+    async fn not_live(self, mut tx: AuditTx) -> Result<Json<TokenPair>, Errors<VerifyErrors>> {
         let t = store::sessions::find_token_state(&mut tx, &self.token.hash())
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a locked session lost its token")))?;
+        // The salt as committed now: a rotation in one statement stored the
+        // one it derived the child with after the lock's read.
+        let child = &self.state.refresh_chain.child(self.token, t.salt.as_ref());
         let child_is_live = match t.rotated_at {
             Some(_) => store::sessions::find_child(&mut tx, t.token_id)
                 .await?

@@ -275,23 +275,45 @@ pub async fn record_tokens(
     kinds: &[TokenKind],
     now: OffsetDateTime,
 ) -> Result<(), ApiError> {
-    for kind in kinds {
-        let (name, ttl) = match kind {
-            TokenKind::Access => ("access", state.config.tokens.access_token_expiry),
-            TokenKind::Refresh => ("refresh", lifetime(session.expires_at, now)),
-        };
-        tx.record(
+    for event in token_events(state, ctx, session.expires_at, source, kinds, now) {
+        tx.record(session.mark(event)).await?;
+    }
+    Ok(())
+}
+
+/// One `token.generated` per kind issued, before [`SessionOf::mark`] names
+/// whose: a session ending at `expires_at` gives the refresh token's lifetime.
+pub fn token_events(
+    state: &AppState,
+    ctx: &RequestContext,
+    expires_at: OffsetDateTime,
+    source: Source,
+    kinds: &[TokenKind],
+    now: OffsetDateTime,
+) -> Vec<AuditEvent> {
+    kinds
+        .iter()
+        .map(|kind| {
+            let (name, ttl) = match kind {
+                TokenKind::Access => ("access", state.config.tokens.access_token_expiry),
+                TokenKind::Refresh => ("refresh", lifetime(expires_at, now)),
+            };
             AuditEvent::success(Event::TokenGenerated, ctx, now)
-                .user(session.user.id)
-                .email(&session.user.email)
                 .meta("tokenType", name)
                 .meta("source", source.as_str())
                 .meta("expiresIn", compact_duration(ttl))
-                .meta("sessionId", session.session_id.to_string()),
-        )
-        .await?;
+        })
+        .collect()
+}
+
+impl SessionOf<'_> {
+    /// `event` as of this session: its user, email and (last in the metadata) `sessionId`.
+    pub fn mark(&self, event: AuditEvent) -> AuditEvent {
+        event
+            .user(self.user.id)
+            .email(&self.user.email)
+            .meta("sessionId", self.session_id.to_string())
     }
-    Ok(())
 }
 
 /// From `now` to `expires_at`, to the nearest second: a session's start is stored

@@ -1,7 +1,8 @@
 //! Refresh tokens: 32 bytes, base64url, known to the server only by their SHA-256.
 //!
 //! The first token of a session is random. Each later one is derived from its
-//! parent and a random value stored with the parent (its [`RotationSalt`]):
+//! parent and a random value stored with the parent (its [`RotationSalt`]; a
+//! rotation may replace it by the fresh one it derived the child with):
 //! `child = base64url(HMAC-SHA256(key, salt ‖ parent))`, with a server key.
 //! So when racing tabs present the same parent within `REFRESH_REUSE_INTERVAL`,
 //! the server can answer every one of them with the same child without ever
@@ -57,7 +58,9 @@ impl RefreshToken {
 pub struct RotationSalt([u8; 32]);
 
 impl RotationSalt {
-    /// 32 bytes from the OS-seeded CSPRNG, drawn when a token is issued.
+    /// 32 bytes from the OS-seeded CSPRNG, drawn when a token is issued, and
+    /// when it is rotated in one statement (`store::sessions::rotate_live`
+    /// stores the one the child was derived with).
     pub fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);

@@ -1,13 +1,16 @@
 //! The `sessions` and `refresh_tokens` tables: refresh-token families.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, types::ipnetwork::IpNetwork};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::users::User;
-use crate::auth::{
-    ids::{SessionId, UserId},
-    refresh::RotationSalt,
+use super::{audit::FileOutbox, users::User, webhooks::Routes};
+use crate::{
+    audit::AuditEvent,
+    auth::{
+        ids::{SessionId, UserId},
+        refresh::RotationSalt,
+    },
 };
 
 /// Why a session ended; stored in `sessions.revoke_reason`.
@@ -113,6 +116,9 @@ pub struct TokenState {
     /// Rotated, or ended with its session.
     pub revoked: bool,
     pub expires_at: OffsetDateTime,
+    /// The salt its child is derived with, as committed now (a rotation in
+    /// one statement, [`rotate_live`], stores the salt it derived with).
+    pub salt: Option<RotationSalt>,
 }
 
 /// A session locked for this transaction, with its user.
@@ -126,15 +132,18 @@ pub struct LockedSession {
     pub email: String,
     pub user_created_at: OffsetDateTime,
     /// The salt stored with the presented token, for deriving its child;
-    /// `None` for a token issued before salts existed.
+    /// `None` for a token issued before salts existed. Read before the lock
+    /// was granted: right for a token still live, which no one rotated (the
+    /// salt changes only with a rotation, [`rotate_live`]); a token found not
+    /// live has its salt re-read by [`find_token_state`].
     pub token_salt: Option<RotationSalt>,
 }
 
 /// Locks the session of the token with this hash, so that every refresh of
 /// one session runs one at a time, on every instance; `None` when no token
 /// has this hash. The token's state must be read (or updated) by a later
-/// statement: in READ COMMITTED a locking join re-checks only the locked row.
-/// Its salt, read here, never changes once the token is issued.
+/// statement: in READ COMMITTED a locking join re-checks only the locked row
+/// (hence [`LockedSession::token_salt`]'s caveat).
 pub async fn lock_by_token_hash(
     conn: &mut PgConnection,
     token_hash: &[u8; 32],
@@ -197,6 +206,138 @@ pub async fn rotate_if_live(
     .await
 }
 
+/// A rotation in one statement ([`rotate_live`]): the presented token, the
+/// child, and the events recording it.
+#[derive(Debug)]
+pub struct Rotation<'a> {
+    pub token_hash: [u8; 32],
+    /// The salt the child was derived with, stored on the parent as it is retired.
+    pub parent_salt: &'a RotationSalt,
+    pub child_hash: [u8; 32],
+    pub now: OffsetDateTime,
+    /// The session's expiry after the rotation (`now` + `REFRESH_TOKEN_EXPIRY`).
+    pub expires_at: OffsetDateTime,
+    /// With `SESSION_MAX_AGE` set: the earliest start of a session whose cap
+    /// does not cut `expires_at` short (a later cap is the slow path's).
+    pub begun_at_or_after: Option<OffsetDateTime>,
+    /// The events of the rotation without their user, email and `sessionId`,
+    /// which the statement takes from the session it rotated.
+    pub events: &'a [AuditEvent],
+    pub routes: &'a Routes,
+    pub file: Option<FileOutbox>,
+}
+
+/// What [`rotate_live`] rotated: the session, its user, and the ids of the
+/// events it inserted, in order.
+#[derive(Debug)]
+pub struct Rotated {
+    pub session_id: SessionId,
+    pub user: User,
+    pub event_ids: Vec<i64>,
+}
+
+/// The common refresh, in one statement and its own transaction (one round
+/// trip): locks the session of the token with this hash (first, as every
+/// refresh does, so no two wait on each other), and, if the session is live
+/// and its cap does not bind and the token is live and salted, retires the
+/// token storing the salt its child was derived with, inserts the child with a
+/// fresh salt of its own, extends the session, and inserts the events with
+/// their webhook-delivery and file-outbox rows, as `store::audit::insert_many`
+/// would. `None` when any condition fails: nothing was written, and the
+/// caller takes the slow path (lock, decide, act), which sees the same rows.
+pub async fn rotate_live(conn: &mut PgConnection, r: &Rotation<'_>) -> Result<Option<Rotated>, sqlx::Error> {
+    let child_salt = RotationSalt::generate();
+    let e = r.events;
+    let names: Vec<&str> = e.iter().map(|e| e.event.as_ref()).collect();
+    let success: Vec<bool> = e.iter().map(|e| e.success).collect();
+    let errors: Vec<Option<&str>> = e.iter().map(|e| e.error.as_deref()).collect();
+    let metadata: Vec<serde_json::Value> = e
+        .iter()
+        .map(|e| serde_json::Value::Object(e.metadata.clone().unwrap_or_default()))
+        .collect();
+    let ips: Vec<Option<IpNetwork>> = e.iter().map(|e| e.context.ip.map(IpNetwork::from)).collect();
+    let agents: Vec<Option<&str>> = e.iter().map(|e| e.context.user_agent.as_deref()).collect();
+    let request_ids: Vec<Option<&str>> = e.iter().map(|e| e.context.request_id.as_deref()).collect();
+    let times: Vec<OffsetDateTime> = e.iter().map(|e| e.timestamp).collect();
+    let row = sqlx::query!(
+        r#"
+        WITH locked AS (
+            SELECT s.id AS session_id, u.id AS user_id, u.email, u.created_at AS user_created_at
+            FROM refresh_tokens t
+            JOIN sessions s ON s.id = t.session_id
+            JOIN users u ON u.id = s.user_id
+            WHERE t.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $3
+              AND ($5::timestamptz IS NULL OR s.created_at >= $5)
+            FOR UPDATE OF s
+        ), parent AS (
+            UPDATE refresh_tokens SET rotated_at = $3, revoked_at = $3, rotation_salt = $6
+            WHERE token_hash = $1 AND session_id = (SELECT session_id FROM locked)
+              AND rotated_at IS NULL AND revoked_at IS NULL AND expires_at > $3 AND rotation_salt IS NOT NULL
+            RETURNING id, session_id
+        ), child AS (
+            INSERT INTO refresh_tokens (id, token_hash, session_id, parent_id, issued_at, expires_at, rotation_salt)
+            SELECT $7, $2, session_id, id, $3, $4, $8 FROM parent
+        ), session AS (
+            UPDATE sessions SET last_used_at = $3, expires_at = $4
+            WHERE id = (SELECT session_id FROM parent)
+        ), rotated AS (
+            SELECT locked.* FROM locked WHERE EXISTS (SELECT FROM parent)
+        ), inserted AS (
+            INSERT INTO audit_events (event, success, user_id, email, error, metadata, ip, user_agent, request_id, created_at)
+            SELECT x.e, x.s, r.user_id, r.email, x.er, x.md || jsonb_build_object('sessionId', r.session_id::text), x.i, x.a, x.rq, x.t
+            FROM rotated r CROSS JOIN unnest($9::text[], $10::bool[], $11::text[], $12::jsonb[], $13::inet[], $14::text[], $15::text[], $16::timestamptz[])
+                WITH ORDINALITY AS x(e, s, er, md, i, a, rq, t, n)
+            ORDER BY x.n
+            RETURNING id, event, created_at
+        ), hooks AS (
+            INSERT INTO webhook_deliveries (event_id, endpoint, next_attempt_at, retry_since, created_at)
+            SELECT inserted.id, endpoint, inserted.created_at, inserted.created_at, inserted.created_at
+            FROM inserted CROSS JOIN unnest($17::text[]) AS endpoints(endpoint)
+            WHERE $18 OR inserted.event = ANY($19::text[])
+            ORDER BY inserted.id, endpoint
+        ), file AS (
+            INSERT INTO audit_file_pending (writer, event_id, boot)
+            SELECT $20::uuid, inserted.id, $21::uuid FROM inserted WHERE $20::uuid IS NOT NULL
+        )
+        SELECT session_id AS "session_id!: SessionId", user_id AS "user_id!: UserId", email AS "email!",
+               user_created_at AS "user_created_at!", ARRAY(SELECT id FROM inserted ORDER BY id) AS "event_ids!"
+        FROM rotated
+        "#,
+        r.token_hash.as_slice(),
+        r.child_hash.as_slice(),
+        r.now,
+        r.expires_at,
+        r.begun_at_or_after,
+        r.parent_salt.as_bytes().as_slice(),
+        Uuid::new_v4(),
+        child_salt.as_bytes().as_slice(),
+        &names as &[&str],
+        &success,
+        &errors as &[Option<&str>],
+        &metadata,
+        &ips as &[Option<IpNetwork>],
+        &agents as &[Option<&str>],
+        &request_ids as &[Option<&str>],
+        &times,
+        &r.routes.endpoints,
+        r.routes.all_events,
+        &r.routes.events,
+        r.file.map(|f| f.writer),
+        r.file.map(|f| f.boot),
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|row| Rotated {
+        session_id: row.session_id,
+        user: User {
+            id: row.user_id,
+            email: row.email,
+            created_at: row.user_created_at,
+        },
+        event_ids: row.event_ids,
+    }))
+}
+
 /// The state of the token with this hash as committed now (call after
 /// [`lock_by_token_hash`]; the slow path of a refresh).
 pub async fn find_token_state(
@@ -206,7 +347,8 @@ pub async fn find_token_state(
     sqlx::query_as!(
         TokenState,
         r#"
-        SELECT id AS token_id, rotated_at, revoked_at IS NOT NULL AS "revoked!", expires_at
+        SELECT id AS token_id, rotated_at, revoked_at IS NOT NULL AS "revoked!", expires_at,
+               rotation_salt AS "salt: RotationSalt"
         FROM refresh_tokens WHERE token_hash = $1
         "#,
         token_hash.as_slice(),

@@ -44,6 +44,7 @@ mod rate_limits_caps;
 mod rate_limits_fairness;
 mod refresh;
 mod refresh_derivation;
+mod refresh_round_trips;
 mod restart_settings;
 mod revocation;
 mod sessions;

@@ -187,4 +187,7 @@ CREATE INDEX audit_events_event_created_at_idx ON audit_events (event, created_a
 -- One person's events: the listings' userId filter, erasure.
 CREATE INDEX audit_events_user_id_created_at_idx ON audit_events (user_id, created_at) WHERE user_id IS NOT NULL;
 -- One address's events: the listings' email filter, erasure (which had to read every row).
-CREATE INDEX audit_events_email_idx ON audit_events (lower(email)) WHERE email IS NOT NULL;
+-- Not partial: the planner estimates an expression from its index's statistics only when
+-- the index has no predicate (with one, it guessed 0.5 % of the rows per address and
+-- scanned the id index instead).
+CREATE INDEX audit_events_email_idx ON audit_events (lower(email));

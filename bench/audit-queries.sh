@@ -13,6 +13,7 @@
 # of the last run. Environment: PG_BASE (postgres://user@host:port, no database; default:
 # scripts/pg.sh start), SESAME_BIN (default target/debug/sesame, for `sesame migrate`),
 # DB (default sesame_audit_bench), RUNS (default 3), OUT (default /tmp/sesame-audit-plans.txt).
+# SESAME_BIN must be built from this checkout: it carries the migrations it applies.
 # The target (issue 16) is under 100 ms per query at scale 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,7 +101,9 @@ queries+=(
 : >"$OUT"
 rows=$(psql_ -d "$url" -At -c "SELECT count(*) FROM audit_events")
 partitions=$(psql_ -d "$url" -At -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_events'::regclass")
-printf 'audit_events: %s rows in %s partitions (seed scale %s); best of %s runs\n\n' "$rows" "$partitions" "$scale" "$RUNS"
+if [ "$seed" = 1 ]; then seeded="seed scale $scale"; else seeded="seeded earlier"; fi
+printf 'audit_events: %s rows in %s partitions (%s); best of %s runs; load average %s\n\n' \
+  "$rows" "$partitions" "$seeded" "$RUNS" "$(cut -d ' ' -f 1-3 /proc/loadavg)"
 printf '%-48s %10s %10s  %s\n' query ms buffers "plan root"
 for entry in "${queries[@]}"; do
   name=${entry%%|*}

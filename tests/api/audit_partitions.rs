@@ -296,3 +296,51 @@ async fn retention_drops_a_month_once_all_of_it_is_past_and_deletes_stray_rows_i
     assert_eq!((report.audit_partitions_dropped, report.audit_events), (0, 0));
     assert_eq!(event_and_outbox(&pool, next_month).await, (true, 2));
 }
+
+#[sqlx::test]
+async fn a_busy_table_makes_the_job_give_up_within_seconds_and_finish_next_run(
+    opts: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (this_month, month_end) = partitions(&pool).await[0].clone();
+    insert_event(&pool, OffsetDateTime::now_utc()).await;
+    // A long report over the whole table: it holds every partition, the
+    // default one included, until it ends.
+    let mut report_tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM audit_events")
+        .execute(&mut *report_tx)
+        .await
+        .unwrap();
+
+    // The month is past retention and a new month is due: both need a lock the
+    // report holds. Each waits at most 2 s, then the job goes on without it.
+    let state = state_at(
+        &db,
+        month_end + time::Duration::hours(36),
+        Some(Duration::from_secs(24 * 3600)),
+    );
+    let started = std::time::Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(20), sesame::cleanup::run_once(&state))
+        .await
+        .expect("the job does not wait for the report to end")
+        .unwrap()
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(3), "it waited for both locks: {waited:?}");
+    assert!(waited < Duration::from_secs(10), "and gave up: {waited:?}");
+    assert_eq!(
+        (report.audit_partitions_created, report.audit_partitions_dropped),
+        (0, 0)
+    );
+    let names: Vec<String> = partitions(&pool).await.into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&this_month), "{names:?}");
+
+    // Once the report is done, the next run does both.
+    report_tx.rollback().await.unwrap();
+    let report = sesame::cleanup::run_once(&state).await.unwrap().unwrap();
+    assert_eq!(
+        (report.audit_partitions_created, report.audit_partitions_dropped),
+        (1, 1)
+    );
+}

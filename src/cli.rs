@@ -271,8 +271,16 @@ async fn cleanup_once() -> anyhow::Result<()> {
     let state = AppState::new(quiet(load_config()?), Clock::system())?;
     match cleanup::run_once(&state).await.context("running the cleanup job")? {
         Some(r) => println!(
-            "deleted: {} expired codes, {} expired links, {} rate-limit windows, {} ended sessions, {} expired refresh tokens, {} audit events",
-            r.otp_codes, r.magic_links, r.rate_limits, r.sessions, r.refresh_tokens, r.audit_events
+            "deleted: {} expired codes, {} expired links, {} rate-limit windows, {} ended sessions, {} expired refresh tokens, {} audit events ({} month partitions dropped, {} of their outbox rows); {} audit partitions created",
+            r.otp_codes,
+            r.magic_links,
+            r.rate_limits,
+            r.sessions,
+            r.refresh_tokens,
+            r.audit_events,
+            r.audit_partitions_dropped,
+            r.audit_outbox_rows,
+            r.audit_partitions_created
         ),
         None => println!("skipped: another instance is running the cleanup job"),
     }

@@ -147,7 +147,7 @@ pub async fn list(
             WHERE id > $1
               AND ($2::text IS NULL OR event = $2)
               AND ($3::uuid IS NULL OR user_id = $3)
-              AND ($4::text IS NULL OR email = lower($4))
+              AND ($4::text IS NULL OR lower(email) = lower(btrim($4)))
             ORDER BY id DESC
             LIMIT $5
         ) newest

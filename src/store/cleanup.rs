@@ -1,4 +1,5 @@
-//! Deleting what has expired, in batches, under an advisory lock.
+//! Deleting what has expired, in batches, under an advisory lock, and keeping
+//! the month partitions of `audit_events` (created ahead, dropped past retention).
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -16,23 +17,86 @@ pub async fn try_lock(tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
         .await
 }
 
-/// Deletes up to `batch` audit events created before `cutoff`; returns how many.
-pub async fn delete_audit_events_before(
+/// Creates the month partition of `audit_events` holding `at` unless it exists
+/// (moving in that month's rows from the default partition). `Some(true)`:
+/// created; `Some(false)`: it existed; `None`: the table was busy, retry later.
+pub async fn create_audit_partition(conn: &mut PgConnection, at: OffsetDateTime) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT audit_events_partition_create($1)", at)
+        .fetch_one(conn)
+        .await
+}
+
+/// The oldest month partition of `audit_events` whose month ended at or before
+/// `cutoff`, if any.
+pub async fn oldest_audit_partition_before(
+    conn: &mut PgConnection,
+    cutoff: OffsetDateTime,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT partition_name AS "partition_name!" FROM audit_events_partitions()
+        WHERE ends_at <= $1 ORDER BY ends_at LIMIT 1
+        "#,
+        cutoff,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Deletes up to `batch` webhook deliveries and file-outbox rows of the events
+/// of month partition `partition`; returns how many.
+pub async fn delete_audit_partition_dependents(
+    conn: &mut PgConnection,
+    partition: &str,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let batch = i32::try_from(batch).unwrap_or(i32::MAX);
+    let n = sqlx::query_scalar!(
+        r#"SELECT audit_events_partition_delete_dependents($1, $2) AS "n!""#,
+        partition,
+        batch,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Drops month partition `partition`; returns how many events it held, or
+/// `None` when the table was busy (retry later).
+pub async fn drop_audit_partition(conn: &mut PgConnection, partition: &str) -> Result<Option<u64>, sqlx::Error> {
+    let n = sqlx::query_scalar!("SELECT audit_events_partition_drop($1)", partition)
+        .fetch_one(conn)
+        .await?;
+    Ok(n.map(|n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// Deletes up to `batch` events created before `cutoff` from the default
+/// partition (the rows of months without a partition of their own), with
+/// their webhook deliveries and file-outbox rows; returns how many events.
+pub async fn delete_stray_audit_events_before(
     conn: &mut PgConnection,
     cutoff: OffsetDateTime,
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query!(
+    let n = sqlx::query_scalar!(
         r#"
-        DELETE FROM audit_events
-        WHERE id IN (SELECT id FROM audit_events WHERE created_at < $1 ORDER BY id LIMIT $2)
+        WITH gone AS (
+            DELETE FROM audit_events_default
+            WHERE id IN (SELECT id FROM audit_events_default WHERE created_at < $1 ORDER BY id LIMIT $2)
+            RETURNING id
+        ), hooks AS (
+            DELETE FROM webhook_deliveries WHERE event_id IN (SELECT id FROM gone)
+        ), file AS (
+            DELETE FROM audit_file_pending WHERE event_id IN (SELECT id FROM gone)
+        )
+        SELECT count(*) AS "n!" FROM gone
         "#,
         cutoff,
         batch,
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(done.rows_affected())
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Deletes up to `batch` one-time codes that expired before `now`.

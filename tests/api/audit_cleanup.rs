@@ -12,6 +12,13 @@ use crate::{audit_support::insert_events, helpers::test_config};
 async fn cleanup_deletes_old_audit_rows_and_expired_codes_only(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     insert_events(&pool).await; // 3 of them are 25 to 48 hours old
+    // Moved 100 days back, before the migration's first month partition: in the
+    // default partition, whose rows past retention are deleted one by one
+    // (whole months are dropped: audit_partitions.rs).
+    sqlx::query("UPDATE audit_events SET created_at = created_at - interval '100 days' WHERE created_at < now() - interval '24 hours'")
+        .execute(&pool)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO otp_codes (id, email, code_hash, created_at, expires_at) VALUES
          (gen_random_uuid(), 'old@example.com', '$argon2id$x', now() - interval '1 hour', now() - interval '1 minute'),
@@ -22,7 +29,7 @@ async fn cleanup_deletes_old_audit_rows_and_expired_codes_only(opts: PgPoolOptio
     .unwrap();
 
     let mut config = test_config(db.clone());
-    config.audit.audit_retention = Some(Duration::from_secs(24 * 3600));
+    config.audit.audit_retention = Some(Duration::from_secs(90 * 24 * 3600));
     let state = AppState::new(config, Clock::system()).unwrap();
     let report = sesame::cleanup::run_once(&state)
         .await

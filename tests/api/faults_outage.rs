@@ -250,7 +250,11 @@ async fn a_database_that_turned_read_only_is_a_503_not_a_500(opts: PgPoolOptions
     // Reads work: once /health answers, the pool holds read-only sessions only.
     let mut healthy = 0;
     for _ in 0..100 {
-        healthy = if app.get("/health").await.status == 200 { healthy + 1 } else { 0 };
+        healthy = if app.get("/health").await.status == 200 {
+            healthy + 1
+        } else {
+            0
+        };
         if healthy == 5 {
             break;
         }

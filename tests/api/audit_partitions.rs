@@ -22,6 +22,9 @@ use crate::{helpers::test_config, seed::run_seed};
 /// The last migration before the audit table was partitioned.
 const BEFORE_PARTITIONING: i64 = 20261201000014;
 
+/// A day, an event name, its outcome, error and login method, and how many.
+type DayCount = (OffsetDateTime, String, bool, Option<String>, Option<String>, i64);
+
 /// Everything the trail answers, to compare before and after the migration.
 #[derive(Debug, PartialEq)]
 struct Answers {
@@ -34,7 +37,7 @@ struct Answers {
     /// What the dashboard counts, over the last 30 days, by day: events by name,
     /// outcome, error and login method (the statistics read them through a view
     /// that exists only from a later migration on).
-    stats: Vec<(OffsetDateTime, String, bool, Option<String>, Option<String>, i64)>,
+    stats: Vec<DayCount>,
 }
 
 async fn answers(pool: &PgPool, now: OffsetDateTime) -> Answers {

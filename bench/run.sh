@@ -19,7 +19,9 @@
 #   SESAME_BIN=other/sesame bench/run.sh …   measure another build of sesame
 #   BENCH_PROFILE=debug bench/run.sh 1 2     check the script end to end on debug builds
 # Also from the environment: LATENCY_SECONDS (seconds per single-client
-# scenario, default the same), ROTATION_TOKENS (bench/pg-limit.sh), LOADGEN_BIN
+# scenario, default the same), ROTATION_TOKENS (bench/pg-limit.sh), SEED_SCALE (also
+# run the tuned configuration on a database filled by `bench/seed --scale SEED_SCALE`,
+# and keep the plans of the statements it runs: seeded-plans.txt), LOADGEN_BIN
 # and FLOOR_BIN (prebuilt binaries; then nothing is built but what is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,11 +71,51 @@ facts["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d 
 json.dump(facts, open(sys.argv[1], "w"), indent=2)
 PY
 
+# hot_plans DB VAR=VALUE...: EXPLAIN (ANALYZE, BUFFERS) of every statement sesame runs
+# for a few seconds of the mixed scenario with one client, by auto_explain in new
+# sessions of DB, read back from the server log (PG_BASE must be scripts/pg.sh's
+# cluster, or any whose log is server.log beside its data folder); one plan per
+# statement goes to $out/seeded-plans.txt.
+hot_plans() {
+  local db=$1; shift
+  local log size port smtp server
+  log=$(psql_ -c "SELECT current_setting('data_directory') || '/../server.log'")
+  psql_ -c "ALTER DATABASE $db SET session_preload_libraries = 'auto_explain'" \
+    -c "ALTER DATABASE $db SET auto_explain.log_min_duration = 0" \
+    -c "ALTER DATABASE $db SET auto_explain.log_analyze = on" \
+    -c "ALTER DATABASE $db SET auto_explain.log_buffers = on" >/dev/null
+  size=$(psql_ -c "SELECT (pg_stat_file('$log')).size")
+  port=$(free_port); smtp=$(free_port)
+  env DATABASE_URL="$PG_BASE/$db" PORT="$port" ADMIN_PORT=0 EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$smtp?tls=none" \
+    RATE_LIMIT_ENABLED=false "$@" "$SESAME_BIN" serve >"$out/plans-server.log" 2>&1 &
+  server=$!
+  until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do sleep 0.05; done
+  "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --smtp-port "$smtp" --scenario mixed --concurrency 1 --duration 3 >/dev/null
+  kill "$server"; wait "$server" 2>/dev/null || true
+  psql_ -c "SELECT pg_read_file('$log', $size, (pg_stat_file('$log')).size - $size)" | python3 -c '
+import re, sys
+plans, seen = [], set()
+# auto_explain: "LOG:  duration: … ms  plan:" then "Query Text: …" and the plan, until the next log line.
+for block in re.split(r"\n(?=\S+ \S+ \S+ \[\d+\] )", sys.stdin.read()):
+    m = re.search(r"plan:\n\s*Query Text: (.*?)\n(\s+.*)", block, re.S)
+    if m and m.group(1) not in seen:
+        seen.add(m.group(1))
+        plans.append("Query Text: " + m.group(1).strip() + "\n" + m.group(2).rstrip() + "\n")
+print("\n".join(plans))
+' >"$out/seeded-plans.txt"
+}
+
 # run_config NAME VAR=VALUE...: one sesame on a fresh database, every scenario against it.
 run_config() {
   local name=$1; shift
   local db=sesame_bench_$name port smtp started server
   psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+  if [ "$name" = seeded ]; then
+    # A year of data first (bench/seed), so start-up finds the migrations applied.
+    env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$SESAME_BIN" migrate >/dev/null
+    bench/seed --scale "$SEED_SCALE" "$PG_BASE/$db" >"$out/seed.txt"
+    psql -X -q -d "$PG_BASE/$db" -c "VACUUM ANALYZE" >/dev/null
+  fi
   port=$(free_port); smtp=$(free_port)
   started=$(date +%s%N)
   env DATABASE_URL="$PG_BASE/$db" PORT="$port" ADMIN_PORT=0 EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$smtp?tls=none" \
@@ -120,6 +162,7 @@ run_config() {
   fi
   kill "$server"; wait "$server" 2>/dev/null || true
   trap - EXIT
+  [ "$name" != seeded ] || hot_plans "$db" "$@"
   psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
   rm -f "$out/$name-audit.jsonl"
   printf '{"startupMs": %s, "idleRssMiB": %s, "peakRssMiB": %s}\n' "$startup_ms" "$idle_rss" "$peak_rss" >"$out/$name-process.json"
@@ -127,6 +170,8 @@ run_config() {
 
 run_config default RUST_LOG=info METRICS_FORMAT=both
 run_config tuned RUST_LOG=warn METRICS_FORMAT=none LOG_FORMAT=json
+# The same as tuned on a year of data (bench/seed), when SEED_SCALE is set.
+[ -z "${SEED_SCALE:-}" ] || run_config seeded RUST_LOG=warn METRICS_FORMAT=none LOG_FORMAT=json
 bench/pg-limit.sh "$clients" "$seconds" >"$out/pg-limit.txt"
 cut -d' ' -f1-3 /proc/loadavg >"$out/loadavg-after.txt"
 
@@ -181,5 +226,22 @@ for name in ("default", "tuned"):
     print(f'| start-up to /health 200, migrations included | {p["startupMs"]} ms |')
     print(f'| idle RSS | {p["idleRssMiB"]} MiB |')
     print(f'| peak RSS over all scenarios | {p["peakRssMiB"]} MiB |')
+seeded = out / "seeded-refresh.json"
+if seeded.exists():
+    seed_facts = (out / "seed.txt").read_text().splitlines()[0] if (out / "seed.txt").exists() else ""
+    print()
+    print("### seeded vs empty (tuned configuration)")
+    print()
+    print(f"The same scenarios on a database filled by bench/seed ({seed_facts}); targets: operations/s at least 0.9 "
+          "of the empty database's, p99 at most 1.5 times.")
+    print()
+    print("| scenario | empty ops/s | seeded ops/s | seeded / empty | empty p99 ms | seeded p99 ms | seeded / empty | 1 client, seeded: p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in scenarios:
+        e, d, c1 = load(f"tuned-{s}"), load(f"seeded-{s}"), load(f"seeded-{s}-c1")
+        ep, dp = e["latencyMs"]["p99"], d["latencyMs"]["p99"]
+        print(f'| {s} | {e["operationsPerSecond"]:.0f} | {d["operationsPerSecond"]:.0f} | '
+              f'{d["operationsPerSecond"] / e["operationsPerSecond"]:.2f} | {ep} | {dp} | {dp / ep:.2f} | '
+              f'{c1["latencyMs"]["p50"]} | {c1["latencyMs"]["p99"]} |')
 PY
 echo "raw results: $out"

@@ -2,7 +2,8 @@
 //! transaction writes one `audit_file_pending` row however many events it
 //! commits, and the writer deletes confirmed rows in batches (at most one
 //! `DELETE` per `CONFIRM_INTERVAL`). Statement triggers log every `INSERT` and
-//! `DELETE` on the table, with the rows and events each one touched.
+//! `DELETE` on the table, with the rows and events each one touched. And a
+//! restart appends every event a transaction's row names, each once.
 
 use std::time::{Duration, Instant};
 
@@ -146,4 +147,63 @@ async fn a_transaction_writes_one_outbox_row_and_confirmed_rows_go_in_batches(
         inserts.len()
     );
     app.stop().await;
+}
+
+#[sqlx::test]
+async fn a_restart_appends_every_event_of_a_transactions_row_once(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let path = temp_dir("outbox-replay").join("metrics.jsonl");
+    let config = file_config(db, &path);
+    // A line written first, so the file has its position file and writer id.
+    let app = TestApp::spawn_with(config.clone()).await;
+    let resp = app
+        .client
+        .post(app.url("/auth/logout"))
+        .json(&json!({ "refreshToken": "0".repeat(43) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    app.stop().await;
+    let pos: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sesame::audit::file::position_path(&path)).unwrap()).unwrap();
+    let writer: uuid::Uuid = pos["writer"].as_str().unwrap().parse().unwrap();
+
+    // What a crash leaves: a transaction of three events committed by an earlier
+    // process, never written; one of them since dropped by the retention.
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO audit_events (event, success, email, created_at)
+         SELECT 'auth.logout', true, 'tx' || n || '@example.com', now() FROM generate_series(1, 3) n
+         ORDER BY n RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_file_pending (writer, event_id, boot, more_ids) VALUES ($1, $2, gen_random_uuid(), $3)",
+    )
+    .bind(writer)
+    .bind(ids[0])
+    .bind(&ids[1..])
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE id = $1")
+        .bind(ids[1])
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let app = TestApp::spawn_with(config).await;
+    wait_outbox_empty(&pool).await;
+    app.stop().await;
+    let emails: Vec<String> = crate::helpers::read_json_lines(&path)
+        .iter()
+        .filter_map(|l| l["email"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        emails,
+        ["tx1@example.com", "tx3@example.com"],
+        "each surviving event once, in order"
+    );
 }

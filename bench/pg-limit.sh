@@ -96,8 +96,10 @@ WITH locked AS (
     WHERE false OR inserted.event = ANY(ARRAY[]::text[])
     ORDER BY inserted.id, endpoint
 ), file AS (
-    INSERT INTO audit_file_pending (writer, event_id, boot)
-    SELECT NULL::uuid, inserted.id, NULL::uuid FROM inserted WHERE NULL::uuid IS NOT NULL
+    INSERT INTO audit_file_pending (writer, event_id, boot, more_ids)
+    SELECT NULL::uuid, ids[1], NULL::uuid, NULLIF(ids[2:], '{}')
+    FROM (SELECT array_agg(id ORDER BY id) AS ids FROM inserted) AS tx
+    WHERE NULL::uuid IS NOT NULL AND ids IS NOT NULL
 )
 SELECT session_id, user_id, email, user_created_at, ARRAY(SELECT id FROM inserted ORDER BY id) FROM rotated;
 \set k :k + 1

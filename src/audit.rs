@@ -178,23 +178,24 @@ impl AuditSink {
         if events.iter().any(|e| self.inner.routes.sends(&e.event)) {
             self.inner.webhooks_wake.notify_one();
         }
-        let tracked = self.inner.file_outbox.is_some();
-        for (i, e) in events.iter().enumerate() {
+        for e in events {
             self.inner.metrics.event(&e.event, e.success);
             if let Some(console) = self.inner.console {
                 // One println! is one locked write: lines never interleave.
                 println!("{}", console_line(e, console.color));
             }
-            if let Some(file) = &self.inner.file {
-                file.write(json_line(e), ids.get(i).copied().filter(|_| tracked));
-            }
+        }
+        if let Some(file) = &self.inner.file {
+            // The transaction's outbox row is keyed by its smallest event id.
+            let key = ids.iter().min().copied().filter(|_| self.inner.file_outbox.is_some());
+            file.write(events.iter().map(json_line).collect(), key);
         }
     }
 
-    /// Writes a recovered event's line to the file (`outbox`).
-    fn write_recovered(&self, e: &AuditEvent, id: i64) {
+    /// Writes the lines of a recovered outbox row to the file (`outbox`).
+    fn write_recovered(&self, events: &[AuditEvent], key: i64) {
         if let Some(file) = &self.inner.file {
-            file.write(json_line(e), Some(id));
+            file.write(events.iter().map(json_line).collect(), Some(key));
         }
     }
 

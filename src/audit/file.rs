@@ -10,16 +10,20 @@
 //!
 //! # As complete as the table, after a crash too
 //!
-//! With a [`Tracking`], every committed event also has an `audit_file_pending`
-//! row (written with it), and the file has a position file beside it
-//! (`METRICS_FILE_PATH.pos`: the file's writer id, its length after the last
-//! flushed batch, and the ids whose lines are in the file while their rows may
-//! remain). After each flushed batch the position file is replaced (write and
-//! rename), and only then are the batch's rows deleted (`audit::outbox`). After
-//! a `kill -9`, the next start cuts the file back to the recorded length (lines
-//! written after it, a torn one included, are unconfirmed and their rows still
-//! there), deletes the rows of the recorded ids, and appends the events whose
-//! rows remain: each line once, none torn. A power loss is not covered (the
+//! With a [`Tracking`], every transaction that commits events also writes one
+//! `audit_file_pending` row (with them), keyed by its smallest event id, and
+//! hands its lines to the writer as one message, so a flush never splits them.
+//! The file has a position file beside it (`METRICS_FILE_PATH.pos`: the file's
+//! writer id, its length after the last recorded flush, and the keys of the
+//! transactions whose lines are in the file while their rows may remain). At
+//! most every [`CONFIRM_INTERVAL`] (and before the file is closed or rotated
+//! away) the position file is replaced (write and rename), and only then are
+//! the rows of the lines flushed since deleted, in one statement
+//! (`audit::outbox`). After a `kill -9`, the next start cuts the file back to
+//! the recorded length (lines written after it, a torn one included, are
+//! unrecorded and their rows still there), deletes the rows of the recorded
+//! keys, and appends the events of the rows that remain: each line once, none
+//! torn. A power loss is not covered (the
 //! file is not fsynced), nor a crash between a logrotate rename and the next
 //! batch (the lines cut back would be in the rotated file).
 
@@ -47,10 +51,14 @@ const QUEUE_CAPACITY: usize = 65_536;
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
 /// At most one log line about file errors per this interval.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// At most one position-file write (and so one outbox `DELETE`) per this
+/// interval: lines still reach the disk at each flush, their rows go later.
+pub const CONFIRM_INTERVAL: Duration = Duration::from_millis(100);
 
 enum Message {
-    /// A line, and the id of its event when it has an outbox row.
-    Line(String, Option<i64>),
+    /// A transaction's lines (each without its newline), kept together, and
+    /// the key of its outbox row when it has one.
+    Lines(Vec<String>, Option<i64>),
     Close,
 }
 
@@ -59,9 +67,9 @@ enum Message {
 pub struct Tracking {
     /// The file's id, kept in its position file.
     pub writer: Uuid,
-    /// Ids whose lines are in the file while their outbox rows may remain.
+    /// Keys of the rows whose lines are in the file while the rows may remain.
     pub unconfirmed: Arc<Mutex<BTreeSet<i64>>>,
-    /// Batches of ids whose lines are in the file and in the position file: rows to delete.
+    /// Batches of keys whose lines are in the file and in the position file: rows to delete.
     pub confirmed: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
 }
 
@@ -71,9 +79,9 @@ struct Position {
     writer: Uuid,
     dev: u64,
     ino: u64,
-    /// The file's length after the last flushed batch.
+    /// The file's length after the last recorded flush.
     offset: u64,
-    /// Ids whose lines the file holds while their rows may remain.
+    /// Keys of the rows whose lines the file holds while the rows may remain.
     written: Vec<i64>,
 }
 
@@ -86,7 +94,7 @@ pub fn position_path(path: &Path) -> PathBuf {
 
 /// Repairs the file after a crash, before anything is written to it: cuts it
 /// back to its last recorded length. Returns the file's writer id (a new one
-/// for a file without a position file) and the ids recorded as written.
+/// for a file without a position file) and the row keys recorded as written.
 pub fn recover(path: &Path) -> std::io::Result<(Uuid, Vec<i64>)> {
     let pos = match std::fs::read(position_path(path)) {
         Ok(bytes) => serde_json::from_slice::<Position>(&bytes).ok(),
@@ -135,12 +143,13 @@ impl FileWriter {
         })
     }
 
-    /// Queues one complete line (without its newline), with its event's id when
-    /// it has an outbox row; never blocks.
-    pub fn write(&self, line: String, id: Option<i64>) {
-        match self.tx.try_send(Message::Line(line, id)) {
+    /// Queues a transaction's complete lines (without their newlines), with the
+    /// key of its outbox row when it has one; never blocks.
+    pub fn write(&self, lines: Vec<String>, key: Option<i64>) {
+        let n = lines.len() as u64;
+        match self.tx.try_send(Message::Lines(lines, key)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.metrics.audit_file_error(),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.metrics.audit_file_errors_add(n),
         }
     }
 
@@ -168,8 +177,11 @@ struct Writer<'a> {
     path: &'a Path,
     metrics: &'a Metrics,
     tracking: Option<&'a Tracking>,
-    /// Ids of the lines in the buffer since the last flush.
+    /// Keys of the lines in the buffer since the last flush.
     batch: Vec<i64>,
+    /// Keys of the lines flushed since the last position-file write.
+    flushed: Vec<i64>,
+    last_confirm: Instant,
     file: Option<Open>,
     /// Lines in the buffer since the last successful flush: lost if it fails.
     unflushed: u64,
@@ -184,6 +196,8 @@ fn run(path: &Path, rx: &mpsc::Receiver<Message>, metrics: &Metrics, tracking: O
         metrics,
         tracking,
         batch: Vec::new(),
+        flushed: Vec::new(),
+        last_confirm: Instant::now(),
         file: None,
         unflushed: 0,
         last_error_log: None,
@@ -191,15 +205,22 @@ fn run(path: &Path, rx: &mpsc::Receiver<Message>, metrics: &Metrics, tracking: O
         last_rotation_check: Instant::now(),
     };
     loop {
-        match rx.recv_timeout(ROTATION_CHECK) {
-            Ok(Message::Line(line, id)) => {
-                w.write(&line, id);
+        // Wake for the rotation check, or sooner when flushed lines await their record.
+        let wait = if w.flushed.is_empty() {
+            ROTATION_CHECK
+        } else {
+            CONFIRM_INTERVAL.saturating_sub(w.last_confirm.elapsed())
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Message::Lines(lines, key)) => {
+                w.write(&lines, key);
                 // Drain what is already queued, then flush once.
                 loop {
                     match rx.try_recv() {
-                        Ok(Message::Line(line, id)) => w.write(&line, id),
+                        Ok(Message::Lines(lines, key)) => w.write(&lines, key),
                         Ok(Message::Close) => {
                             w.flush();
+                            w.confirm();
                             return;
                         }
                         Err(_) => break,
@@ -209,14 +230,19 @@ fn run(path: &Path, rx: &mpsc::Receiver<Message>, metrics: &Metrics, tracking: O
             }
             Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => {
                 w.flush();
+                w.confirm();
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {}
+        }
+        if !w.flushed.is_empty() && w.last_confirm.elapsed() >= CONFIRM_INTERVAL {
+            w.confirm();
         }
         if w.last_rotation_check.elapsed() >= ROTATION_CHECK {
             w.last_rotation_check = Instant::now();
             if w.rotated() {
                 w.flush();
+                w.confirm();
                 w.file = None;
             }
         }
@@ -245,18 +271,22 @@ impl Writer<'_> {
         self.file.as_mut().ok_or_else(|| std::io::Error::other("file not open"))
     }
 
-    fn write(&mut self, line: &str, id: Option<i64>) {
+    fn write(&mut self, lines: &[String], key: Option<i64>) {
+        let n = lines.len() as u64;
         let result = self.open().and_then(|f| {
-            f.out.write_all(line.as_bytes())?;
-            f.out.write_all(b"\n")
+            for line in lines {
+                f.out.write_all(line.as_bytes())?;
+                f.out.write_all(b"\n")?;
+            }
+            Ok(())
         });
         match result {
             Ok(()) => {
-                self.unflushed += 1;
-                self.batch.extend(id);
+                self.unflushed += n;
+                self.batch.extend(key);
             }
-            // This line and every buffered one are lost.
-            Err(e) => self.failed(&e, self.unflushed + 1),
+            // These lines and every buffered one are lost.
+            Err(e) => self.failed(&e, self.unflushed + n),
         }
     }
 
@@ -265,23 +295,24 @@ impl Writer<'_> {
         match f.out.flush() {
             Ok(()) => {
                 self.unflushed = 0;
-                self.confirm();
+                self.flushed.append(&mut self.batch);
             }
             Err(e) => self.failed(&e, self.unflushed),
         }
     }
 
-    /// Records the flushed batch in the position file, then hands its ids over
-    /// for their rows to be deleted. If the position file cannot be written the
-    /// rows stay, and the next start appends those lines again.
+    /// Records the lines flushed so far in the position file, then hands their
+    /// keys over for their rows to be deleted. If the position file cannot be
+    /// written the rows stay, and the next start appends those lines again.
     fn confirm(&mut self) {
-        let batch = std::mem::take(&mut self.batch);
+        self.last_confirm = Instant::now();
         let (Some(tracking), Some(open)) = (self.tracking, self.file.as_ref()) else {
             return;
         };
-        if batch.is_empty() {
+        if self.flushed.is_empty() {
             return;
         }
+        let batch = std::mem::take(&mut self.flushed);
         let written: Vec<i64> = {
             let mut set = tracking
                 .unconfirmed
@@ -342,6 +373,7 @@ impl Writer<'_> {
             drop(open.out.into_parts());
         }
         self.unflushed = 0;
+        // Flushed lines stay in the file: their keys are still recorded later.
         self.batch.clear();
         self.metrics.audit_file_errors_add(lost);
         let due = self.last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);

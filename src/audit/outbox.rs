@@ -1,6 +1,7 @@
-//! The JSON Lines file's outbox (`audit_file_pending`): the rows of events not yet
-//! confirmed on disk, deleted once they are, and replayed by the next process
-//! after a crash (`file` explains the position file that makes this exact).
+//! The JSON Lines file's outbox (`audit_file_pending`): a row per transaction
+//! whose lines are not yet confirmed on disk, deleted once they are (one
+//! `DELETE` per confirmed batch), and replayed by the next process after a crash
+//! (`file` explains the position file that makes this exact).
 
 use std::{
     collections::BTreeSet,
@@ -24,7 +25,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub(super) struct FileState {
     pub(super) outbox: store::audit::FileOutbox,
     pub(super) tracking: file::Tracking,
-    /// Ids the position file recorded as written at start-up: their rows go first.
+    /// Row keys the position file recorded as written at start-up: their rows go first.
     recorded: Vec<i64>,
     confirmed: Mutex<Option<UnboundedReceiver<Vec<i64>>>>,
 }
@@ -57,21 +58,22 @@ impl FileState {
         })
     }
 
-    fn forget(&self, ids: &[i64]) {
+    fn forget(&self, keys: &[i64]) {
         let mut set = self
             .tracking
             .unconfirmed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for id in ids {
-            set.remove(id);
+        for key in keys {
+            set.remove(key);
         }
     }
 }
 
-/// Starts the task that deletes confirmed rows; first it deletes the rows the
-/// position file recorded and appends the events earlier processes committed
-/// but never confirmed. `None` without a tracked file.
+/// Starts the task that deletes confirmed rows (all the batches confirmed
+/// while the previous `DELETE` ran go in the next one); first it deletes the
+/// rows the position file recorded and appends the events earlier processes
+/// committed but never confirmed. `None` without a tracked file.
 pub fn spawn(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
     let sink = state.audit.clone();
     let f = sink.inner.file_outbox.as_ref()?;
@@ -86,23 +88,23 @@ pub fn spawn(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
         };
         delete_until_done(&state, f, f.recorded.clone()).await;
         replay(&state, &sink, f).await;
-        while let Some(mut ids) = confirmed.recv().await {
+        while let Some(mut keys) = confirmed.recv().await {
             while let Ok(more) = confirmed.try_recv() {
-                ids.extend(more);
+                keys.extend(more);
             }
-            delete_until_done(&state, f, ids).await;
+            delete_until_done(&state, f, keys).await;
         }
     }))
 }
 
-async fn delete_until_done(state: &AppState, f: &FileState, ids: Vec<i64>) {
-    if ids.is_empty() {
+async fn delete_until_done(state: &AppState, f: &FileState, keys: Vec<i64>) {
+    if keys.is_empty() {
         return;
     }
     loop {
         let done = async {
             let mut conn = state.db.acquire().await?;
-            store::audit_file::delete_written(&mut conn, f.outbox.writer, &ids).await
+            store::audit_file::delete_written(&mut conn, f.outbox.writer, &keys).await
         };
         match done.await {
             Ok(_) => break,
@@ -112,7 +114,7 @@ async fn delete_until_done(state: &AppState, f: &FileState, ids: Vec<i64>) {
             }
         }
     }
-    f.forget(&ids);
+    f.forget(&keys);
 }
 
 /// Appends the events that earlier processes committed for this file and never confirmed.
@@ -126,10 +128,12 @@ async fn replay(state: &AppState, sink: &AuditSink, f: &FileState) {
         match page.await {
             Ok(rows) if rows.is_empty() => return,
             Ok(rows) => {
-                tracing::info!(lines = rows.len(), "appending audit lines a crash left unwritten");
-                for (id, event) in &rows {
-                    sink.write_recovered(event, *id);
-                    after = *id;
+                let lines: usize = rows.iter().map(|t| t.events.len()).sum();
+                tracing::info!(lines, "appending audit lines a crash left unwritten");
+                // A row whose events are all gone (retention) is only deleted.
+                for t in &rows {
+                    sink.write_recovered(&t.events, t.key);
+                    after = t.key;
                 }
             }
             Err(e) => {

@@ -16,7 +16,8 @@ pub struct FileOutbox {
 
 /// Inserts events, in order, in one statement (one round trip, however many),
 /// with a `webhook_deliveries` row for each event `routes` sends and each endpoint,
-/// and an `audit_file_pending` row for each event when `file` is set. Returns the
+/// and one `audit_file_pending` row for all of them when `file` is set (its
+/// `event_id` the smallest id: the key `audit::file` confirms). Returns the
 /// events' ids, in order.
 pub async fn insert_many(
     conn: &mut PgConnection,
@@ -63,8 +64,10 @@ pub async fn insert_many(
             WHERE $12 OR inserted.event = ANY($13::text[])
             ORDER BY inserted.id, endpoint
         ), file AS (
-            INSERT INTO audit_file_pending (writer, event_id, boot)
-            SELECT $14::uuid, inserted.id, $15::uuid FROM inserted WHERE $14::uuid IS NOT NULL
+            INSERT INTO audit_file_pending (writer, event_id, boot, more_ids)
+            SELECT $14::uuid, ids[1], $15::uuid, NULLIF(ids[2:], '{}')
+            FROM (SELECT array_agg(id ORDER BY id) AS ids FROM inserted) AS tx
+            WHERE $14::uuid IS NOT NULL AND ids IS NOT NULL
         )
         SELECT id AS "id!" FROM inserted ORDER BY id
         "#,

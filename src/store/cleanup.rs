@@ -44,7 +44,8 @@ pub async fn oldest_audit_partition_before(
 }
 
 /// Deletes up to `batch` webhook deliveries and file-outbox rows of the events
-/// of month partition `partition`; returns how many.
+/// of month partition `partition` (an outbox row goes with the month of its
+/// key, the smallest id of its transaction's events); returns how many.
 pub async fn delete_audit_partition_dependents(
     conn: &mut PgConnection,
     partition: &str,
@@ -72,7 +73,7 @@ pub async fn drop_audit_partition(conn: &mut PgConnection, partition: &str) -> R
 
 /// Deletes up to `batch` events created before `cutoff` from the default
 /// partition (the rows of months without a partition of their own), with
-/// their webhook deliveries and file-outbox rows; returns how many events.
+/// their webhook deliveries and the file-outbox rows they key; returns how many events.
 pub async fn delete_stray_audit_events_before(
     conn: &mut PgConnection,
     cutoff: OffsetDateTime,

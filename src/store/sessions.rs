@@ -296,8 +296,10 @@ pub async fn rotate_live(conn: &mut PgConnection, r: &Rotation<'_>) -> Result<Op
             WHERE $18 OR inserted.event = ANY($19::text[])
             ORDER BY inserted.id, endpoint
         ), file AS (
-            INSERT INTO audit_file_pending (writer, event_id, boot)
-            SELECT $20::uuid, inserted.id, $21::uuid FROM inserted WHERE $20::uuid IS NOT NULL
+            INSERT INTO audit_file_pending (writer, event_id, boot, more_ids)
+            SELECT $20::uuid, ids[1], $21::uuid, NULLIF(ids[2:], '{}')
+            FROM (SELECT array_agg(id ORDER BY id) AS ids FROM inserted) AS tx
+            WHERE $20::uuid IS NOT NULL AND ids IS NOT NULL
         )
         SELECT session_id AS "session_id!: SessionId", user_id AS "user_id!: UserId", email AS "email!",
                user_created_at AS "user_created_at!", ARRAY(SELECT id FROM inserted ORDER BY id) AS "event_ids!"

@@ -42,13 +42,20 @@ struct Answers {
 
 async fn answers(pool: &PgPool, now: OffsetDateTime) -> Answers {
     let mut tables = Vec::new();
-    for (table, order) in [
-        ("audit_events", "id"),
-        ("webhook_deliveries", "id"),
-        ("audit_file_pending", "writer, event_id"),
+    // The file outbox by the columns it had before the migrations: a later one
+    // (one row per transaction) adds a column, NULL for the rows it keeps as they were.
+    for (table, row, order) in [
+        ("audit_events", "t", "id"),
+        ("webhook_deliveries", "t", "id"),
+        (
+            "audit_file_pending",
+            "(t.writer, t.event_id, t.boot)",
+            "writer, event_id",
+        ),
     ] {
-        let sql =
-            format!("SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY {order})), '') FROM {table} t");
+        let sql = format!(
+            "SELECT count(*), coalesce(md5(string_agg({row}::text, E'\\n' ORDER BY {order})), '') FROM {table} t"
+        );
         tables.push(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap());
     }
     let mut conn = pool.acquire().await.unwrap();

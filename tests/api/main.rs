@@ -11,6 +11,7 @@ mod audit_cleanup;
 mod audit_cli;
 mod audit_file;
 mod audit_file_crash;
+mod audit_file_outbox;
 mod audit_jq;
 mod audit_partitions;
 mod audit_send_failures;

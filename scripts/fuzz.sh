@@ -54,9 +54,10 @@ token=$(curl -fsS "$url/auth/verify-code" -H 'content-type: application/json' \
 fuzz() {
   local doc=$1 bearer=$2
   shift 2
-  "$VENV/bin/st" run "$doc" \
-    --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
-    --phases examples,coverage,fuzzing \
+  SCHEMATHESIS_HOOKS=fuzz_hooks PYTHONPATH=scripts "$VENV/bin/st" run "$doc" \
+    --checks all \
+    --exclude-checks positive_data_acceptance \
+    --phases examples,coverage,fuzzing,stateful \
     --max-examples "${FUZZ_EXAMPLES:-200}" \
     --seed "${FUZZ_SEED:-20261127}" \
     --request-timeout 10 \

@@ -43,8 +43,7 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
         // 1.7 MB of Swagger UI: let browsers keep it for a few minutes.
         .nest(
             "/docs",
-            service
-                .swagger_ui()
+            api::document::swagger_ui(&service.swagger_ui_html(), &service.spec(), &doc)
                 .with(poem::middleware::SetHeader::new().overriding(header::CACHE_CONTROL, "public, max-age=300")),
         )
         .at(
@@ -111,7 +110,10 @@ pub fn admin_routes(state: &AppState) -> impl Endpoint + 'static {
                 metrics.render()
             }),
         )
-        .nest("/docs", service.swagger_ui())
+        .nest(
+            "/docs",
+            api::document::swagger_ui(&service.swagger_ui_html(), &service.spec(), &doc),
+        )
         .at(
             "/openapi.json",
             text_get("application/json; charset=utf-8", None, move || spec_json.clone()),

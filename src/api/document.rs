@@ -190,3 +190,10 @@ pub fn to_json(doc: &Value) -> String {
 pub fn to_yaml(doc: &Value) -> String {
     serde_yaml::to_string(doc).expect("a JSON value prints as YAML")
 }
+
+/// Swagger UI showing `doc`: poem-openapi's page, whose embedded document
+/// (`generated`, the service's own) is swapped for `doc`, links included.
+pub fn swagger_ui(page: &str, generated: &str, doc: &Value) -> poem::Route {
+    let html = page.replacen(generated, &to_json(doc), 1);
+    poem::Route::new().at("/", poem::endpoint::make_sync(move |_| poem::web::Html(html.clone())))
+}

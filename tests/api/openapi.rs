@@ -244,6 +244,11 @@ async fn the_server_serves_the_spec_and_swagger_ui(_: PgPoolOptions, db: PgConne
         docs.text.contains("SwaggerUIBundle"),
         "Swagger UI is embedded, not loaded from a CDN"
     );
+    let document = sesame::api::document::to_json(&sesame::api::document::public(&AppState::offline()));
+    assert!(
+        docs.text.contains(&document),
+        "Swagger UI shows the document with its links"
+    );
     assert!(
         !docs.text.contains("unpkg.com") && !docs.text.contains("cdn.jsdelivr"),
         "no CDN"

@@ -15,9 +15,19 @@ with the built-in check:
 - 400 `invalid_request` from `GET /admin/stats`: `since` and `bucket` are
   durations by the schema, but their range and their ratio (at most 1 000
   buckets) are limits of the operation, listed in its description.
+
+With FUZZ_SIGN_IN_URL set (the public document's run), the bearer token is a
+real sign-in, made again whenever an answer is 401: fuzzed operations such as
+`logout_all` and `delete_session` end the session, and a fixed token would
+leave every later bearer operation at 401. The code is read from the server's
+log (FUZZ_SERVER_LOG), where the console transport prints each message.
 """
 
 import json
+import os
+import re
+import time
+import urllib.request
 
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance as builtin
@@ -51,3 +61,45 @@ def positive_data_acceptance_but_business_refusals(ctx, response, case):
     if _business_refusal(response, case):
         return None
     return builtin(ctx, response, case)
+
+
+FUZZ_EMAIL = "fuzz@example.com"
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def _codes(log: str) -> list[str]:
+    with open(log, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    pattern = r"To: " + re.escape(FUZZ_EMAIL) + r"\nSubject: [^\n]*sign-in code: ([0-9]+)"
+    return re.findall(pattern, text)
+
+
+def sign_in(base: str, log: str) -> str:
+    """A fresh access token for FUZZ_EMAIL, signed in as a person would."""
+    before = len(_codes(log))
+    _post(f"{base}/auth/send-code", {"email": FUZZ_EMAIL})
+    for _ in range(100):
+        codes = _codes(log)
+        if len(codes) > before:
+            return _post(f"{base}/auth/verify-code", {"email": FUZZ_EMAIL, "code": codes[-1]})["token"]
+        time.sleep(0.05)
+    raise RuntimeError("no sign-in code in the server log")
+
+
+if os.environ.get("FUZZ_SIGN_IN_URL"):
+
+    @schemathesis.auth(refresh_interval=3600)
+    class SignedIn:
+        def get(self, case, ctx):
+            return sign_in(os.environ["FUZZ_SIGN_IN_URL"], os.environ["FUZZ_SERVER_LOG"])
+
+        def set(self, case, data, ctx):
+            case.headers = case.headers or {}
+            case.headers["Authorization"] = f"Bearer {data}"

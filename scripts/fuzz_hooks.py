@@ -17,7 +17,7 @@ with the built-in check:
   buckets) are limits of the operation, listed in its description.
 
 With FUZZ_SIGN_IN_URL set (the public document's run), the bearer token is a
-real sign-in, made again whenever an answer is 401: fuzzed operations such as
+real sign-in (of a new address each time), made again whenever an answer is 401: fuzzed operations such as
 `logout_all` and `delete_session` end the session, and a fixed token would
 leave every later bearer operation at 401. The code is read from the server's
 log (FUZZ_SERVER_LOG), where the console transport prints each message.
@@ -27,6 +27,7 @@ import json
 import os
 import re
 import time
+import urllib.error
 import urllib.request
 
 import schemathesis
@@ -63,32 +64,37 @@ def positive_data_acceptance_but_business_refusals(ctx, response, case):
     return builtin(ctx, response, case)
 
 
-FUZZ_EMAIL = "fuzz@example.com"
+# Each sign-in is a new address: the fuzzer reuses addresses it saw in answers
+# (`/auth/me`) with random codes, which spends an address's wrong tries.
+_sign_ins = iter(range(1, 1_000_000))
 
 
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"signing in: {url} answered {e.code}: {e.read()[:300]!r}") from e
 
 
-def _codes(log: str) -> list[str]:
+def _codes(log: str, email: str) -> list[str]:
     with open(log, encoding="utf-8", errors="replace") as f:
         text = f.read()
-    pattern = r"To: " + re.escape(FUZZ_EMAIL) + r"\nSubject: [^\n]*sign-in code: ([0-9]+)"
+    pattern = r"To: " + re.escape(email) + r"\nSubject: [^\n]*sign-in code: ([0-9]+)"
     return re.findall(pattern, text)
 
 
 def sign_in(base: str, log: str) -> str:
-    """A fresh access token for FUZZ_EMAIL, signed in as a person would."""
-    before = len(_codes(log))
-    _post(f"{base}/auth/send-code", {"email": FUZZ_EMAIL})
+    """A fresh access token for a new address, signed in as a person would."""
+    email = f"fuzz-{next(_sign_ins)}@example.com"
+    _post(f"{base}/auth/send-code", {"email": email})
     for _ in range(100):
-        codes = _codes(log)
-        if len(codes) > before:
-            return _post(f"{base}/auth/verify-code", {"email": FUZZ_EMAIL, "code": codes[-1]})["token"]
+        codes = _codes(log, email)
+        if codes:
+            return _post(f"{base}/auth/verify-code", {"email": email, "code": codes[-1]})["token"]
         time.sleep(0.05)
     raise RuntimeError("no sign-in code in the server log")
 

@@ -35,8 +35,8 @@ pub struct LoginCodeApi {
 #[derive(Object, Debug)]
 #[oai(example)]
 pub struct SendCodeRequest {
-    /// The address; trimmed and lower-cased. Anything else than an address is
-    /// 400 `invalid_email`.
+    /// The address; trimmed and lower-cased. A value that is not an address
+    /// is 400 `invalid_email`.
     pub email: Email,
     /// The language of the email, a BCP 47 tag (`de`, `pt-BR`); without it,
     /// `Accept-Language` decides, then `EMAIL_DEFAULT_LOCALE`. A tag without

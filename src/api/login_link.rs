@@ -39,8 +39,8 @@ pub struct LoginLinkApi {
 #[oai(rename_all = "camelCase")]
 #[oai(example)]
 pub struct SendMagicLinkRequest {
-    /// The address; trimmed and lower-cased. Anything else than an address is
-    /// 400 `invalid_email`.
+    /// The address; trimmed and lower-cased. A value that is not an address
+    /// is 400 `invalid_email`.
     pub email: Email,
     /// Where the link should lead instead of `FRONTEND_URL/auth/verify`: an
     /// absolute http(s) URL whose origin is on `REDIRECT_ALLOW_LIST` (empty by

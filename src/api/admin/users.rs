@@ -96,8 +96,8 @@ pub struct UserDetailResponse {
 #[derive(Object, Debug)]
 #[oai(example)]
 pub struct CreateUserRequest {
-    /// The address; trimmed and lower-cased. Anything else than an address is
-    /// 400 `invalid_email`.
+    /// The address; trimmed and lower-cased. A value that is not an address
+    /// is 400 `invalid_email`.
     pub email: Email,
 }
 

@@ -8,12 +8,14 @@
 //! - [`session`]: the signed-in user and their sessions (bearer token).
 //! - [`health`]: the server and its database.
 //! - [`admin`]: the operators' API on the admin listener, with its own document.
+//! - [`document`]: the OpenAPI documents as served, with their links.
 //! - [`bodies`]: response bodies shared by several operations; [`types`]:
 //!   strict request field types; [`security`]: the bearer scheme;
 //!   [`middleware`]: request ids, body checks, CORS, tracing.
 
 pub mod admin;
 pub mod bodies;
+pub mod document;
 pub mod health;
 pub mod login_code;
 pub mod login_link;

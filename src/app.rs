@@ -11,7 +11,11 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
-use poem::{Endpoint, EndpointExt, IntoResponse, Route, Server, http::header, listener::TcpAcceptor};
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Route, Server,
+    http::{Method, header},
+    listener::TcpAcceptor,
+};
 
 pub use crate::state::AppState;
 use crate::{
@@ -27,7 +31,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Every route of sesame with its middleware.
 pub fn routes(state: &AppState) -> impl Endpoint + 'static {
     let service = api::service(state);
-    let spec_yaml = service.spec_yaml();
+    let doc = api::document::public(state);
+    let (spec_json, spec_yaml) = (api::document::to_json(&doc), api::document::to_yaml(&doc));
     let jwks = state.jwt.jwks().to_string();
     let config = state.config.clone();
     let route = Route::new()
@@ -38,11 +43,13 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
         // 1.7 MB of Swagger UI: let browsers keep it for a few minutes.
         .nest(
             "/docs",
-            service
-                .swagger_ui()
+            api::document::swagger_ui(&service.swagger_ui_html(), &service.spec(), &doc)
                 .with(poem::middleware::SetHeader::new().overriding(header::CACHE_CONTROL, "public, max-age=300")),
         )
-        .at("/openapi.json", service.spec_endpoint())
+        .at(
+            "/openapi.json",
+            text_get("application/json; charset=utf-8", None, move || spec_json.clone()),
+        )
         .at(
             "/openapi.yaml",
             text_get("application/yaml; charset=utf-8", None, move || spec_yaml.clone()),
@@ -72,7 +79,13 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
             })),
         )
         .nest("/", service);
-    with_middleware(route, state)
+    let methods = middleware::Methods::of_document(&doc)
+        .with("/.well-known/jwks.json", &[Method::GET])
+        .with("/openapi.json", &[Method::GET])
+        .with("/openapi.yaml", &[Method::GET])
+        .with("/docs", &[Method::GET])
+        .with("/auth/verify", &[Method::GET]);
+    with_middleware(route, state, methods)
 }
 
 /// Every route of the admin listener: Prometheus metrics, health, the admin
@@ -80,6 +93,15 @@ pub fn routes(state: &AppState) -> impl Endpoint + 'static {
 /// operators' dashboard (`/dashboard`).
 pub fn admin_routes(state: &AppState) -> impl Endpoint + 'static {
     let service = api::admin::service(state);
+    let doc = api::document::admin(state);
+    let spec_json = api::document::to_json(&doc);
+    let methods = middleware::Methods::of_document(&doc)
+        .with("/metrics", &[Method::GET])
+        .with("/openapi.json", &[Method::GET])
+        .with("/docs", &[Method::GET])
+        .with("/dashboard", &[Method::GET])
+        .with("/dashboard/app.js", &[Method::GET])
+        .with("/dashboard/app.css", &[Method::GET]);
     let metrics = state.metrics.clone();
     let route = Route::new()
         .at(
@@ -88,15 +110,23 @@ pub fn admin_routes(state: &AppState) -> impl Endpoint + 'static {
                 metrics.render()
             }),
         )
-        .nest("/docs", service.swagger_ui())
-        .at("/openapi.json", service.spec_endpoint())
+        .nest(
+            "/docs",
+            api::document::swagger_ui(&service.swagger_ui_html(), &service.spec(), &doc),
+        )
+        .at(
+            "/openapi.json",
+            text_get("application/json; charset=utf-8", None, move || spec_json.clone()),
+        )
         .nest("/", service);
     let route = api::admin::dashboard::mount(route);
     route
         .around(middleware::check_body)
         .catch_all_error(|err| async move { error::render(err) })
+        .around(middleware::allow)
         .around(api::admin::require_token)
         .around(middleware::trace)
+        .data(methods)
         .data(state.metrics.clone())
         .data(middleware::BodyTimeout(state.config.server.request_body_timeout))
         .data(state.clone())
@@ -120,16 +150,18 @@ fn text_get(
 
 /// The middleware around every route: body checks, the error envelope, CORS,
 /// request tracing, and the state handlers read.
-fn with_middleware(route: Route, state: &AppState) -> impl Endpoint + 'static {
+fn with_middleware(route: Route, state: &AppState, methods: middleware::Methods) -> impl Endpoint + 'static {
     let cors = middleware::Cors::new(&state.config.server.cors_allowed_origins);
     route
         .around(middleware::check_body)
         .catch_all_error(|err| async move { error::render(err) })
+        .around(middleware::allow)
         .around(move |ep, req| {
             let cors = cors.clone();
             async move { cors.handle(ep, req).await }
         })
         .around(middleware::trace)
+        .data(methods)
         .data(state.metrics.clone())
         .data(middleware::BodyTimeout(state.config.server.request_body_timeout))
         .data(state.clone())

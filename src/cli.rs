@@ -141,17 +141,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Openapi { admin, json, .. } => {
             let state = AppState::offline();
-            let (spec, yaml) = if admin {
-                let service = crate::api::admin::service(&state);
-                (service.spec(), service.spec_yaml())
+            let doc = if admin {
+                crate::api::document::admin(&state)
             } else {
-                let service = crate::api::service(&state);
-                (service.spec(), service.spec_yaml())
+                crate::api::document::public(&state)
             };
             if json {
-                println!("{spec}");
+                println!("{}", crate::api::document::to_json(&doc));
             } else {
-                print!("{yaml}");
+                print!("{}", crate::api::document::to_yaml(&doc));
             }
             Ok(())
         }

@@ -6,7 +6,7 @@ use poem_openapi::{Object, types::Example};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::types::Text;
+use super::types::Locale;
 use crate::{
     email::locale,
     error::{ApiError, ErrorCode},
@@ -17,8 +17,8 @@ use crate::{
 /// The language of a send's email: its `locale` field, else its
 /// `Accept-Language`, else `EMAIL_DEFAULT_LOCALE` (see `Templates::pick`).
 /// A `locale` that is not a language tag is 400 `invalid_request`.
-pub fn pick_locale(state: &AppState, req: &Request, field: Option<&Text>) -> Result<String, ApiError> {
-    let wanted = locale::wanted(field.map(Text::as_str), req.header("accept-language")).map_err(|_| {
+pub fn pick_locale(state: &AppState, req: &Request, field: Option<&Locale>) -> Result<String, ApiError> {
+    let wanted = locale::wanted(field.map(Locale::as_str), req.header("accept-language")).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidRequest,
             "`locale` must be a language tag such as `de` or `pt-BR`",

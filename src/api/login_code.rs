@@ -12,7 +12,7 @@ use super::{
     bodies::{SendResponse, TokenPair, pick_locale},
     request_context,
     sign_in::{Sent, Source, Withheld, deliver, limit, parse_email, refusal, start_session, withhold},
-    types::Text,
+    types::{Code, Email, Locale, Optional},
 };
 use crate::{
     audit::{AuditEvent, AuditTx, Event, RequestContext, timestamp},
@@ -35,25 +35,23 @@ pub struct LoginCodeApi {
 #[derive(Object, Debug)]
 #[oai(example)]
 pub struct SendCodeRequest {
-    /// The address; trimmed and lower-cased.
-    #[oai(validator(max_length = 320))]
-    pub email: Text,
+    /// The address; trimmed and lower-cased. A value that is not an address
+    /// is 400 `invalid_email`.
+    pub email: Email,
     /// The language of the email, a BCP 47 tag (`de`, `pt-BR`); without it,
     /// `Accept-Language` decides, then `EMAIL_DEFAULT_LOCALE`. A tag without
     /// templates falls back to its shorter form (`pt-BR` → `pt`), then the default.
-    #[oai(validator(max_length = 35))]
-    pub locale: Option<Text>,
+    pub locale: Optional<Locale>,
 }
 
 /// A code received by email.
 #[derive(Object, Debug)]
 #[oai(example)]
 pub struct VerifyCodeRequest {
-    #[oai(validator(max_length = 320))]
-    pub email: Text,
-    /// The digits; spaces and dashes are ignored (`123 456`, `123-456`).
-    #[oai(validator(max_length = 64))]
-    pub code: Text,
+    pub email: Email,
+    /// The digits; spaces and dashes are ignored (`123 456`, `123-456`). A
+    /// code of another length is answered 401 `invalid_code`, as a wrong one.
+    pub code: Code,
 }
 
 #[OpenApi]
@@ -240,8 +238,8 @@ async fn imitate_check(state: &AppState) -> Result<(), ApiError> {
 impl Example for SendCodeRequest {
     fn example() -> Self {
         Self {
-            email: Text("ada@example.com".to_owned()),
-            locale: Some(Text("de".to_owned())),
+            email: Email::new("ada@example.com"),
+            locale: Optional(Some(Locale::new("de"))),
         }
     }
 }
@@ -249,8 +247,8 @@ impl Example for SendCodeRequest {
 impl Example for VerifyCodeRequest {
     fn example() -> Self {
         Self {
-            email: Text("ada@example.com".to_owned()),
-            code: Text("123456".to_owned()),
+            email: Email::new("ada@example.com"),
+            code: Code::new("123456"),
         }
     }
 }

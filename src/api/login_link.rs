@@ -11,7 +11,7 @@ use super::{
     page::{PageResponse, PageSettings, magic_link_page},
     request_context,
     sign_in::{Sent, Source, Withheld, deliver, limit, parse_email, refusal, start_session, withhold},
-    types::Text,
+    types::{Email, Locale, Optional, RedirectShape, RedirectUrl, Shape as _, Token},
 };
 use crate::{
     audit::{AuditEvent, AuditTx, Event},
@@ -39,28 +39,27 @@ pub struct LoginLinkApi {
 #[oai(rename_all = "camelCase")]
 #[oai(example)]
 pub struct SendMagicLinkRequest {
-    /// The address; trimmed and lower-cased.
-    #[oai(validator(max_length = 320))]
-    pub email: Text,
-    /// Where the link should lead instead of `FRONTEND_URL/auth/verify`; its
-    /// origin must be on `REDIRECT_ALLOW_LIST`.
-    #[oai(validator(max_length = 2048))]
-    pub redirect_to: Option<Text>,
+    /// The address; trimmed and lower-cased. A value that is not an address
+    /// is 400 `invalid_email`.
+    pub email: Email,
+    /// Where the link should lead instead of `FRONTEND_URL/auth/verify`: an
+    /// absolute http(s) URL whose origin is on `REDIRECT_ALLOW_LIST` (empty by
+    /// default, so that any `redirectTo` is then 400 `invalid_redirect`).
+    pub redirect_to: Optional<RedirectUrl>,
     /// The language of the email and of the sign-in page, a BCP 47 tag (`de`,
     /// `pt-BR`); without it, `Accept-Language` decides, then
     /// `EMAIL_DEFAULT_LOCALE`. A tag without templates falls back to its
     /// shorter form (`pt-BR` → `pt`), then the default. A link in another
     /// language than the default carries it as `lang=<tag>`.
-    #[oai(validator(max_length = 35))]
-    pub locale: Option<Text>,
+    pub locale: Optional<Locale>,
 }
 
 /// The token from a magic link.
 #[derive(Object, Debug)]
 #[oai(example)]
 pub struct VerifyMagicLinkRequest {
-    #[oai(validator(max_length = 1024))]
-    pub token: Text,
+    /// The `token` query parameter of the link.
+    pub token: Token,
 }
 
 #[OpenApi]
@@ -89,7 +88,10 @@ impl LoginLinkApi {
         let locale = pick_locale(state, req, body.locale.as_ref())?;
         let config = &state.config;
         let token = random_token();
-        let redirect_to = body.redirect_to.as_ref().map(Text::as_str);
+        let redirect_to = body.redirect_to.as_ref().map(RedirectUrl::as_str);
+        if redirect_to.is_some_and(|r| !RedirectShape::fits(r)) {
+            return Err(ApiError::new(ErrorCode::InvalidRedirect, redirect_message(&RedirectError::NotAUrl)).into());
+        }
         let target = magic_link::target(
             &config.login.frontend_url,
             &config.login.redirect_allow_list,
@@ -242,9 +244,9 @@ fn redirect_message(e: &RedirectError) -> &'static str {
 impl Example for SendMagicLinkRequest {
     fn example() -> Self {
         Self {
-            email: Text("ada@example.com".to_owned()),
-            redirect_to: Some(Text("https://app.example.com/welcome".to_owned())),
-            locale: Some(Text("de".to_owned())),
+            email: Email::new("ada@example.com"),
+            redirect_to: Optional(None),
+            locale: Optional(Some(Locale::new("de"))),
         }
     }
 }
@@ -252,7 +254,7 @@ impl Example for SendMagicLinkRequest {
 impl Example for VerifyMagicLinkRequest {
     fn example() -> Self {
         Self {
-            token: Text("q3Zr9yV0mJ8bK2xW7tH5nL1cP4sD6fG0aE9uR3iO8kY".to_owned()),
+            token: Token::new("q3Zr9yV0mJ8bK2xW7tH5nL1cP4sD6fG0aE9uR3iO8kY"),
         }
     }
 }

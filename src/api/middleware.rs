@@ -190,7 +190,9 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
 
 /// CORS for the configured origins. A request from any other origin is served
 /// without CORS headers (the browser then withholds the answer) rather than
-/// refused, so same-origin pages such as `/docs` keep working.
+/// refused, so same-origin pages such as `/docs` keep working. A preflight
+/// from an allowed origin is 204 with the route's methods; any other
+/// `OPTIONS` is answered by [`allow`].
 #[derive(Clone)]
 pub struct Cors {
     allowed: Arc<[String]>,
@@ -212,12 +214,16 @@ impl Cors {
         let preflight = req.method() == Method::OPTIONS && req.header(header::ACCESS_CONTROL_REQUEST_METHOD).is_some();
         let mut resp = match (&origin, preflight) {
             (Some(_), true) => {
+                // The route's own methods, as `Allow` lists them.
+                let methods = req
+                    .data::<Methods>()
+                    .and_then(|m| m.allow(req.uri().path()))
+                    .and_then(|a| HeaderValue::from_str(&a).ok())
+                    .unwrap_or(HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
                 let mut resp = Response::builder().status(StatusCode::NO_CONTENT).finish();
                 let h = resp.headers_mut();
-                h.insert(
-                    header::ACCESS_CONTROL_ALLOW_METHODS,
-                    HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-                );
+                h.insert(header::ALLOW, methods.clone());
+                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
                     HeaderValue::from_static("authorization, content-type, x-request-id"),
@@ -238,4 +244,94 @@ impl Cors {
         }
         Ok(resp)
     }
+}
+
+/// The methods each route answers, for the `Allow` header of a 405 and the
+/// answer to `OPTIONS` (RFC 9110): read from an OpenAPI document, plus the
+/// routes it does not list. `HEAD` is answered wherever `GET` is (poem runs
+/// the `GET` handler without its body), `OPTIONS` everywhere.
+#[derive(Clone, Default)]
+pub struct Methods {
+    /// Path segments (`None` for a `{parameter}`) and their methods.
+    routes: Vec<(Vec<Option<String>>, Vec<Method>)>,
+}
+
+impl Methods {
+    /// The paths and methods of an OpenAPI document.
+    pub fn of_document(doc: &serde_json::Value) -> Self {
+        let mut methods = Self::default();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            let listed: Vec<Method> = item
+                .as_object()
+                .into_iter()
+                .flat_map(|ops| ops.keys())
+                .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+                .collect();
+            methods = methods.with(path, &listed);
+        }
+        methods
+    }
+
+    /// `path` (segments in braces are parameters) answers `methods`.
+    pub fn with(mut self, path: &str, methods: &[Method]) -> Self {
+        let segments = path
+            .split('/')
+            .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_owned()))
+            .collect();
+        self.routes.push((segments, methods.to_vec()));
+        self
+    }
+
+    /// The `Allow` value of `path`, or `None` when no route has it.
+    pub fn allow(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let fits = |route: &[Option<String>]| {
+            route.len() == segments.len()
+                && route
+                    .iter()
+                    .zip(&segments)
+                    .all(|(r, s)| r.as_deref().map_or(!s.is_empty(), |r| r == *s))
+        };
+        // A literal route wins over a parameter in the same place
+        // (`/a/b` over `/a/{id}`), as in the router.
+        let literal = self
+            .routes
+            .iter()
+            .filter(|(route, _)| fits(route))
+            .min_by_key(|(route, _)| route.iter().filter(|s| s.is_none()).count())?;
+        let mut methods: Vec<&str> = Vec::new();
+        for m in &literal.1 {
+            if *m == Method::GET {
+                methods.extend(["GET", "HEAD"]);
+            } else {
+                methods.push(m.as_str());
+            }
+        }
+        let order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+        methods.sort_by_key(|m| order.iter().position(|o| o == m).unwrap_or(order.len()));
+        methods.dedup();
+        methods.push("OPTIONS");
+        Some(methods.join(", "))
+    }
+}
+
+/// Answers `OPTIONS` on a known route with 204 and `Allow`, and adds `Allow`
+/// to every 405 (a method the route does not answer). Needs [`Methods`] in
+/// the request data.
+pub async fn allow<E: Endpoint<Output = Response>>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    let allowed = req.data::<Methods>().and_then(|m| m.allow(req.uri().path()));
+    if let (Some(allowed), true) = (&allowed, req.method() == Method::OPTIONS) {
+        let mut resp = Response::builder().status(StatusCode::NO_CONTENT).finish();
+        if let Ok(v) = HeaderValue::from_str(allowed) {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
+        return Ok(resp);
+    }
+    let mut resp = ep.call(req).await?;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(v) = allowed.and_then(|a| HeaderValue::from_str(&a).ok())
+    {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    Ok(resp)
 }

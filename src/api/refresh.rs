@@ -12,7 +12,7 @@ use super::{
     bodies::{SuccessResponse, TokenPair},
     request_context,
     sign_in::{SessionOf, Source, TokenKind, limit, record_tokens, token_pair},
-    types::Text,
+    types::Token,
 };
 use crate::{
     audit::{AuditEvent, AuditTx, Event, RequestContext},
@@ -40,8 +40,7 @@ pub struct RefreshApi {
 #[oai(rename_all = "camelCase", example)]
 pub struct RefreshRequest {
     /// The latest refresh token of the session.
-    #[oai(validator(max_length = 1024))]
-    pub refresh_token: Text,
+    pub refresh_token: Token,
 }
 
 /// A refresh token to end the session of.
@@ -50,8 +49,7 @@ pub struct RefreshRequest {
 #[oai(example)]
 pub struct LogoutRequest {
     /// The refresh token of the session to end.
-    #[oai(validator(max_length = 1024))]
-    pub refresh_token: Text,
+    pub refresh_token: Token,
 }
 
 #[OpenApi]
@@ -142,8 +140,9 @@ impl RefreshApi {
     ///
     /// Revokes the session (refresh-token family) the token belongs to, so no
     /// token of it can be refreshed again, and its access tokens stop working
-    /// at sesame's bearer operations at once. Idempotent: an unknown, malformed
-    /// or already-ended token also answers 200, so the answer reveals nothing.
+    /// at sesame's bearer operations at once. Idempotent: an unknown or
+    /// already-ended token also answers 200, so the answer reveals nothing (a
+    /// value that is not token-shaped is 400 `invalid_request`).
     /// Resource servers that verify access tokens offline against the JWKS
     /// cannot see the logout and accept them until they expire; keep them
     /// short-lived.
@@ -338,7 +337,7 @@ impl Refresh<'_> {
 impl Example for RefreshRequest {
     fn example() -> Self {
         Self {
-            refresh_token: Text("B8Ly4nQ_x2Vt7Rk9mPz3Wc5Hs1Jd6Fg0Ae8Ui4Oy2Tq".to_owned()),
+            refresh_token: Token::new("B8Ly4nQ_x2Vt7Rk9mPz3Wc5Hs1Jd6Fg0Ae8Ui4Oy2Tq"),
         }
     }
 }
@@ -346,7 +345,7 @@ impl Example for RefreshRequest {
 impl Example for LogoutRequest {
     fn example() -> Self {
         Self {
-            refresh_token: Text("B8Ly4nQ_x2Vt7Rk9mPz3Wc5Hs1Jd6Fg0Ae8Ui4Oy2Tq".to_owned()),
+            refresh_token: Token::new("B8Ly4nQ_x2Vt7Rk9mPz3Wc5Hs1Jd6Fg0Ae8Ui4Oy2Tq"),
         }
     }
 }

@@ -8,7 +8,10 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{bodies::TokenPair, types::Text};
+use super::{
+    bodies::TokenPair,
+    types::{Email, EmailShape, Shape as _},
+};
 use crate::{
     audit::{AuditEvent, AuditTx, Event, RequestContext, record_alone},
     auth::{email_address::EmailAddress, ids::SessionId, refresh::RefreshToken, session::session_expiry},
@@ -21,8 +24,12 @@ use crate::{
 };
 
 /// The address of a request body, trimmed and lower-cased; 400 `invalid_email` if implausible.
-pub fn parse_email(raw: &Text) -> Result<EmailAddress, ApiError> {
-    EmailAddress::parse(raw.as_str()).ok_or_else(|| ErrorCode::InvalidEmail.into())
+pub fn parse_email(raw: &Email) -> Result<EmailAddress, ApiError> {
+    // Exactly the documented shape (`EmailShape`), which `EmailAddress` trims.
+    EmailShape::fits(raw.as_str())
+        .then(|| EmailAddress::parse(raw.as_str()))
+        .flatten()
+        .ok_or_else(|| ErrorCode::InvalidEmail.into())
 }
 
 /// Counts the request against `checks`, all or nothing; 429 when a limit is over.

@@ -121,5 +121,14 @@ fn describe_payload_error(reason: &str) -> String {
         let field: String = field.chars().take(64).collect();
         return format!("unknown field `{field}`{within}");
     }
+    // A known field whose value is outside its documented shape (pattern,
+    // lengths): `failed to parse "locale": not a valid `locale` (…)`.
+    if let Some(field) = reason
+        .strip_prefix("failed to parse \"")
+        .and_then(|r| r.split('"').next())
+    {
+        let field: String = field.chars().take(64).collect();
+        return format!("field `{field}`{within} is not of its documented shape (see the schema)");
+    }
     format!("a field{within} has an invalid value")
 }

@@ -41,6 +41,7 @@ mod login_link;
 mod logout;
 mod mailbox;
 mod openapi;
+mod openapi_contract;
 mod rate_limits;
 mod rate_limits_caps;
 mod rate_limits_fairness;

@@ -7,11 +7,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::helpers::TestApp;
 
 fn generated_yaml() -> String {
-    sesame::api::service(&AppState::offline()).spec_yaml()
+    sesame::api::document::to_yaml(&sesame::api::document::public(&AppState::offline()))
 }
 
 fn generated_admin_yaml() -> String {
-    sesame::api::admin::service(&AppState::offline()).spec_yaml()
+    sesame::api::document::to_yaml(&sesame::api::document::admin(&AppState::offline()))
 }
 
 #[tokio::test]
@@ -48,7 +48,7 @@ async fn the_admin_listener_serves_the_admin_document(_: PgPoolOptions, db: PgCo
     let app = TestApp::spawn(db).await;
     let served = app.admin_get("/openapi.json").await;
     assert_eq!(served.status, 200);
-    let generated: Value = serde_json::from_str(&sesame::api::admin::service(&AppState::offline()).spec()).unwrap();
+    let generated: Value = sesame::api::document::admin(&AppState::offline());
     assert_eq!(served.json, generated);
     assert!(app.admin_get("/docs").await.text.contains("SwaggerUIBundle"));
 }
@@ -110,7 +110,7 @@ fn json_schema_ref<'a>(response: &'a Value, what: &str) -> &'a str {
 /// status it lists answers the error body: `ErrorBody`, or `RateLimitedBody` for 429.
 #[tokio::test]
 async fn every_operation_documents_its_error_body() {
-    let spec: Value = serde_json::from_str(&sesame::api::service(&AppState::offline()).spec()).unwrap();
+    let spec: Value = sesame::api::document::public(&AppState::offline());
     let seen = inspect_error_bodies(&spec);
     for id in [
         "send_code",
@@ -134,7 +134,7 @@ async fn every_operation_documents_its_error_body() {
 /// admin token) and 429 (wrong tokens) with the error bodies.
 #[tokio::test]
 async fn every_admin_operation_documents_its_error_body() {
-    let spec: Value = serde_json::from_str(&sesame::api::admin::service(&AppState::offline()).spec()).unwrap();
+    let spec: Value = sesame::api::document::admin(&AppState::offline());
     let seen = inspect_error_bodies(&spec);
     for (path, item) in spec["paths"].as_object().unwrap() {
         for operation in item.as_object().unwrap().values() {
@@ -243,6 +243,11 @@ async fn the_server_serves_the_spec_and_swagger_ui(_: PgPoolOptions, db: PgConne
     assert!(
         docs.text.contains("SwaggerUIBundle"),
         "Swagger UI is embedded, not loaded from a CDN"
+    );
+    let document = sesame::api::document::to_json(&sesame::api::document::public(&AppState::offline()));
+    assert!(
+        docs.text.contains(&document),
+        "Swagger UI shows the document with its links"
     );
     assert!(
         !docs.text.contains("unpkg.com") && !docs.text.contains("cdn.jsdelivr"),

@@ -69,11 +69,13 @@ impl AuditApi {
         &self,
         _auth: AdminAuth,
         /// Only this event, e.g. `auth.login`.
+        #[oai(validator(max_length = 320, pattern = r"^[^\u0000]*$"))]
         event: Query<Option<String>>,
         /// Only events of this user id.
         #[oai(name = "userId")]
         user_id: Query<Option<Uuid>>,
         /// Only events of this address.
+        #[oai(validator(max_length = 320, pattern = r"^[^\u0000]*$"))]
         email: Query<Option<String>>,
         /// Only events at or after this time (RFC 3339).
         since: Query<Option<OffsetDateTime>>,
@@ -83,6 +85,7 @@ impl AuditApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
         /// The `nextCursor` of the previous page.
+        #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[A-Za-z0-9_-]+$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<AuditEventsResponse>, Errors<AdminErrors>> {
         let before = match cursor.0.as_deref() {

@@ -239,8 +239,10 @@ impl StatsApi {
         &self,
         _auth: AdminAuth,
         /// How far back the window reaches, e.g. `1h`, `24h`, `7d` (default `24h`, at most `90d`).
+        #[oai(validator(min_length = 1, max_length = 11, pattern = r"^[0-9]{1,10}[smhd]?$"))]
         since: Query<Option<String>>,
         /// The width of a bucket, e.g. `1m`, `1h`, `1d` (default `1h`).
+        #[oai(validator(min_length = 1, max_length = 11, pattern = r"^[0-9]{1,10}[smhd]?$"))]
         bucket: Query<Option<String>>,
     ) -> Result<Json<StatsResponse>, Errors<AdminErrors>> {
         let window = Window::parse(since.0.as_deref(), bucket.0.as_deref())

@@ -16,7 +16,7 @@ use crate::{
     api::{
         request_context,
         sign_in::parse_email,
-        types::{Nullable, Text},
+        types::{Email, Nullable},
     },
     auth::ids::UserId,
     error::{AdminCreateErrors, AdminErrors, AdminUserErrors, ApiError, ErrorCode, Errors},
@@ -94,10 +94,11 @@ pub struct UserDetailResponse {
 
 /// An address to create a user for.
 #[derive(Object, Debug)]
+#[oai(example)]
 pub struct CreateUserRequest {
-    /// The address; trimmed and lower-cased.
-    #[oai(validator(max_length = 320))]
-    pub email: Text,
+    /// The address; trimmed and lower-cased. A value that is not an address
+    /// is 400 `invalid_email`.
+    pub email: Email,
 }
 
 /// The user an operation made or changed.
@@ -174,13 +175,16 @@ impl UsersApi {
         &self,
         _auth: AdminAuth,
         /// Only the user of exactly this address.
+        #[oai(validator(max_length = 320, pattern = r"^[^\u0000]*$"))]
         email: Query<Option<String>>,
         /// Only users whose address contains this text.
+        #[oai(validator(max_length = 320, pattern = r"^[^\u0000]*$"))]
         query: Query<Option<String>>,
         /// Users per page (1 to 200, default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
         /// The `nextCursor` of the previous page.
+        #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[A-Za-z0-9_-]+$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<UsersResponse>, Errors<AdminErrors>> {
         let after = match cursor.0.as_deref() {
@@ -374,5 +378,13 @@ impl UsersApi {
             rate_limits: erased.rate_limits,
             audit_rows: erased.audit_rows,
         }))
+    }
+}
+
+impl poem_openapi::types::Example for CreateUserRequest {
+    fn example() -> Self {
+        Self {
+            email: Email::new("grace@example.com"),
+        }
     }
 }

@@ -146,6 +146,7 @@ impl WebhooksApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
         /// The `nextCursor` of the previous page.
+        #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[A-Za-z0-9_-]+$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<DeliveriesResponse>, Errors<AdminErrors>> {
         let after = match cursor.0.as_deref() {

@@ -81,6 +81,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# A refresh token of the documented shape (43 base64url characters) that sesame never issued:
+# logging it out answers 200.
+UNKNOWN_TOKEN=$(printf 'N%.0s' $(seq 43))
+
 track() { PIDS+=("$1"); }
 untrack() {
   local keep=() p
@@ -377,8 +381,9 @@ check_production() {
   ok "refused as shipped (empty JWT_SECRET); with it filled in (and an Ed25519 key): login over SMTP, refresh, JWKS, JSON Lines file; /metrics on the admin listener only, which the host's public address does not reach"
 
   CHECK=sigterm
-  # A request whose body takes 2 s is in flight when SIGTERM arrives.
-  { printf '{"refreshToken":'; sleep 2; printf '"x"}'; } |
+  # A request whose body takes 2 s is in flight when SIGTERM arrives (a logout of an
+  # unknown token of the documented shape, 43 base64url characters: 200).
+  { printf '{"refreshToken":'; sleep 2; printf '"%s"}' "$UNKNOWN_TOKEN"; } |
     curl -sS -o "$T/slow.body" -w '%{http_code}' --max-time 20 -X POST -T - \
       -H 'content-type: application/json' "$url/auth/logout" >"$T/slow.status" 2>"$T/slow.err" &
   slow_pid=$!
@@ -463,7 +468,7 @@ check_proxy() {
   req GET "$base/health" -H "X-Request-Id: $rid"
   [ "$(header X-Request-Id)" = "$rid" ] || fail "the client's X-Request-Id was not passed through: got '$(header X-Request-Id)'"
   # A client claiming another address: sesame must record the proxy's view (127.0.0.1).
-  post_json "$base/auth/logout" '{"refreshToken":"x"}' -H 'X-Forwarded-For: 203.0.113.9' -H "X-Request-Id: $rid-xff"
+  post_json "$base/auth/logout" "{\"refreshToken\":\"$UNKNOWN_TOKEN\"}" -H 'X-Forwarded-For: 203.0.113.9' -H "X-Request-Id: $rid-xff"
   expect_status 200 "POST /auth/logout through $name"
   ip=$(sql sesame_deploy "SELECT event || ' ' || host(ip) FROM audit_events WHERE request_id = '$rid-xff'")
   [ "$ip" = "auth.logout 127.0.0.1" ] || fail "audit_events for the spoofed request: '$ip' (expected 'auth.logout 127.0.0.1')"
@@ -538,7 +543,7 @@ racing_tab() {
 # Control for the proxy checks: sesame itself does trust the header (TRUST_PROXY_HEADERS=true).
 check_direct_trusts_xff() {
   local rid=deploy-direct-$RANDOM$RANDOM ip
-  post_json "$MAIN/auth/logout" '{"refreshToken":"x"}' -H 'X-Forwarded-For: 203.0.113.9' -H "X-Request-Id: $rid"
+  post_json "$MAIN/auth/logout" "{\"refreshToken\":\"$UNKNOWN_TOKEN\"}" -H 'X-Forwarded-For: 203.0.113.9' -H "X-Request-Id: $rid"
   expect_status 200 "direct POST /auth/logout"
   ip=$(sql sesame_deploy "SELECT host(ip) FROM audit_events WHERE request_id = '$rid'")
   [ "$ip" = 203.0.113.9 ] || fail "control: sesame itself should record the first X-Forwarded-For hop, got '$ip'"

@@ -83,7 +83,8 @@ hot_plans() {
   psql_ -c "ALTER DATABASE $db SET session_preload_libraries = 'auto_explain'" \
     -c "ALTER DATABASE $db SET auto_explain.log_min_duration = 0" \
     -c "ALTER DATABASE $db SET auto_explain.log_analyze = on" \
-    -c "ALTER DATABASE $db SET auto_explain.log_buffers = on" >/dev/null
+    -c "ALTER DATABASE $db SET auto_explain.log_buffers = on" \
+    -c "ALTER DATABASE $db SET auto_explain.log_format = json" >/dev/null
   size=$(psql_ -c "SELECT (pg_stat_file('$log')).size")
   port=$(free_port); smtp=$(free_port)
   env DATABASE_URL="$PG_BASE/$db" PORT="$port" ADMIN_PORT=0 EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$smtp?tls=none" \
@@ -92,17 +93,7 @@ hot_plans() {
   until curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; do sleep 0.05; done
   "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --smtp-port "$smtp" --scenario mixed --concurrency 1 --duration 3 >/dev/null
   kill "$server"; wait "$server" 2>/dev/null || true
-  psql_ -c "SELECT pg_read_file('$log', $size, (pg_stat_file('$log')).size - $size)" | python3 -c '
-import re, sys
-plans, seen = [], set()
-# auto_explain: "LOG:  duration: … ms  plan:" then "Query Text: …" and the plan, until the next log line.
-for block in re.split(r"\n(?=\S+ \S+ \S+ \[\d+\] )", sys.stdin.read()):
-    m = re.search(r"plan:\n\s*Query Text: (.*?)\n(\s+.*)", block, re.S)
-    if m and m.group(1) not in seen:
-        seen.add(m.group(1))
-        plans.append("Query Text: " + m.group(1).strip() + "\n" + m.group(2).rstrip() + "\n")
-print("\n".join(plans))
-' >"$out/seeded-plans.txt"
+  psql_ -c "SELECT pg_read_file('$log', $size, (pg_stat_file('$log')).size - $size)" | bench/plans.py >"$out/seeded-plans.txt"
 }
 
 # run_config NAME VAR=VALUE...: one sesame on a fresh database, every scenario against it.

@@ -82,7 +82,7 @@ VACUUM ANALYZE audit_events;
 SQL
 seed_seconds=$(( $(date +%s) - seed_started ))
 count=$(psql_ -d "$PG_BASE/$db" -c "SELECT count(*) FROM audit_events")
-size=$(psql_ -d "$PG_BASE/$db" -c "SELECT pg_size_pretty(pg_total_relation_size('audit_events'))")
+size=$(psql_ -d "$PG_BASE/$db" -c "SELECT pg_size_pretty(sum(pg_total_relation_size(relid))) FROM pg_partition_tree('audit_events')")
 
 # median_ms URL...: the median over $runs of the summed time_total of the URLs, in ms.
 median_ms() {

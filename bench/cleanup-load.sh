@@ -94,7 +94,7 @@ for _ in 1 2 3; do run_slice before refresh; run_slice before mixed; done
 echo "SELECT pg_advisory_unlock($key);" >&"${LOCK[1]}"
 exec {LOCK[1]}>&-
 started=$(date +%s%N)
-env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$url" RUST_LOG=warn "$SESAME_BIN" cleanup >"$out/cleanup.txt" 2>&1 &
+env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$url" RUST_LOG=warn "$SESAME_BIN" cleanup >"$out/cleanup.txt" 2>"$out/cleanup-warnings.log" &
 cleaner=$!
 slices=0
 while kill -0 "$cleaner" 2>/dev/null && [ "$slices" -lt 120 ]; do

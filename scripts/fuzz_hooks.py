@@ -16,6 +16,13 @@ with the built-in check:
   durations by the schema, but their range and their ratio (at most 1 000
   buckets) are limits of the operation, listed in its description.
 
+`negative_data_rejection` (ST201) expects every schema-violating request to be
+refused. The address fields declare `format: email` for generated clients, but
+their rule is the pattern and the lengths (validators disagree on the format's
+edges, and the server trims whitespace around an address): the replacement
+lets through a 2xx to a request whose only broken part is that format, and
+fails on everything else as the built-in check does.
+
 With FUZZ_SIGN_IN_URL set (the public document's run), the bearer token is a
 real sign-in (of a new address each time), made again whenever an answer is 401: fuzzed operations such as
 `logout_all` and `delete_session` end the session, and a fixed token would
@@ -31,6 +38,7 @@ import urllib.error
 import urllib.request
 
 import schemathesis
+from schemathesis.specs.openapi.checks import negative_data_rejection as builtin_negative
 from schemathesis.specs.openapi.checks import positive_data_acceptance as builtin
 
 STATS_LIMITS = (
@@ -62,6 +70,23 @@ def positive_data_acceptance_but_business_refusals(ctx, response, case):
     if _business_refusal(response, case):
         return None
     return builtin(ctx, response, case)
+
+
+def _only_email_format_broken(case) -> bool:
+    phase = getattr(getattr(case, "meta", None), "phase", None)
+    description = getattr(getattr(phase, "data", None), "description", None) or ""
+    return description.endswith("Value not matching the 'email' format")
+
+
+@schemathesis.check
+def negative_data_rejection_but_email_format(ctx, response, case):
+    # `format: email` annotates the address fields; their pattern and lengths
+    # are the rule the server enforces (docs/API.md). A value generated to break
+    # only the format still fits the pattern (e.g. whitespace around it, which
+    # the server trims, or a doubled dot), and the server may accept it.
+    if _only_email_format_broken(case) and response.status_code < 300:
+        return None
+    return builtin_negative(ctx, response, case)
 
 
 # Each sign-in is a new address: the fuzzer reuses addresses it saw in answers

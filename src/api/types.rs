@@ -205,8 +205,11 @@ macro_rules! label {
 
 impl Shape for EmailShape {
     const NAME: &'static str = "email";
-    // No `format: email`: validators disagree on it (doubled dots, `--` in a
-    // label), so the pattern and the lengths are the rule.
+    // `format: email` tells generated clients and form builders what the field
+    // is; the pattern and the lengths are the rule (validators disagree on the
+    // format's edges: doubled dots, `--` in a label, whitespace around it,
+    // which the server trims).
+    const FORMAT: Option<&'static str> = Some("email");
     const PATTERN: &'static str = concat!(
         "^[ \\t\\r\\n]*",
         atom!(),

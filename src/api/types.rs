@@ -11,6 +11,40 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
+/// The parts of `Type` that [`Nullable`] and [`Optional`] take from the
+/// `Option<T>` they wrap (they differ in `IS_REQUIRED`, name and schema).
+macro_rules! option_type_methods {
+    () => {
+        fn register(registry: &mut poem_openapi::registry::Registry) {
+            T::register(registry);
+        }
+
+        fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+            self.0.as_ref().and_then(Type::as_raw_value)
+        }
+
+        fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+            match &self.0 {
+                Some(value) => value.raw_element_iter(),
+                None => Box::new(std::iter::empty()),
+            }
+        }
+    };
+}
+
+/// A wrapper of `Option<T>` parsed as the `Option` is (absent and `null` are `None`).
+macro_rules! parse_like_option {
+    ($wrapper:ident) => {
+        impl<T: ParseFromJSON> ParseFromJSON for $wrapper<T> {
+            fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+                Option::<T>::parse_from_json(value)
+                    .map(Self)
+                    .map_err(ParseError::propagate)
+            }
+        }
+    };
+}
+
 /// A response field that is always present and may be `null`, documented as
 /// `nullable: true`. (`Option` is documented as an optional field of its
 /// type, which generated clients then refuse to find `null` in.)
@@ -46,29 +80,10 @@ impl<T: Type> Type for Nullable<T> {
         MetaSchemaRef::Inline(Box::new(schema))
     }
 
-    fn register(registry: &mut poem_openapi::registry::Registry) {
-        T::register(registry);
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        self.0.as_ref().and_then(Type::as_raw_value)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        match &self.0 {
-            Some(value) => value.raw_element_iter(),
-            None => Box::new(std::iter::empty()),
-        }
-    }
+    option_type_methods!();
 }
 
-impl<T: ParseFromJSON> ParseFromJSON for Nullable<T> {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        Option::<T>::parse_from_json(value)
-            .map(Self)
-            .map_err(ParseError::propagate)
-    }
-}
+parse_like_option!(Nullable);
 
 impl<T: ToJSON> ToJSON for Nullable<T> {
     fn to_json(&self) -> Option<Value> {
@@ -344,29 +359,10 @@ impl<T: Type> Type for Optional<T> {
         Nullable::<T>::schema_ref()
     }
 
-    fn register(registry: &mut poem_openapi::registry::Registry) {
-        T::register(registry);
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        self.0.as_ref().and_then(Type::as_raw_value)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        match &self.0 {
-            Some(value) => value.raw_element_iter(),
-            None => Box::new(std::iter::empty()),
-        }
-    }
+    option_type_methods!();
 }
 
-impl<T: ParseFromJSON> ParseFromJSON for Optional<T> {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        Option::<T>::parse_from_json(value)
-            .map(Self)
-            .map_err(ParseError::propagate)
-    }
-}
+parse_like_option!(Optional);
 
 impl<T: ToJSON> ToJSON for Optional<T> {
     fn to_json(&self) -> Option<Value> {

@@ -23,20 +23,7 @@ async fn fifty_concurrent_requests_write_fifty_intact_lines(opts: PgPoolOptions,
     let path = temp_dir("concurrent").join("nested/dir/metrics.jsonl");
     let app = TestApp::spawn_with(file_config(db, &path)).await;
 
-    let mut requests = tokio::task::JoinSet::new();
-    for i in 0..50 {
-        let (client, url) = (app.client.clone(), app.url("/auth/logout"));
-        requests.spawn(async move {
-            client
-                .post(url)
-                .json(&json!({ "refreshToken": format!("{i:0>43}") }))
-                .send()
-                .await
-        });
-    }
-    for resp in requests.join_all().await {
-        assert_eq!(resp.unwrap().status(), 200);
-    }
+    app.concurrent_logouts(50).await;
     app.stop().await; // graceful shutdown drains the writer
 
     assert_eq!(count_events(&pool, "auth.logout").await, 50);

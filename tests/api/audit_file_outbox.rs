@@ -107,20 +107,7 @@ async fn a_transaction_writes_one_outbox_row_and_confirmed_rows_go_in_batches(
 
     // A burst: every confirmed row is deleted, by fewer statements than rows.
     let started = Instant::now();
-    let mut requests = tokio::task::JoinSet::new();
-    for i in 0..100 {
-        let (client, url) = (app.client.clone(), app.url("/auth/logout"));
-        requests.spawn(async move {
-            client
-                .post(url)
-                .json(&json!({ "refreshToken": format!("{i:0>43}") }))
-                .send()
-                .await
-        });
-    }
-    for resp in requests.join_all().await {
-        assert_eq!(resp.unwrap().status(), 200);
-    }
+    app.concurrent_logouts(100).await;
     wait_outbox_empty(&pool).await;
     let elapsed = started.elapsed();
     let (inserts, deletes) = (logged(&pool, "INSERT").await, logged(&pool, "DELETE").await);

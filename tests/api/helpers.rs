@@ -165,6 +165,25 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// `n` logouts at once, each of a different token sesame never issued (of
+    /// the documented shape); every one must answer 200.
+    pub async fn concurrent_logouts(&self, n: usize) {
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (client, url) = (self.client.clone(), self.url("/auth/logout"));
+            requests.spawn(async move {
+                client
+                    .post(url)
+                    .json(&serde_json::json!({ "refreshToken": format!("{i:0>43}") }))
+                    .send()
+                    .await
+            });
+        }
+        for resp in requests.join_all().await {
+            assert_eq!(resp.unwrap().status(), 200);
+        }
+    }
+
     pub async fn get(&self, path: &str) -> TestResponse {
         TestResponse::from(self.client.get(self.url(path)).send().await.expect("request")).await
     }

@@ -84,9 +84,9 @@ pub async fn create_user(
 /// The user `id`, for reads.
 pub async fn find_user(state: &AppState, id: UserId) -> Result<store::users::UserRecord, AdminError> {
     let mut conn = state.db.acquire().await?;
-    store::users::find(&mut conn, id, state.clock.now())
-        .await?
-        .ok_or(AdminError::NotFound)
+    let user = store::users::find(&mut conn, id, state.clock.now()).await?;
+    conn.done().await?;
+    user.ok_or(AdminError::NotFound)
 }
 
 /// Disables the user `id`: its sessions end at once (so its refresh tokens

@@ -28,7 +28,7 @@ use std::{
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ pub struct AuditTx {
 }
 
 impl AuditTx {
-    pub async fn begin(db: &PgPool, sink: &AuditSink) -> Result<Self, sqlx::Error> {
+    pub async fn begin(db: &store::Db, sink: &AuditSink) -> Result<Self, sqlx::Error> {
         Ok(Self {
             tx: db.begin().await?,
             pending: Vec::new(),
@@ -89,9 +89,10 @@ impl DerefMut for AuditTx {
 
 /// Records an event that has no state change of its own (a failed
 /// verification, a rate-limit hit) in its own short transaction.
-pub async fn record_alone(db: &PgPool, sink: &AuditSink, event: AuditEvent) -> Result<(), sqlx::Error> {
+pub async fn record_alone(db: &store::Db, sink: &AuditSink, event: AuditEvent) -> Result<(), sqlx::Error> {
     let mut conn = db.acquire().await?;
     let ids = sink.insert(&mut conn, std::slice::from_ref(&event)).await?;
+    conn.done().await?;
     sink.publish(std::slice::from_ref(&event), &ids);
     Ok(())
 }

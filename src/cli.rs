@@ -205,10 +205,10 @@ async fn audit(command: AuditCommand) -> anyhow::Result<()> {
 async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
     use store::webhooks::Status;
     let state = AppState::new(quiet(load_config()?), Clock::system())?;
-    let mut conn = state.db.acquire().await.context("connecting to the database")?;
     let mut out = std::io::stdout().lock();
     match command {
         WebhooksCommand::Status { status, limit } => {
+            let mut conn = state.db.acquire().await.context("connecting to the database")?;
             let counts = store::webhooks::counts(&mut conn).await?;
             let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
             writeln!(
@@ -230,6 +230,7 @@ async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
             }
             let status = Status::parse(&status).context("unknown status")?;
             let rows = store::webhooks::list(&mut conn, Some(status), 0, limit).await?;
+            conn.done().await?;
             writeln!(out, "\n{} deliveries (oldest first):", status.as_str())?;
             let table = report::Table {
                 columns: ["id", "event", "endpoint", "attempts", "created", "last error"]
@@ -345,6 +346,7 @@ async fn summary(state: &AppState, since: Duration) -> anyhow::Result<()> {
         writeln!(out, "\n{} — {}", q.name, q.description)?;
         write!(out, "{table}")?;
     }
+    conn.done().await?;
     Ok(())
 }
 
@@ -357,10 +359,12 @@ async fn tail(
 ) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     let color = !json && std::io::stdout().is_terminal();
-    let mut conn = state.db.acquire().await.context("connecting to the database")?;
     let (mut after, mut page) = (0, limit);
     loop {
+        // A connection per page: following holds none between pages.
+        let mut conn = state.db.acquire().await.context("connecting to the database")?;
         let events = store::audit::list(&mut conn, filter, after, page).await?;
+        conn.done().await?;
         // After the first page, follow everything new, not only the latest few.
         page = 10_000;
         let mut out = std::io::stdout().lock();
@@ -396,7 +400,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     // lock (see store::migrations::lock): safe behind a transaction-mode pooler.
     let mut migrator = sqlx::migrate!();
     migrator.set_locking(false);
-    let mut tx = conn.begin().await?;
+    let mut tx = store::db::begin_on(&mut conn, config.database.transaction_pooling()).await?;
     store::migrations::lock(&mut tx)
         .await
         .context("waiting for the migration lock")?;

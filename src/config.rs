@@ -170,6 +170,12 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long a request waits for a connection before 503 (`DATABASE_ACQUIRE_TIMEOUT`, default 3s).
     pub acquire_timeout: Duration,
+    /// Prepared statements kept per connection (`DATABASE_STATEMENT_CACHE`, default 100).
+    /// `0` is the mode for a transaction-mode pooler (PgBouncer
+    /// `pool_mode=transaction`, Supavisor, RDS Proxy): no statement outlives
+    /// its transaction and every use of the database is a transaction (see
+    /// `store::Db`).
+    pub statement_cache: u32,
 }
 
 /// Access tokens (JWT) and refresh tokens: keys, claims, lifetimes.
@@ -361,6 +367,12 @@ impl Config {
 }
 
 impl DatabaseSettings {
+    /// Whether sesame runs behind a transaction-mode pooler
+    /// (`DATABASE_STATEMENT_CACHE=0`).
+    pub fn transaction_pooling(&self) -> bool {
+        self.statement_cache == 0
+    }
+
     /// The hosts to connect to, in the order `DATABASE_URL` lists them, or an
     /// error naming the missing setting.
     pub fn hosts(&self) -> Result<Vec<PgConnectOptions>, ConfigError> {
@@ -370,7 +382,11 @@ impl DatabaseSettings {
                     .to_owned(),
             ],
         })?;
-        Ok(std::iter::once(first).chain(&self.other_hosts).cloned().collect())
+        let cache = usize::try_from(self.statement_cache).unwrap_or(usize::MAX);
+        Ok(std::iter::once(first)
+            .chain(&self.other_hosts)
+            .map(|host| host.clone().statement_cache_capacity(cache))
+            .collect())
     }
 }
 

@@ -26,7 +26,6 @@ use std::{
 };
 
 use sha2::{Digest as _, Sha256};
-use sqlx::PgPool;
 
 use crate::{
     audit::{self, AuditEvent, AuditSink, Event, RequestContext},
@@ -200,7 +199,7 @@ struct Active {
 /// Counts requests against the limits of [`RateLimits`]; holds only what that needs.
 #[derive(Clone)]
 pub struct RateLimiter {
-    db: PgPool,
+    db: store::Db,
     limits: RateLimits,
     clock: Clock,
     audit: AuditSink,
@@ -222,7 +221,7 @@ pub enum LimitError {
 
 impl RateLimiter {
     /// A limiter counting in `db` under `limits`, recording refusals to `audit`.
-    pub fn new(db: PgPool, limits: RateLimits, clock: Clock, audit: AuditSink) -> Self {
+    pub fn new(db: store::Db, limits: RateLimits, clock: Clock, audit: AuditSink) -> Self {
         Self {
             db,
             limits,
@@ -277,11 +276,13 @@ impl RateLimiter {
                     .await?
                     .is_some()
                 {
+                    conn.done().await?;
                     return Ok(());
                 }
                 // Refused, nothing counted: read when the window clears (a
                 // counter deleted since by cleanup clears at once).
                 let expires_at = store::rate_limits::expires_at(&mut conn, hit.bucket, &hit.subject).await?;
+                conn.done().await?;
                 vec![store::rate_limits::Count {
                     bucket: hit.bucket.to_owned(),
                     hits: max.saturating_add(1),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 
 use crate::{
     audit::AuditSink,
@@ -16,6 +16,7 @@ use crate::{
     hash_queue::HashQueue,
     metrics::Metrics,
     rate_limit::RateLimiter,
+    store::Db,
 };
 
 /// Everything a request handler may use; cheap to clone.
@@ -24,7 +25,7 @@ pub struct AppState {
     /// The connection pool; connects lazily, so the server starts and
     /// answers (503) while the database is down; with several hosts in
     /// `DATABASE_URL`, to the primary among them (`store::pool`).
-    pub db: PgPool,
+    pub db: Db,
     pub config: Arc<Config>,
     pub clock: Clock,
     /// Counters and histograms served on `/metrics`.
@@ -48,13 +49,16 @@ impl AppState {
     /// State for `config`, with a lazily connecting pool to its database.
     pub fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
-        let db = crate::store::pool::connect_lazy(&config.database)?;
+        let db = Db::new(
+            crate::store::pool::connect_lazy(&config.database)?,
+            config.database.transaction_pooling(),
+        );
         let metrics = Metrics::default();
         let audit = AuditSink::new(&config, metrics.clone()).context("starting the audit file writer")?;
         Self::assemble(config, db, clock, metrics, audit)
     }
 
-    fn assemble(config: Config, db: PgPool, clock: Clock, metrics: Metrics, audit: AuditSink) -> anyhow::Result<Self> {
+    fn assemble(config: Config, db: Db, clock: Clock, metrics: Metrics, audit: AuditSink) -> anyhow::Result<Self> {
         let jwt = crate::keys::load(&config)?;
         let refresh_chain = RefreshChain::new(config.tokens.jwt_secret.expose().as_bytes());
         let otp = OtpHasher::new(
@@ -90,7 +94,10 @@ impl AppState {
     pub fn offline() -> Self {
         let mut config = Config::from_lookup(|_| None).unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"));
         config.audit.metrics_enabled = false;
-        let db = PgPoolOptions::new().connect_lazy_with(sqlx::postgres::PgConnectOptions::new());
+        let db = Db::new(
+            PgPoolOptions::new().connect_lazy_with(sqlx::postgres::PgConnectOptions::new()),
+            false,
+        );
         let metrics = Metrics::default();
         let audit = AuditSink::new(&config, metrics.clone()).unwrap_or_else(|e| unreachable!("no file to open: {e}"));
         Self::assemble(config, db, Clock::system(), metrics, audit)

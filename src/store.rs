@@ -8,6 +8,7 @@ pub mod audit;
 pub mod audit_file;
 pub mod audit_stats;
 pub mod cleanup;
+pub mod db;
 pub mod health;
 pub mod magic_links;
 pub mod migrations;
@@ -17,3 +18,5 @@ pub mod rate_limits;
 pub mod sessions;
 pub mod users;
 pub mod webhooks;
+
+pub use db::{Conn, Db};

@@ -54,12 +54,13 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
         ApiError::from(ErrorCode::InvalidToken)
     })?;
     let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
-    let user = store::sessions::find_live_owner(&mut conn, claims.sid, claims.sub, now, state.session_cap())
+    let owner = store::sessions::find_live_owner(&mut conn, claims.sid, claims.sub, now, state.session_cap())
         .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| {
-            tracing::debug!("bearer token refused: its session ended or its user is gone");
-            ApiError::new(ErrorCode::InvalidToken, "the session of this token has ended")
-        })?;
+        .map_err(ApiError::from)?;
+    conn.done().await.map_err(ApiError::from)?;
+    let user = owner.ok_or_else(|| {
+        tracing::debug!("bearer token refused: its session ended or its user is gone");
+        ApiError::new(ErrorCode::InvalidToken, "the session of this token has ended")
+    })?;
     Ok(Caller { claims, user })
 }

@@ -95,6 +95,7 @@ impl SessionApi {
         let mut conn = self.state.db.acquire().await?;
         let rows =
             store::sessions::list_live(&mut conn, claims.sub, self.state.clock.now(), self.state.session_cap()).await?;
+        conn.done().await?;
         let sessions = rows
             .into_iter()
             .map(|s| SessionBody {

@@ -104,7 +104,8 @@ async fn delete_until_done(state: &AppState, f: &FileState, keys: Vec<i64>) {
     loop {
         let done = async {
             let mut conn = state.db.acquire().await?;
-            store::audit_file::delete_written(&mut conn, f.outbox.writer, &keys).await
+            store::audit_file::delete_written(&mut conn, f.outbox.writer, &keys).await?;
+            conn.done().await
         };
         match done.await {
             Ok(_) => break,
@@ -123,7 +124,9 @@ async fn replay(state: &AppState, sink: &AuditSink, f: &FileState) {
     loop {
         let page = async {
             let mut conn = state.db.acquire().await?;
-            store::audit_file::pending_before(&mut conn, f.outbox.writer, f.outbox.boot, after, REPLAY_PAGE).await
+            let rows = store::audit_file::pending_before(&mut conn, f.outbox.writer, f.outbox.boot, after, REPLAY_PAGE)
+                .await?;
+            conn.done().await.map(|()| rows)
         };
         match page.await {
             Ok(rows) if rows.is_empty() => return,

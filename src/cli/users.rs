@@ -80,6 +80,7 @@ pub async fn run(state: &AppState, command: UsersCommand) -> anyhow::Result<()> 
             };
             let mut conn = state.db.acquire().await.context("connecting to the database")?;
             let users = store::users::list(&mut conn, &filter, None, limit, state.clock.now()).await?;
+            conn.done().await?;
             for user in users {
                 if json {
                     let body = AdminUserBody::from(user).to_json().unwrap_or_default();
@@ -94,7 +95,9 @@ pub async fn run(state: &AppState, command: UsersCommand) -> anyhow::Result<()> 
             let user = admin::find_user(state, id).await?;
             writeln!(out, "{}", line(&user))?;
             let mut conn = state.db.acquire().await.context("connecting to the database")?;
-            for s in store::sessions::list_live(&mut conn, id, state.clock.now(), state.session_cap()).await? {
+            let sessions = store::sessions::list_live(&mut conn, id, state.clock.now(), state.session_cap()).await?;
+            conn.done().await?;
+            for s in sessions {
                 let ip = s.ip.map(|n| n.ip().to_string()).unwrap_or_else(|| "-".to_owned());
                 writeln!(
                     out,
@@ -150,9 +153,9 @@ async fn resolve(state: &AppState, user: &str) -> anyhow::Result<UserId> {
     }
     let email = EmailAddress::parse(user).context("expected a user id (UUID) or an email address")?;
     let mut conn = state.db.acquire().await.context("connecting to the database")?;
-    store::users::find_id_by_email(&mut conn, &email)
-        .await?
-        .context("no user has this address")
+    let id = store::users::find_id_by_email(&mut conn, &email).await?;
+    conn.done().await?;
+    id.context("no user has this address")
 }
 
 /// Asks on the terminal; true when the operator types the address.

@@ -75,6 +75,7 @@ impl DatabaseSettings {
             other_hosts: hosts.collect(),
             max_connections: r.int_in("DATABASE_MAX_CONNECTIONS", 10, 1, 1000),
             acquire_timeout: r.duration("DATABASE_ACQUIRE_TIMEOUT", "3s", Duration::from_millis(100)),
+            statement_cache: r.int_in("DATABASE_STATEMENT_CACHE", 100, 0, 10_000),
         }
     }
 }

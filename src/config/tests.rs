@@ -101,6 +101,7 @@ fn each_bad_value_names_its_variable_and_the_expected_form() {
         ("DATABASE_URL", "mysql://x", "a PostgreSQL URL"),
         ("DATABASE_MAX_CONNECTIONS", "0", "a whole number from 1 to 1000"),
         ("DATABASE_ACQUIRE_TIMEOUT", "soon", "a duration"),
+        ("DATABASE_STATEMENT_CACHE", "-1", "a whole number from 0 to 10000"),
         ("REQUEST_BODY_TIMEOUT", "0", "a duration"),
         ("LOG_FORMAT", "xml", "one of `pretty`, `json`"),
         ("RUST_LOG", "info,[", "a tracing filter"),

@@ -1,11 +1,11 @@
 //! Liveness of the database.
 
-use sqlx::PgPool;
+use sqlx::Executor as _;
 
-/// One round trip to the database.
-pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT 1 AS "one!""#)
-        .fetch_one(pool)
-        .await
-        .map(|_| ())
+use super::Db;
+
+/// One round trip to the database, in the simple query protocol: nothing is
+/// prepared, so it needs no transaction behind a transaction-mode pooler.
+pub async fn ping(db: &Db) -> Result<(), sqlx::Error> {
+    db.pool().execute("SELECT 1").await.map(|_| ())
 }

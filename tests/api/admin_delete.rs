@@ -85,7 +85,7 @@ async fn deleting_a_user_erases_the_address_and_its_ips_from_every_table(_: PgPo
     config.rate_limits.enabled = true;
     config.rate_limits.send_interval = std::time::Duration::ZERO;
     let app = TestApp::spawn_with(config).await;
-    let pool = app.state.db.clone();
+    let pool = app.state.db.pool().clone();
 
     let pair = sign_in_from(&app, &sink, ERASED, IP_CODE).await;
     let id = pair["user"]["id"].as_str().unwrap().to_owned();

@@ -50,7 +50,7 @@ async fn disabling_ends_sessions_and_stops_live_tokens_at_once(_: PgPoolOptions,
     let revoked: Option<i64> = sqlx::query_scalar(
         "SELECT (metadata->>'revoked')::bigint FROM audit_events WHERE event = 'admin.user.disabled'",
     )
-    .fetch_one(&app.state.db)
+    .fetch_one(app.state.db.pool())
     .await
     .unwrap();
     assert_eq!(revoked, Some(2));
@@ -116,7 +116,7 @@ async fn a_user_disabled_in_sql_is_refused_by_the_bearer_check(_: PgPoolOptions,
     let (app, sink) = spawn_with_smtp(db).await;
     let pair = app.sign_in(&sink, "ada@example.com").await;
     sqlx::query("UPDATE users SET disabled_at = now()")
-        .execute(&app.state.db)
+        .execute(app.state.db.pool())
         .await
         .unwrap();
     app.bearer(Method::GET, "/auth/me", at(&pair))

@@ -37,7 +37,7 @@ pub async fn admin_events(app: &TestApp) -> Vec<(String, Option<uuid::Uuid>, Opt
     sqlx::query_as(
         "SELECT event, user_id, email, metadata->>'actor' FROM audit_events WHERE event LIKE 'admin.%' ORDER BY id",
     )
-    .fetch_all(&app.state.db)
+    .fetch_all(app.state.db.pool())
     .await
     .unwrap()
 }

@@ -42,6 +42,13 @@ pub fn test_config(db: PgConnectOptions) -> Config {
     config.audit.metrics_format = MetricsFormat::None;
     // Most tests send many codes quickly; the rate-limit tests turn limits on.
     config.rate_limits.enabled = false;
+    // SESAME_TEST_STATEMENT_CACHE=0 runs the suite as behind a transaction-mode pooler.
+    if let Some(n) = std::env::var("SESAME_TEST_STATEMENT_CACHE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.database.statement_cache = n;
+    }
     config
 }
 

@@ -54,6 +54,7 @@ mod seed;
 mod sessions;
 mod signup_closed;
 mod tokens;
+mod transaction_pooling;
 mod webhooks;
 mod webhooks_admin;
 mod webhooks_cli;

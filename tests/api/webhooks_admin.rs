@@ -41,7 +41,7 @@ fn deliveries(page: &TestResponse) -> Vec<Value> {
 async fn events_named(app: &TestApp, name: &str) -> Vec<(String, Option<Value>)> {
     sqlx::query_as("SELECT event, metadata FROM audit_events WHERE event = $1 ORDER BY id")
         .bind(name)
-        .fetch_all(&app.state.db)
+        .fetch_all(app.state.db.pool())
         .await
         .unwrap()
 }

@@ -15,7 +15,11 @@
 #   jwt secret rotation what changing JWT_SECRET (and OTP_SECRET) does to tokens and codes
 #   backup              pg_dump/pg_restore keeps sessions; AUDIT_RETENTION cleanup
 #   pgbouncer           two instances, the whole flow and `sesame cleanup` through PgBouncer
-#                       (session pooling; why not transaction pooling: docs/DEPLOYMENT.md)
+#                       (session pooling)
+#   pgbouncer_transaction
+#                       the same through PgBouncer in transaction pooling with
+#                       DATABASE_STATEMENT_CACHE=0, 2 server connections under 16 clients, plus a
+#                       refresh chain across the instances and a concurrent burst
 #   logrotate           logrotate -d of deploy/logrotate.conf, then real rotations under traffic
 #   failover            a primary and a synchronous standby; sesame with a multi-host DATABASE_URL
 #                       under sign-in and refresh traffic; the primary killed, the standby promoted:
@@ -24,7 +28,7 @@
 #
 # Usage: tests/deploy/run.sh [CHECK...]   (from any directory; as root it installs missing Debian
 # packages). CHECKs are function suffixes (systemd_unit production nginx caddy instances keys
-# secret_rotation backup pgbouncer logrotate failover; production needs systemd_unit before it);
+# secret_rotation backup pgbouncer pgbouncer_transaction logrotate failover; production needs systemd_unit before it);
 # none means all, in that order.
 # Environment: SESAME_BIN (default <repo>/target/debug/sesame), PG_BASE (postgres://user@host:port,
 # no database; default: scripts/pg.sh start), KEEP_TMP=1 keeps the temp folder for inspection.
@@ -916,11 +920,12 @@ check_logrotate() {
   ok "logrotate -d clean; 2 forced rotations (create 0640, delaycompress) under traffic: sesame reopened the new file, none of 120 lines lost or doubled"
 }
 
-check_pgbouncer() {
-  CHECK=pgbouncer
-  local d=$T/pgbouncer port pa pb a b db=sesame_deploy_pgb who hostport user pw pid url i n version
+# pgbouncer_up DIR DB MODE SIZE: PgBouncer on a free port in front of database DB, pool_mode
+# MODE with SIZE server connections; sets PGB_URL (postgres://user@127.0.0.1:port/DB) and
+# PGB_PID.
+pgbouncer_up() {
+  local d=$1 db=$2 mode=$3 size=$4 who hostport user pw port i
   mkdir -p "$d"
-  fresh_db "$db"
   who=${PG_BASE#*://}
   hostport=${who#*@}
   user=${who%@*}
@@ -938,8 +943,8 @@ listen_port = $port
 unix_socket_dir =
 auth_type = trust
 auth_file = $d/userlist.txt
-pool_mode = session
-default_pool_size = 6
+pool_mode = $mode
+default_pool_size = $size
 max_client_conn = 50
 ignore_startup_parameters = extra_float_digits
 INI
@@ -947,27 +952,21 @@ INI
   local as_user=()
   [ "$(id -u)" -ne 0 ] || as_user=(-u "$(id -un postgres 2>/dev/null || echo nobody)")
   pgbouncer "${as_user[@]}" "$d/pgbouncer.ini" >"$d/pgbouncer.log" 2>&1 &
-  pid=$!
-  track "$pid"
+  PGB_PID=$!
+  track "$PGB_PID"
   for i in $(seq 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    kill -0 "$pid" 2>/dev/null || fail "pgbouncer exited: $(tail -n 5 "$d/pgbouncer.log")"
+    kill -0 "$PGB_PID" 2>/dev/null || fail "pgbouncer exited: $(tail -n 5 "$d/pgbouncer.log")"
     sleep 0.1
   done
-  version=$(pgbouncer -V | sed -n '1s/^PgBouncer //p')
-  url="postgres://$user@127.0.0.1:$port/$db"
-  free_port pa
-  free_port pb
-  a=http://127.0.0.1:$pa b=http://127.0.0.1:$pb
-  # Two instances through PgBouncer, started together (migrations once), 2 connections each.
-  launch_sesame pgb_a "$pa" "$db" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=2 JWT_SECRET="$SECRET_MAIN"
-  local pid_a=$LAST_PID
-  launch_sesame pgb_b "$pb" "$db" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=2 JWT_SECRET="$SECRET_MAIN"
-  local pid_b=$LAST_PID
-  wait_healthy pgb_a "$a" "$pid_a"
-  wait_healthy pgb_b "$b" "$pid_b"
-  # The whole flow, across the two instances.
-  login "$a" "$T/pgb_a.out" pgbouncer@example.com
+  PGB_URL="postgres://$user@127.0.0.1:$port/$db"
+}
+
+# pgbouncer_flow A B NAME_A DB SERVERS: the whole flow across instances A and B (code on A,
+# me/refresh on B, refresh/logout on A), then at most SERVERS server connections to DB.
+pgbouncer_flow() {
+  local a=$1 b=$2 name_a=$3 db=$4 servers=$5 n
+  login "$a" "$T/$name_a.out" "pgbouncer-$db@example.com"
   me "$b" "$TOKEN"
   expect_status 200 "me on B through PgBouncer"
   refresh "$b" "$REFRESH"
@@ -980,23 +979,107 @@ INI
   expect_code 401 invalid_refresh_token "refresh after logout"
   # Every server connection is PgBouncer's, and no more than its pool.
   n=$(sql postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = '$db'")
-  ((n >= 1 && n <= 6)) || fail "$n server connections to $db, expected 1 to 6 (default_pool_size)"
-  stop "$pid_b" pgb_b
-  stop "$pid_a" pgb_a
-  # `sesame cleanup` through PgBouncer: deletes, and leaves no advisory lock behind.
+  ((n >= 1 && n <= servers)) || fail "$n server connections to $db, expected 1 to $servers (default_pool_size)"
+  SERVERS_SEEN=$n
+}
+
+# pgbouncer_cleanup DIR DB URL [VAR=VALUE...]: `sesame cleanup` through PgBouncer deletes an
+# expired code and leaves no advisory lock behind.
+pgbouncer_cleanup() {
+  local d=$1 db=$2 url=$3
+  shift 3
   sql "$db" "INSERT INTO otp_codes (id, email, code_hash, created_at, expires_at) VALUES (gen_random_uuid(), 'gone@example.com', '\$argon2id\$x', now() - interval '2 days', now() - interval '1 day')" >/dev/null
-  (cd "$T/run" && exec env -i PATH="$PATH" HOME="$T/run" DATABASE_URL="$url" LOG_FORMAT=json "$SESAME_BIN" cleanup) \
+  (cd "$T/run" && exec env -i PATH="$PATH" HOME="$T/run" DATABASE_URL="$url" LOG_FORMAT=json "$@" "$SESAME_BIN" cleanup) \
     >"$d/cleanup.out" 2>&1 || fail "sesame cleanup through PgBouncer: $(tail -n 3 "$d/cleanup.out")"
   [ "$(sql "$db" "SELECT count(*) FROM otp_codes WHERE email = 'gone@example.com'")" = 0 ] ||
     fail "cleanup through PgBouncer kept an expired code"
   [ "$(sql "$db" "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")" = 0 ] ||
     fail "an advisory lock is left held after cleanup"
-  end "$pid"
-  ok "PgBouncer $version, pool_mode=session: 2 instances started together, code on A, me/refresh on B, refresh/logout on A, $n server connections; sesame cleanup deleted and left no lock"
+}
+
+check_pgbouncer() {
+  CHECK=pgbouncer
+  local d=$T/pgbouncer pa pb a b db=sesame_deploy_pgb version
+  fresh_db "$db"
+  pgbouncer_up "$d" "$db" session 6
+  version=$(pgbouncer -V | sed -n '1s/^PgBouncer //p')
+  free_port pa
+  free_port pb
+  a=http://127.0.0.1:$pa b=http://127.0.0.1:$pb
+  # Two instances through PgBouncer, started together (migrations once), 2 connections each.
+  launch_sesame pgb_a "$pa" "$db" DATABASE_URL="$PGB_URL" DATABASE_MAX_CONNECTIONS=2 JWT_SECRET="$SECRET_MAIN"
+  local pid_a=$LAST_PID
+  launch_sesame pgb_b "$pb" "$db" DATABASE_URL="$PGB_URL" DATABASE_MAX_CONNECTIONS=2 JWT_SECRET="$SECRET_MAIN"
+  local pid_b=$LAST_PID
+  wait_healthy pgb_a "$a" "$pid_a"
+  wait_healthy pgb_b "$b" "$pid_b"
+  pgbouncer_flow "$a" "$b" pgb_a "$db" 6
+  stop "$pid_b" pgb_b
+  stop "$pid_a" pgb_a
+  pgbouncer_cleanup "$d" "$db" "$PGB_URL"
+  end "$PGB_PID"
+  ok "PgBouncer $version, pool_mode=session: 2 instances started together, code on A, me/refresh on B, refresh/logout on A, $SERVERS_SEEN server connections; sesame cleanup deleted and left no lock"
+}
+
+check_pgbouncer_transaction() {
+  CHECK=pgbouncer_transaction
+  local d=$T/pgbouncer_tx pa pb a b db=sesame_deploy_pgbt i base before after pids bad chain=0
+  fresh_db "$db"
+  # Two server connections under sixteen client connections: every transaction may land on
+  # a server another client (or the other instance) prepared statements on.
+  pgbouncer_up "$d" "$db" transaction 2
+  free_port pa
+  free_port pb
+  a=http://127.0.0.1:$pa b=http://127.0.0.1:$pb
+  launch_sesame pgbt_a "$pa" "$db" DATABASE_URL="$PGB_URL" DATABASE_STATEMENT_CACHE=0 DATABASE_MAX_CONNECTIONS=8 \
+    JWT_SECRET="$SECRET_MAIN" RATE_LIMIT_ENABLED=true
+  local pid_a=$LAST_PID
+  launch_sesame pgbt_b "$pb" "$db" DATABASE_URL="$PGB_URL" DATABASE_STATEMENT_CACHE=0 DATABASE_MAX_CONNECTIONS=8 \
+    JWT_SECRET="$SECRET_MAIN" RATE_LIMIT_ENABLED=true
+  local pid_b=$LAST_PID
+  wait_healthy pgbt_a "$a" "$pid_a"
+  wait_healthy pgbt_b "$b" "$pid_b"
+  pgbouncer_flow "$a" "$b" pgbt_a "$db" 2
+  # A refresh chain across the instances, then a burst on both at once: bearer checks,
+  # logouts that record events, rate-limit counters; every answer 200, every event kept.
+  login "$b" "$T/pgbt_b.out" "pgbouncer-chain@example.com"
+  for i in $(seq 10); do
+    base=$a
+    ((i % 2)) || base=$b
+    refresh "$base" "$REFRESH"
+    expect_status 200 "refresh $i of a chain through PgBouncer (transaction pooling)"
+    chain=$i
+  done
+  before=$(sql "$db" "SELECT count(*) FROM audit_events")
+  : >"$d/statuses"
+  for i in $(seq 40); do
+    pids=()
+    for base in "$a" "$b"; do
+      curl -sS -o /dev/null -w '%{http_code}\n' --max-time 20 -H "authorization: Bearer $TOKEN" \
+        "$base/auth/me" >>"$d/statuses" &
+      pids+=($!)
+      curl -sS -o /dev/null -w '%{http_code}\n' --max-time 20 -H 'content-type: application/json' \
+        --data-binary "{\"refreshToken\":\"$(printf '%043d' "$i")\"}" "$base/auth/logout" >>"$d/statuses" &
+      pids+=($!)
+    done
+    wait "${pids[@]}" || true
+  done
+  bad=$(grep -cv '^200$' "$d/statuses" || true)
+  [ "$(wc -l <"$d/statuses")" = 160 ] && [ "$bad" = 0 ] ||
+    fail "burst through PgBouncer: $bad of $(wc -l <"$d/statuses") answers not 200: $(sort "$d/statuses" | uniq -c | tr '\n' ' '); $(grep -h '"ERROR"' "$T/pgbt_a.err" "$T/pgbt_b.err" | tail -n 2)"
+  after=$(sql "$db" "SELECT count(*) FROM audit_events")
+  [ $((after - before)) = 80 ] || fail "80 logouts through PgBouncer recorded $((after - before)) events"
+  ! grep -q '"level":"ERROR"' "$T/pgbt_a.err" "$T/pgbt_b.err" ||
+    fail "an instance logged an error: $(grep -h '"level":"ERROR"' "$T/pgbt_a.err" "$T/pgbt_b.err" | head -n 2)"
+  stop "$pid_b" pgbt_b
+  stop "$pid_a" pgbt_a
+  pgbouncer_cleanup "$d" "$db" "$PGB_URL" DATABASE_STATEMENT_CACHE=0
+  end "$PGB_PID"
+  ok "pool_mode=transaction, 2 server connections, DATABASE_STATEMENT_CACHE=0: 2 instances (8 connections each) started together, the flow across them, a $chain-refresh chain alternating A/B, 160 concurrent me/logout answers all 200 with their 80 events; sesame cleanup deleted and left no lock"
 }
 
 checks=("$@")
-((${#checks[@]})) || checks=(systemd_unit production nginx caddy instances keys secret_rotation backup pgbouncer logrotate failover)
+((${#checks[@]})) || checks=(systemd_unit production nginx caddy instances keys secret_rotation backup pgbouncer pgbouncer_transaction logrotate failover)
 for c in "${checks[@]}"; do
   declare -F "check_$c" >/dev/null || fail "no check named '$c'"
 done

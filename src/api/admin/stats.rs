@@ -252,6 +252,7 @@ impl StatsApi {
         let bucket_secs = i64::try_from(window.bucket.as_secs()).unwrap_or(86_400);
         let mut conn = self.state.db.acquire().await?;
         let rows = store::audit_stats::stats(&mut conn, from, until, bucket_secs).await?;
+        conn.done().await?;
         let (buckets, totals) = fill(&rows, from, until, bucket_secs);
         Ok(Json(StatsResponse {
             success: true,

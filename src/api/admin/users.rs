@@ -205,6 +205,7 @@ impl UsersApi {
         let mut conn = self.state.db.acquire().await?;
         let mut users =
             store::users::list(&mut conn, &filter, after, i64::from(limit) + 1, self.state.clock.now()).await?;
+        conn.done().await?;
         let more = users.len() > limit as usize;
         users.truncate(limit as usize);
         let next_cursor = more
@@ -243,6 +244,7 @@ impl UsersApi {
                 ip: s.ip.map(|n| n.ip().to_string()).into(),
             })
             .collect();
+        conn.done().await?;
         Ok(Json(UserDetailResponse {
             success: true,
             user: user.into(),

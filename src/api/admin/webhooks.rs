@@ -162,6 +162,7 @@ impl WebhooksApi {
         let mut conn = self.state.db.acquire().await?;
         let mut rows =
             store::webhooks::list(&mut conn, status.0.map(Status::from), after, i64::from(limit) + 1).await?;
+        conn.done().await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more

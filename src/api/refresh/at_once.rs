@@ -54,10 +54,11 @@ pub(super) async fn rotate(
         file,
     };
     let mut conn = state.db.acquire().await?;
-    let Some(done) = store::sessions::rotate_live(&mut conn, &rotation).await? else {
+    let rotated = store::sessions::rotate_live(&mut conn, &rotation).await?;
+    conn.done().await?;
+    let Some(done) = rotated else {
         return Ok(None);
     };
-    drop(conn);
     let session = SessionOf {
         user: &done.user,
         session_id: done.session_id,

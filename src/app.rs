@@ -8,7 +8,7 @@
 //! `ADMIN_PORT=0`, the operators' one ([`admin_routes`]: `/metrics`, `/health`,
 //! the admin API and its document), which the public port does not serve.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use poem::{
@@ -126,10 +126,11 @@ pub fn admin_routes(state: &AppState) -> impl Endpoint + 'static {
         .around(middleware::allow)
         .around(api::admin::require_token)
         .around(middleware::trace)
-        .data(methods)
+        // Shared, not copied: request data is cloned into every request.
+        .data(Arc::new(methods))
         .data(state.metrics.clone())
         .data(middleware::BodyTimeout(state.config.server.request_body_timeout))
-        .data(state.clone())
+        .data(Arc::new(state.clone()))
 }
 
 /// A GET route answering `body()` as `content_type`, with `cache_control` if given.
@@ -161,10 +162,11 @@ fn with_middleware(route: Route, state: &AppState, methods: middleware::Methods)
             async move { cors.handle(ep, req).await }
         })
         .around(middleware::trace)
-        .data(methods)
+        // Shared, not copied: request data is cloned into every request.
+        .data(Arc::new(methods))
         .data(state.metrics.clone())
         .data(middleware::BodyTimeout(state.config.server.request_body_timeout))
-        .data(state.clone())
+        .data(Arc::new(state.clone()))
 }
 
 /// A bound, ready-to-serve sesame.

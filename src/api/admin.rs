@@ -136,7 +136,7 @@ pub async fn require_token<E: Endpoint<Output = Response>>(ep: Arc<E>, req: Requ
     if !is_admin_path(req.uri().path()) {
         return ep.call(req).await;
     }
-    let Some(state) = req.data::<AppState>().cloned() else {
+    let Some(state) = req.data::<Arc<AppState>>().cloned() else {
         return Ok(ApiError::internal(anyhow::anyhow!("AppState is not attached to requests")).into_response());
     };
     let Some(expected) = state.config.admin.token.as_ref() else {

@@ -30,7 +30,16 @@ fn request_id_of(req: &Request) -> RequestId {
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
     });
-    RequestId(given.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned))
+    RequestId(given.map_or_else(new_request_id, str::to_owned))
+}
+
+/// A random UUID (v4) from the thread's generator: `Uuid::new_v4` asks the
+/// kernel (a `getrandom` call) for every request.
+fn new_request_id() -> String {
+    use rand::Rng as _;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 /// Gives the request an id, runs it in a span carrying that id, logs its
@@ -216,7 +225,7 @@ impl Cors {
             (Some(_), true) => {
                 // The route's own methods, as `Allow` lists them.
                 let methods = req
-                    .data::<Methods>()
+                    .data::<Arc<Methods>>()
                     .and_then(|m| m.allow(req.uri().path()))
                     .and_then(|a| HeaderValue::from_str(&a).ok())
                     .unwrap_or(HeaderValue::from_static("GET, POST, DELETE, OPTIONS"));
@@ -319,17 +328,23 @@ impl Methods {
 /// to every 405 (a method the route does not answer). Needs [`Methods`] in
 /// the request data.
 pub async fn allow<E: Endpoint<Output = Response>>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
-    let allowed = req.data::<Methods>().and_then(|m| m.allow(req.uri().path()));
-    if let (Some(allowed), true) = (&allowed, req.method() == Method::OPTIONS) {
+    // Looked up only for an OPTIONS or a 405, not on every request's way.
+    let methods = req.data::<Arc<Methods>>().cloned();
+    if req.method() == Method::OPTIONS
+        && let Some(allowed) = methods.as_ref().and_then(|m| m.allow(req.uri().path()))
+    {
         let mut resp = Response::builder().status(StatusCode::NO_CONTENT).finish();
-        if let Ok(v) = HeaderValue::from_str(allowed) {
+        if let Ok(v) = HeaderValue::from_str(&allowed) {
             resp.headers_mut().insert(header::ALLOW, v);
         }
         return Ok(resp);
     }
+    let uri = req.uri().clone();
     let mut resp = ep.call(req).await?;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(v) = allowed.and_then(|a| HeaderValue::from_str(&a).ok())
+        && let Some(v) = methods
+            .and_then(|m| m.allow(uri.path()))
+            .and_then(|a| HeaderValue::from_str(&a).ok())
     {
         resp.headers_mut().insert(header::ALLOW, v);
     }

@@ -38,7 +38,7 @@ pub struct Caller {
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let state = req
-        .data::<AppState>()
+        .data::<std::sync::Arc<AppState>>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not attached to requests")))?;
     let ctx = request_context(req, state);
     limit(

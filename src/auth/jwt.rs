@@ -66,6 +66,8 @@ pub struct JwtKeys {
     jwks: Value,
     issuer: String,
     audience: String,
+    /// What `verify_at` checks, built once: it allocates a few sets.
+    validation: Validation,
 }
 
 impl fmt::Debug for JwtKeys {
@@ -108,6 +110,19 @@ fn jwk(public: &VerifyingKey) -> (String, Value) {
     (kid, jwk)
 }
 
+/// What a token of `algorithm` must be to verify: signed so, by `issuer`,
+/// for `audience`, with every claim sesame reads.
+fn validation(algorithm: Algorithm, issuer: &str, audience: &str) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    // Times are checked in `verify_at` against the injected clock, not the system's.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation
+}
+
 impl JwtKeys {
     /// HS256 with the shared `secret`.
     pub fn hs256(secret: &[u8], issuer: &str, audience: &str) -> Self {
@@ -122,6 +137,7 @@ impl JwtKeys {
             jwks: json!({ "keys": [] }),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            validation: validation(Algorithm::HS256, issuer, audience),
         }
     }
 
@@ -165,6 +181,7 @@ impl JwtKeys {
             jwks: json!({ "keys": jwks }),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            validation: validation(Algorithm::EdDSA, issuer, audience),
         })
     }
 
@@ -211,26 +228,24 @@ impl JwtKeys {
     /// (the same rule as jsonwebtoken's own checks).
     pub fn verify_at(&self, token: &str, now: OffsetDateTime) -> Result<Claims, jsonwebtoken::errors::Error> {
         use jsonwebtoken::errors::ErrorKind;
-        let header = jsonwebtoken::decode_header(token)?;
-        if header.alg != self.algorithm {
-            return Err(ErrorKind::InvalidAlgorithm.into());
-        }
-        let verifier = match self.algorithm {
-            Algorithm::EdDSA => self
-                .verifiers
-                .iter()
-                .find(|v| v.kid.is_some() && v.kid == header.kid)
-                .ok_or(ErrorKind::InvalidKeyFormat)?,
-            _ => self.verifiers.first().ok_or(ErrorKind::InvalidKeyFormat)?,
+        // With one key, `decode` checks the header's algorithm itself (it is
+        // the only one `validation` allows); with several, the header's `kid`
+        // picks the key.
+        let verifier = match (self.algorithm, self.verifiers.as_slice()) {
+            (_, [only]) if only.kid.is_none() => only,
+            (Algorithm::EdDSA, verifiers) => {
+                let header = jsonwebtoken::decode_header(token)?;
+                if header.alg != self.algorithm {
+                    return Err(ErrorKind::InvalidAlgorithm.into());
+                }
+                verifiers
+                    .iter()
+                    .find(|v| v.kid.is_some() && v.kid == header.kid)
+                    .ok_or(ErrorKind::InvalidKeyFormat)?
+            }
+            (_, verifiers) => verifiers.first().ok_or(ErrorKind::InvalidKeyFormat)?,
         };
-        let mut validation = Validation::new(self.algorithm);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        // Times are checked below against the injected clock, not the system's.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        let claims = jsonwebtoken::decode::<Claims>(token, &verifier.key, &validation)?.claims;
+        let claims = jsonwebtoken::decode::<Claims>(token, &verifier.key, &self.validation)?.claims;
         let now = now.unix_timestamp();
         if claims.exp.saturating_add(LEEWAY_SECONDS) < now {
             return Err(ErrorKind::ExpiredSignature.into());
@@ -309,6 +324,35 @@ mod tests {
             keys.verify(&future.token).is_err(),
             "a token from the future is not valid yet"
         );
+    }
+
+    #[test]
+    fn only_the_configured_algorithm_verifies() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let keys = JwtKeys::hs256(secret, "sesame", "app");
+        let claims = keys
+            .issue(
+                UserId::generate(),
+                "ada@example.com",
+                SessionId::generate(),
+                OffsetDateTime::now_utc(),
+                hour(),
+            )
+            .expect("signs")
+            .claims;
+        // The same claims under the same secret, but HS512 in the header.
+        let other = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("signs");
+        assert!(keys.verify(&other).is_err(), "another HMAC algorithm is refused");
+        // `alg: none` with no signature.
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let payload = serde_json::to_string(&claims).expect("serializes");
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&payload));
+        assert!(keys.verify(&none).is_err(), "an unsigned token is refused");
     }
 
     #[test]

@@ -20,7 +20,8 @@
 #   BENCH_PROFILE=debug bench/run.sh 1 2     check the script end to end on debug builds
 # Also from the environment: LATENCY_SECONDS (seconds per single-client
 # scenario, default the same), ROTATION_TOKENS (bench/pg-limit.sh), SEED_SCALE (also
-# run the tuned configuration on a database filled by `bench/seed --scale SEED_SCALE`,
+# run the tuned configuration on a database filled by `bench/seed --scale SEED_SCALE`
+# and cleaned by `sesame cleanup` (the deletions a running deployment's job would have done),
 # and keep the plans of the statements it runs: seeded-plans.txt), LOADGEN_BIN
 # and FLOOR_BIN (prebuilt binaries; then nothing is built but what is missing).
 set -euo pipefail
@@ -105,7 +106,12 @@ run_config() {
     # A year of data first (bench/seed), so start-up finds the migrations applied.
     env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$SESAME_BIN" migrate >/dev/null
     bench/seed --scale "$SEED_SCALE" "$PG_BASE/$db" >"$out/seed.txt"
-    psql -X -q -d "$PG_BASE/$db" -c "VACUUM ANALYZE" >/dev/null
+    # A deployment's cleanup job has kept up all year: delete the seed's expired and ended
+    # rows first (else the job's first run does it during the measurements), then vacuum
+    # and checkpoint, so the runs start from a settled database.
+    env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$SESAME_BIN" cleanup >"$out/seed-cleanup.txt"
+    psql -X -q -d "$PG_BASE/$db" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+    sync
   fi
   port=$(free_port); smtp=$(free_port)
   started=$(date +%s%N)

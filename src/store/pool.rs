@@ -92,10 +92,14 @@ pub async fn connect_primary(hosts: &[PgConnectOptions], timeout: Duration) -> R
 }
 
 /// Whether the server is in recovery, i.e. a standby that refuses writes.
+///
+/// In the simple query protocol: it runs outside any transaction (on a new
+/// connection, before `migrate`'s), where a prepared statement behind a
+/// transaction-mode pooler could take a name another client left prepared on
+/// that server connection (see `store::db`).
 pub async fn in_recovery(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT pg_is_in_recovery() AS "in_recovery!""#)
-        .fetch_one(conn)
-        .await
+    use sqlx::{Executor as _, Row as _};
+    conn.fetch_one("SELECT pg_is_in_recovery()").await?.try_get(0)
 }
 
 /// When the pool last moved to another host.

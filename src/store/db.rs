@@ -16,7 +16,10 @@
 //! - no statement is cached, and every transaction begins with
 //!   `DEALLOCATE ALL` (in the `BEGIN`'s round trip), which clears what earlier
 //!   transactions on that server left prepared, ours or another instance's,
-//!   so a statement name is never taken.
+//!   so a statement name is never taken;
+//! - what runs outside a transaction (the health ping, the primary check of
+//!   `store::pool::in_recovery`) uses the simple query protocol, which
+//!   prepares nothing.
 //!
 //! Nothing else in sesame keeps session state: advisory locks are
 //! transaction-scoped (`pg_advisory_xact_lock`), and there is no `SET`,

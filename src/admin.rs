@@ -83,9 +83,11 @@ pub async fn create_user(
 
 /// The user `id`, for reads.
 pub async fn find_user(state: &AppState, id: UserId) -> Result<store::users::UserRecord, AdminError> {
-    let mut conn = state.db.acquire().await?;
-    let user = store::users::find(&mut conn, id, state.clock.now()).await?;
-    conn.done().await?;
+    let now = state.clock.now();
+    let user = state
+        .db
+        .run(async |conn| store::users::find(conn, id, now).await)
+        .await?;
     user.ok_or(AdminError::NotFound)
 }
 

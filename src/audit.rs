@@ -90,9 +90,9 @@ impl DerefMut for AuditTx {
 /// Records an event that has no state change of its own (a failed
 /// verification, a rate-limit hit) in its own short transaction.
 pub async fn record_alone(db: &store::Db, sink: &AuditSink, event: AuditEvent) -> Result<(), sqlx::Error> {
-    let mut conn = db.acquire().await?;
-    let ids = sink.insert(&mut conn, std::slice::from_ref(&event)).await?;
-    conn.done().await?;
+    let ids = db
+        .run(async |conn| sink.insert(conn, std::slice::from_ref(&event)).await)
+        .await?;
     sink.publish(std::slice::from_ref(&event), &ids);
     Ok(())
 }

@@ -208,8 +208,17 @@ async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         WebhooksCommand::Status { status, limit } => {
-            let mut conn = state.db.acquire().await.context("connecting to the database")?;
-            let counts = store::webhooks::counts(&mut conn).await?;
+            let status = Status::parse(&status).context("unknown status")?;
+            let (counts, oldest, rows) = state
+                .db
+                .run(async |conn| {
+                    let counts = store::webhooks::counts(conn).await?;
+                    let oldest = store::webhooks::oldest_pending(conn).await?;
+                    let rows = store::webhooks::list(conn, Some(status), 0, limit).await?;
+                    Ok((counts, oldest, rows))
+                })
+                .await
+                .context("reading the deliveries")?;
             let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
             writeln!(
                 out,
@@ -220,7 +229,7 @@ async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
                     counts.join(", ")
                 }
             )?;
-            if let Some(oldest) = store::webhooks::oldest_pending(&mut conn).await? {
+            if let Some(oldest) = oldest {
                 let age = (state.clock.now() - oldest).whole_seconds().max(0);
                 writeln!(
                     out,
@@ -228,9 +237,6 @@ async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
                     crate::config::compact_duration(Duration::from_secs(age.unsigned_abs()))
                 )?;
             }
-            let status = Status::parse(&status).context("unknown status")?;
-            let rows = store::webhooks::list(&mut conn, Some(status), 0, limit).await?;
-            conn.done().await?;
             writeln!(out, "\n{} deliveries (oldest first):", status.as_str())?;
             let table = report::Table {
                 columns: ["id", "event", "endpoint", "attempts", "created", "last error"]
@@ -336,17 +342,17 @@ fn quiet(mut config: Config) -> Config {
 }
 
 async fn summary(state: &AppState, since: Duration) -> anyhow::Result<()> {
-    let mut conn = state.db.acquire().await.context("connecting to the database")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "sesame audit summary, last {}", humantime::format_duration(since))?;
     for q in report::queries() {
-        let table = report::run(&mut conn, &q, since)
+        let table = state
+            .db
+            .run(async |conn| report::run(conn, &q, since).await)
             .await
             .with_context(|| format!("running query {}", q.name))?;
         writeln!(out, "\n{} — {}", q.name, q.description)?;
         write!(out, "{table}")?;
     }
-    conn.done().await?;
     Ok(())
 }
 
@@ -362,9 +368,11 @@ async fn tail(
     let (mut after, mut page) = (0, limit);
     loop {
         // A connection per page: following holds none between pages.
-        let mut conn = state.db.acquire().await.context("connecting to the database")?;
-        let events = store::audit::list(&mut conn, filter, after, page).await?;
-        conn.done().await?;
+        let events = state
+            .db
+            .run(async |conn| store::audit::list(conn, filter, after, page).await)
+            .await
+            .context("reading the audit trail")?;
         // After the first page, follow everything new, not only the latest few.
         page = 10_000;
         let mut out = std::io::stdout().lock();

@@ -270,19 +270,23 @@ impl RateLimiter {
         let counts = match (&active[..], &hits[..]) {
             // One limit: one conditional statement, no transaction.
             ([one], [hit]) => {
-                let mut conn = self.db.acquire().await?;
                 let max = i32::try_from(one.max).unwrap_or(i32::MAX);
-                if store::rate_limits::hit_within(&mut conn, hit, max, now)
-                    .await?
-                    .is_some()
-                {
-                    conn.done().await?;
+                let refused = self
+                    .db
+                    .run(async |conn| {
+                        if store::rate_limits::hit_within(conn, hit, max, now).await?.is_some() {
+                            return Ok(None);
+                        }
+                        // Refused, nothing counted: read when the window clears
+                        // (a counter deleted since by cleanup clears at once).
+                        store::rate_limits::expires_at(conn, hit.bucket, &hit.subject)
+                            .await
+                            .map(Some)
+                    })
+                    .await?;
+                let Some(expires_at) = refused else {
                     return Ok(());
-                }
-                // Refused, nothing counted: read when the window clears (a
-                // counter deleted since by cleanup clears at once).
-                let expires_at = store::rate_limits::expires_at(&mut conn, hit.bucket, &hit.subject).await?;
-                conn.done().await?;
+                };
                 vec![store::rate_limits::Count {
                     bucket: hit.bucket.to_owned(),
                     hits: max.saturating_add(1),

@@ -19,4 +19,4 @@ pub mod sessions;
 pub mod users;
 pub mod webhooks;
 
-pub use db::{Conn, Db};
+pub use db::Db;

@@ -53,11 +53,12 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
         tracing::debug!(error = %e, "bearer token refused");
         ApiError::from(ErrorCode::InvalidToken)
     })?;
-    let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
-    let owner = store::sessions::find_live_owner(&mut conn, claims.sid, claims.sub, now, state.session_cap())
+    let cap = state.session_cap();
+    let owner = state
+        .db
+        .run(async |conn| store::sessions::find_live_owner(conn, claims.sid, claims.sub, now, cap).await)
         .await
         .map_err(ApiError::from)?;
-    conn.done().await.map_err(ApiError::from)?;
     let user = owner.ok_or_else(|| {
         tracing::debug!("bearer token refused: its session ended or its user is gone");
         ApiError::new(ErrorCode::InvalidToken, "the session of this token has ended")

@@ -92,10 +92,12 @@ impl SessionApi {
     )]
     async fn list_sessions(&self, auth: BearerAuth) -> Result<Json<SessionsResponse>, Errors<BearerErrors>> {
         let BearerAuth(Caller { claims, .. }) = auth;
-        let mut conn = self.state.db.acquire().await?;
-        let rows =
-            store::sessions::list_live(&mut conn, claims.sub, self.state.clock.now(), self.state.session_cap()).await?;
-        conn.done().await?;
+        let (now, cap) = (self.state.clock.now(), self.state.session_cap());
+        let rows = self
+            .state
+            .db
+            .run(async |conn| store::sessions::list_live(conn, claims.sub, now, cap).await)
+            .await?;
         let sessions = rows
             .into_iter()
             .map(|s| SessionBody {

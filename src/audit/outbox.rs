@@ -102,11 +102,9 @@ async fn delete_until_done(state: &AppState, f: &FileState, keys: Vec<i64>) {
         return;
     }
     loop {
-        let done = async {
-            let mut conn = state.db.acquire().await?;
-            store::audit_file::delete_written(&mut conn, f.outbox.writer, &keys).await?;
-            conn.done().await
-        };
+        let done = state
+            .db
+            .run(async |conn| store::audit_file::delete_written(conn, f.outbox.writer, &keys).await);
         match done.await {
             Ok(_) => break,
             Err(e) => {
@@ -122,12 +120,9 @@ async fn delete_until_done(state: &AppState, f: &FileState, keys: Vec<i64>) {
 async fn replay(state: &AppState, sink: &AuditSink, f: &FileState) {
     let mut after = 0;
     loop {
-        let page = async {
-            let mut conn = state.db.acquire().await?;
-            let rows = store::audit_file::pending_before(&mut conn, f.outbox.writer, f.outbox.boot, after, REPLAY_PAGE)
-                .await?;
-            conn.done().await.map(|()| rows)
-        };
+        let page = state.db.run(async |conn| {
+            store::audit_file::pending_before(conn, f.outbox.writer, f.outbox.boot, after, REPLAY_PAGE).await
+        });
         match page.await {
             Ok(rows) if rows.is_empty() => return,
             Ok(rows) => {

@@ -78,9 +78,12 @@ pub async fn run(state: &AppState, command: UsersCommand) -> anyhow::Result<()> 
                 email: email.as_deref(),
                 query: query.as_deref(),
             };
-            let mut conn = state.db.acquire().await.context("connecting to the database")?;
-            let users = store::users::list(&mut conn, &filter, None, limit, state.clock.now()).await?;
-            conn.done().await?;
+            let now = state.clock.now();
+            let users = state
+                .db
+                .run(async |conn| store::users::list(conn, &filter, None, limit, now).await)
+                .await
+                .context("listing users")?;
             for user in users {
                 if json {
                     let body = AdminUserBody::from(user).to_json().unwrap_or_default();
@@ -94,9 +97,12 @@ pub async fn run(state: &AppState, command: UsersCommand) -> anyhow::Result<()> 
             let id = resolve(state, &user).await?;
             let user = admin::find_user(state, id).await?;
             writeln!(out, "{}", line(&user))?;
-            let mut conn = state.db.acquire().await.context("connecting to the database")?;
-            let sessions = store::sessions::list_live(&mut conn, id, state.clock.now(), state.session_cap()).await?;
-            conn.done().await?;
+            let (now, cap) = (state.clock.now(), state.session_cap());
+            let sessions = state
+                .db
+                .run(async |conn| store::sessions::list_live(conn, id, now, cap).await)
+                .await
+                .context("listing the user's sessions")?;
             for s in sessions {
                 let ip = s.ip.map(|n| n.ip().to_string()).unwrap_or_else(|| "-".to_owned());
                 writeln!(
@@ -152,9 +158,11 @@ async fn resolve(state: &AppState, user: &str) -> anyhow::Result<UserId> {
         return Ok(UserId::from(id));
     }
     let email = EmailAddress::parse(user).context("expected a user id (UUID) or an email address")?;
-    let mut conn = state.db.acquire().await.context("connecting to the database")?;
-    let id = store::users::find_id_by_email(&mut conn, &email).await?;
-    conn.done().await?;
+    let id = state
+        .db
+        .run(async |conn| store::users::find_id_by_email(conn, &email).await)
+        .await
+        .context("looking the address up")?;
     id.context("no user has this address")
 }
 

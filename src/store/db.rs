@@ -11,8 +11,8 @@
 //! Execute, Sync): between the two, outside a transaction, the pooler may hand
 //! the client another server, one without that statement (or with another
 //! client's statement of the same name). So in that mode:
-//! - every use of the database is a transaction ([`Db::acquire`] opens one
-//!   too, and [`Conn::done`] commits it), so both halves reach the same server;
+//! - every use of the database is a transaction ([`Db::run`] opens one too,
+//!   and commits it), so both halves reach the same server;
 //! - no statement is cached, and every transaction begins with
 //!   `DEALLOCATE ALL` (in the `BEGIN`'s round trip), which clears what earlier
 //!   transactions on that server left prepared, ours or another instance's,
@@ -63,12 +63,24 @@ impl Db {
         }
     }
 
-    /// A connection for statements that need no transaction of their own:
-    /// each commits by itself when connected directly. Behind a
-    /// transaction-mode pooler it is a transaction, which [`Conn::done`]
-    /// commits; dropped without it, what it wrote is rolled back. Call
-    /// [`Conn::done`] once the statements ran, whatever their answer means.
-    pub async fn acquire(&self) -> Result<Conn, sqlx::Error> {
+    /// Runs `f` on a connection, for statements that need no transaction of
+    /// their own: each commits by itself when connected directly; behind a
+    /// transaction-mode pooler they run in one transaction, committed when
+    /// `f` succeeds (rolled back when it fails).
+    pub async fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let mut conn = self.acquire().await?;
+        let out = f(&mut conn).await?;
+        conn.done().await?;
+        Ok(out)
+    }
+
+    /// A connection as [`Db::run`] uses it: a transaction behind a
+    /// transaction-mode pooler, which [`Conn::done`] commits (dropped without
+    /// it, what it wrote is rolled back).
+    async fn acquire(&self) -> Result<Conn, sqlx::Error> {
         if self.transaction_pooling {
             Ok(Conn::Transaction(self.begin().await?))
         } else {
@@ -96,7 +108,7 @@ pub async fn begin_on(
 }
 
 /// A connection from [`Db::acquire`].
-pub enum Conn {
+enum Conn {
     /// Directly connected: statements commit by themselves.
     Pooled(PoolConnection<Postgres>),
     /// Behind a transaction-mode pooler: committed by [`Conn::done`].
@@ -106,7 +118,7 @@ pub enum Conn {
 impl Conn {
     /// Commits what the statements did (behind a transaction-mode pooler;
     /// directly connected they already did) and gives the connection back.
-    pub async fn done(self) -> Result<(), sqlx::Error> {
+    async fn done(self) -> Result<(), sqlx::Error> {
         match self {
             Self::Pooled(_) => Ok(()),
             Self::Transaction(tx) => tx.commit().await,

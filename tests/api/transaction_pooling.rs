@@ -1,7 +1,7 @@
 //! `DATABASE_STATEMENT_CACHE=0`, the mode for a transaction-mode pooler
 //! (`store::Db`): every use of the database is a transaction that begins with
 //! nothing left prepared, and what a request writes outside a transaction of
-//! its own is still committed. (Through a real PgBouncer in
+//! its own (`Db::run`) is still committed. (Through a real PgBouncer in
 //! `pool_mode=transaction`: the deploy check `pgbouncer_transaction`.)
 
 use serde_json::json;
@@ -32,26 +32,27 @@ async fn a_transaction_begins_with_nothing_left_prepared(_opts: PgPoolOptions, d
         .unwrap();
     let db = Db::new(pool, true);
 
-    let mut conn = db.acquire().await.unwrap();
-    for i in 0..3 {
-        let n: i32 = sqlx::query_scalar("SELECT $1::int4")
-            .bind(i)
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(n, i);
-    }
+    let before = db
+        .run(async |conn| {
+            for i in 0..3 {
+                let n: i32 = sqlx::query_scalar("SELECT $1::int4")
+                    .bind(i)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                assert_eq!(n, i);
+            }
+            Ok(prepared(conn).await)
+        })
+        .await
+        .unwrap();
     // Uncached statements stay prepared for the rest of the session...
-    assert!(prepared(&mut conn).await >= 4, "the three statements and this one");
-    conn.done().await.unwrap();
+    assert!(before >= 4, "the three statements and this one: {before}");
 
     // ...until the next transaction's BEGIN: then only the statement asking.
     let mut tx = db.begin().await.unwrap();
     assert_eq!(prepared(&mut tx).await, 1);
     tx.commit().await.unwrap();
-    let mut conn = db.acquire().await.unwrap();
-    assert_eq!(prepared(&mut conn).await, 1);
-    conn.done().await.unwrap();
+    assert_eq!(db.run(async |conn| Ok(prepared(conn).await)).await.unwrap(), 1);
 }
 
 #[sqlx::test]

@@ -105,9 +105,11 @@ impl AuditApi {
             since: since.0,
             until: until.0,
         };
-        let mut conn = self.state.db.acquire().await?;
-        let mut rows = store::audit::list_page(&mut conn, &filter, before, i64::from(limit) + 1).await?;
-        conn.done().await?;
+        let mut rows = self
+            .state
+            .db
+            .run(async |conn| store::audit::list_page(conn, &filter, before, i64::from(limit) + 1).await)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more.then(|| rows.last().map(|r| cursor::encode_event(r.id))).flatten();

@@ -250,9 +250,11 @@ impl StatsApi {
         let until = self.state.clock.now();
         let from = until - crate::clock::span(window.since);
         let bucket_secs = i64::try_from(window.bucket.as_secs()).unwrap_or(86_400);
-        let mut conn = self.state.db.acquire().await?;
-        let rows = store::audit_stats::stats(&mut conn, from, until, bucket_secs).await?;
-        conn.done().await?;
+        let rows = self
+            .state
+            .db
+            .run(async |conn| store::audit_stats::stats(conn, from, until, bucket_secs).await)
+            .await?;
         let (buckets, totals) = fill(&rows, from, until, bucket_secs);
         Ok(Json(StatsResponse {
             success: true,

@@ -202,10 +202,12 @@ impl UsersApi {
             email: email.as_deref(),
             query: query.as_deref(),
         };
-        let mut conn = self.state.db.acquire().await?;
-        let mut users =
-            store::users::list(&mut conn, &filter, after, i64::from(limit) + 1, self.state.clock.now()).await?;
-        conn.done().await?;
+        let now = self.state.clock.now();
+        let mut users = self
+            .state
+            .db
+            .run(async |conn| store::users::list(conn, &filter, after, i64::from(limit) + 1, now).await)
+            .await?;
         let more = users.len() > limit as usize;
         users.truncate(limit as usize);
         let next_cursor = more
@@ -231,8 +233,11 @@ impl UsersApi {
         id: Path<Uuid>,
     ) -> Result<Json<UserDetailResponse>, Errors<AdminUserErrors>> {
         let user = admin::find_user(&self.state, UserId::from(id.0)).await?;
-        let mut conn = self.state.db.acquire().await?;
-        let sessions = store::sessions::list_live(&mut conn, user.id, self.state.clock.now(), self.state.session_cap())
+        let (now, cap) = (self.state.clock.now(), self.state.session_cap());
+        let sessions = self
+            .state
+            .db
+            .run(async |conn| store::sessions::list_live(conn, user.id, now, cap).await)
             .await?
             .into_iter()
             .map(|s| AdminSessionBody {
@@ -244,7 +249,6 @@ impl UsersApi {
                 ip: s.ip.map(|n| n.ip().to_string()).into(),
             })
             .collect();
-        conn.done().await?;
         Ok(Json(UserDetailResponse {
             success: true,
             user: user.into(),

@@ -159,10 +159,12 @@ impl WebhooksApi {
             })?,
         };
         let limit = limit.0.unwrap_or(DEFAULT_PAGE);
-        let mut conn = self.state.db.acquire().await?;
-        let mut rows =
-            store::webhooks::list(&mut conn, status.0.map(Status::from), after, i64::from(limit) + 1).await?;
-        conn.done().await?;
+        let status = status.0.map(Status::from);
+        let mut rows = self
+            .state
+            .db
+            .run(async |conn| store::webhooks::list(conn, status, after, i64::from(limit) + 1).await)
+            .await?;
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = more

@@ -53,9 +53,10 @@ pub(super) async fn rotate(
         routes,
         file,
     };
-    let mut conn = state.db.acquire().await?;
-    let rotated = store::sessions::rotate_live(&mut conn, &rotation).await?;
-    conn.done().await?;
+    let rotated = state
+        .db
+        .run(async |conn| store::sessions::rotate_live(conn, &rotation).await)
+        .await?;
     let Some(done) = rotated else {
         return Ok(None);
     };

@@ -34,16 +34,8 @@ fi
 out=bench/results/$(date -u +%Y-%m-%dT%H%M%SZ)-cpu-$scenario
 mkdir -p "$out"
 db=sesame_bench_cpu
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" "$@"; }
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  psql_ -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 
 common=(DATABASE_URL="$PG_BASE/$db" ADMIN_PORT=0 RATE_LIMIT_ENABLED=false RUST_LOG=warn METRICS_FORMAT=none LOG_FORMAT=json)

@@ -36,19 +36,8 @@ mkdir -p "$out"
 db=sesame_bench_pgb
 work=$(mktemp -d "${TMPDIR:-/tmp}/sesame-bench-pgb.XXXXXX")
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" "$@"; }
-pg_setting() { psql_ -c "SHOW $1"; }
-
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  psql_ -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # PgBouncer in front of PG_BASE: trust on loopback, logging in to PostgreSQL as PG_BASE's user.
 who=${PG_BASE#*://}

@@ -10,7 +10,8 @@
 #
 # --scale: passed to bench/seed (default 0.01; 1 is the full year: 30 M events, about
 # 22 GB; the 0.03 seed took 89 s on the shared machine). --no-seed reuses the database
-# of the last run. Environment: PG_BASE (postgres://user@host:port, no database; default:
+# of the last run; with SEED_FROM=DATABASE the seed is a copy of that seeded database
+# (bench/lib.sh's seed_db). Environment: PG_BASE (postgres://user@host:port, no database; default:
 # scripts/pg.sh start), SESAME_BIN (default target/debug/sesame, for `sesame migrate`),
 # DB (default sesame_audit_bench), RUNS (default 3), OUT (default /tmp/sesame-audit-plans.txt).
 # SESAME_BIN must be built from this checkout: it carries the migrations it applies.
@@ -32,12 +33,12 @@ DB=${DB:-sesame_audit_bench}
 RUNS=${RUNS:-3}
 OUT=${OUT:-/tmp/sesame-audit-plans.txt}
 url=$PG_BASE/$DB
+# seed_db
+. bench/lib.sh
 psql_() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 if [ "$seed" = 1 ]; then
-  psql_ -d "$PG_BASE/postgres" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-  DATABASE_URL=$url RUST_LOG=warn "$SESAME_BIN" migrate >/dev/null
-  bench/seed --scale "$scale" "$url"
+  seed_db "$DB" "$scale" "$SESAME_BIN"
   # What autovacuum does to an insert-only table after a while: the visibility map lets
   # index-only scans skip the heap.
   psql_ -d "$url" -c "VACUUM ANALYZE audit_events"

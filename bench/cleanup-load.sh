@@ -17,6 +17,7 @@
 #   bench/cleanup-load.sh [scale (0.1)] [seconds per slice (5)] [concurrency (16)]
 #   BENCH_PROFILE=debug bench/cleanup-load.sh 0.001 1 2   check the script end to end
 #   SESAME_BIN=… LOADGEN_BIN=…                            prebuilt binaries
+#   SEED_FROM=DATABASE                                    copy a seeded database (bench/lib.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-0.1}
@@ -42,23 +43,23 @@ out=bench/results/$(date -u +%Y-%m-%dT%H%MZ)-cleanup
 mkdir -p "$out"
 db=sesame_bench_cleanup
 url=$PG_BASE/$db
+# free_port and seed_db (the exit trap set below replaces lib.sh's); psql_ without a database.
+. bench/lib.sh
 psql_() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-psql_ -d "$PG_BASE/postgres" -c "SET client_min_messages = warning" \
-  -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
-env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$url" RUST_LOG=warn "$SESAME_BIN" migrate >/dev/null
-bench/seed --scale "$scale" "$url" | tee "$out/seed.txt" >&2
+seed_db "$db" "$scale" "$SESAME_BIN" | tee "$out/seed.txt" >&2
 psql_ -d "$url" -c "VACUUM ANALYZE" >/dev/null
 
-# sizes LABEL: rows (estimated after the last VACUUM/ANALYZE: live and dead), table and index sizes.
+# sizes LABEL: rows (estimated after the last VACUUM/ANALYZE: live and dead), table and index
+# sizes, and how many times autovacuum has vacuumed the table since the database was made.
 tables="otp_codes magic_links sessions refresh_tokens rate_limits audit_events webhook_deliveries"
 sizes() {
   local t
   for t in $tables; do
     # Summed over the partitions of a partitioned table (a plain table is its own one leaf).
     psql_ -d "$url" -F ' | ' -c "SELECT '$1', '$t', sum(s.n_live_tup), sum(s.n_dead_tup),
-        round(sum(pg_table_size(p.relid)) / 1048576.0, 1), round(sum(pg_indexes_size(p.relid)) / 1048576.0, 1)
+        round(sum(pg_table_size(p.relid)) / 1048576.0, 1), round(sum(pg_indexes_size(p.relid)) / 1048576.0, 1),
+        sum(s.autovacuum_count)
       FROM (SELECT relid FROM pg_partition_tree('$t') WHERE isleaf
             UNION SELECT oid FROM pg_class WHERE oid = '$t'::regclass AND relkind = 'r') p
       JOIN pg_stat_user_tables s ON s.relid = p.relid"
@@ -132,8 +133,8 @@ for scenario in ("refresh", "mixed"):
         print(f"\n{scenario}: p99 during / before = {ratio:.2f}", end="")
 print()
 print()
-print("| when | table | live rows | dead rows | table MB | indexes MB |")
-print("|---|---|---|---|---|---|")
+print("| when | table | live rows | dead rows | table MB | indexes MB | autovacuums |")
+print("|---|---|---|---|---|---|---|")
 for line in (out / "sizes.txt").read_text().splitlines():
     print("| " + line + " |")
 PY

@@ -20,3 +20,28 @@ bench_cleanup() {
   [ -z "${work:-}" ] || rm -rf "$work"
 }
 trap bench_cleanup EXIT
+
+# seed_db DB SCALE SESAME_BIN: database DB made anew, migrated by SESAME_BIN and filled by
+# `bench/seed --scale SCALE`; prints the seed's facts (its first line is what it holds).
+# With SEED_FROM=NAME in the environment (a database that bench/seed filled earlier, with no
+# session open on it), DB is a file copy of NAME instead, brought to this checkout's
+# migrations, and SCALE is not used: a scale-1 seed takes most of an hour, its copy minutes.
+seed_db() {
+  local name=$1 scale=$2 bin=$3 url=$PG_BASE/$1 counts
+  psql -X -q -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" -c "SET client_min_messages = warning" \
+    -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null
+  if [ -n "${SEED_FROM:-}" ]; then
+    psql -X -q -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" \
+      -c "CREATE DATABASE $name TEMPLATE $SEED_FROM STRATEGY FILE_COPY" >/dev/null
+    env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$url" RUST_LOG=warn "$bin" migrate >/dev/null
+    counts=$(psql -X -q -At -v ON_ERROR_STOP=1 -d "$url" -c "SELECT format(
+        'users=%s sessions=%s tokens=%s events=%s',
+        (SELECT count(*) FROM users), (SELECT count(*) FROM sessions),
+        (SELECT count(*) FROM refresh_tokens), (SELECT count(*) FROM audit_events))")
+    echo "seed: a copy of database $SEED_FROM (filled by bench/seed): $counts"
+  else
+    psql -X -q -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" -c "CREATE DATABASE $name" >/dev/null
+    env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$url" RUST_LOG=warn "$bin" migrate >/dev/null
+    bench/seed --scale "$scale" "$url"
+  fi
+}

@@ -22,7 +22,8 @@
 # scenario, default the same), ROTATION_TOKENS (bench/pg-limit.sh), SEED_SCALE (also
 # run the tuned configuration on a database filled by `bench/seed --scale SEED_SCALE`
 # and cleaned by `sesame cleanup` (the deletions a running deployment's job would have done),
-# and keep the plans of the statements it runs: seeded-plans.txt), LOADGEN_BIN
+# and keep the plans of the statements it runs: seeded-plans.txt; with SEED_FROM=DATABASE, a
+# copy of that seeded database instead, see bench/lib.sh's seed_db), LOADGEN_BIN
 # and FLOOR_BIN (prebuilt binaries; then nothing is built but what is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,9 +57,8 @@ export PG_BASE SESAME_BIN
 out=bench/results/$(date -u +%Y-%m-%dT%H%MZ)
 mkdir -p "$out"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" "$@"; }
-pg_setting() { psql_ -c "SHOW $1"; }
+# free_port, psql_, pg_setting and seed_db (its exit trap is replaced by run_config's own).
+. bench/lib.sh
 
 python3 - "$out/machine.json" "$seconds" "$clients" \
   "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$measured" \
@@ -104,8 +104,7 @@ run_config() {
   psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
   if [ "$name" = seeded ]; then
     # A year of data first (bench/seed), so start-up finds the migrations applied.
-    env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$SESAME_BIN" migrate >/dev/null
-    bench/seed --scale "$SEED_SCALE" "$PG_BASE/$db" >"$out/seed.txt"
+    seed_db "$db" "$SEED_SCALE" "$SESAME_BIN" >"$out/seed.txt"
     # A deployment's cleanup job has kept up all year: delete the seed's expired and ended
     # rows first (else the job's first run does it during the measurements), then vacuum
     # and checkpoint, so the runs start from a settled database.

@@ -1,7 +1,9 @@
 //! The cleanup job: every `CLEANUP_INTERVAL`, one instance at a time (a
 //! transaction-scoped PostgreSQL advisory lock, taken per batch) deletes
 //! expired codes, links and rate-limit windows, sessions and refresh tokens expired or ended more than a day ago,
-//! in batches so no statement holds locks for long. It also keeps the month
+//! in batches so no statement holds locks for long (the tokens and sessions by
+//! sweeping their tables a range of pages at a time: there is no index to find
+//! them by). It also keeps the month
 //! partitions of `audit_events`: it creates them ahead ([`PARTITIONS_AHEAD`])
 //! and, with `AUDIT_RETENTION`, drops each month once all of it is older than
 //! the retention (with the webhook deliveries and file-outbox rows of its
@@ -17,6 +19,9 @@ use crate::{state::AppState, store};
 
 /// Rows deleted per statement.
 const BATCH: i64 = 5_000;
+/// Pages (8 KiB) of a table one step of a sweep reads: about 6 000 refresh
+/// tokens or 9 000 sessions at most, as many as a batch.
+const SWEEP_PAGES: i64 = 128;
 /// Ended sessions and expired tokens are kept this long (for support and forensics).
 const ENDED_GRACE: time::Duration = time::Duration::days(1);
 /// The first run after start-up waits at most this long (restarts are frequent).
@@ -32,7 +37,9 @@ pub struct Report {
     pub otp_codes: u64,
     pub magic_links: u64,
     pub rate_limits: u64,
+    /// Sessions deleted (their tokens with them, not counted).
     pub sessions: u64,
+    /// Refresh tokens deleted for having expired (before their session's delete).
     pub refresh_tokens: u64,
     /// Audit rows deleted, with those of dropped partitions.
     pub audit_events: u64,
@@ -44,31 +51,9 @@ pub struct Report {
     pub audit_outbox_rows: u64,
 }
 
-/// Repeats a batched delete until a batch comes back short, adding to
-/// `$report.$field`; each batch is one transaction under the lock. When the lock
-/// is taken, another instance is running the job: `run_once` returns what this
-/// one did so far (`None` if nothing: it never held the lock).
-macro_rules! drain {
-    ($state:expr, $report:ident . $field:ident, $held:ident, |$conn:ident| $delete:expr) => {{
-        loop {
-            let mut tx = $state.db.begin().await?;
-            if !store::cleanup::try_lock(&mut tx).await? {
-                return Ok($held.then_some($report));
-            }
-            $held = true;
-            let $conn = &mut *tx;
-            let n = $delete.await?;
-            tx.commit().await?;
-            $report.$field += n;
-            if n < BATCH as u64 {
-                break;
-            }
-        }
-    }};
-}
-
 /// Runs `$step` in a transaction of its own holding the cleanup lock; when
-/// another instance has the lock, `run_once` returns (as in [`drain!`]).
+/// another instance has the lock, `run_once` returns what this one did so far
+/// (`None` if nothing: it never held the lock).
 macro_rules! locked {
     ($state:expr, $report:ident, $held:ident, |$conn:ident| $step:expr) => {{
         let mut tx = $state.db.begin().await?;
@@ -80,6 +65,37 @@ macro_rules! locked {
         let out = $step.await?;
         tx.commit().await?;
         out
+    }};
+}
+
+/// Repeats a batched delete until a batch comes back short, adding to
+/// `$report.$field`; each batch is a [`locked!`] step.
+macro_rules! drain {
+    ($state:expr, $report:ident . $field:ident, $held:ident, |$conn:ident| $delete:expr) => {{
+        loop {
+            let n = locked!($state, $report, $held, |$conn| $delete);
+            $report.$field += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+    }};
+}
+
+/// Sweeps a table page range by page range ([`store::cleanup::Swept`]) from
+/// its first page to its last, adding what each step deleted to
+/// `$report.$field`; each step is a [`locked!`] step.
+macro_rules! sweep {
+    ($state:expr, $report:ident . $field:ident, $held:ident, |$conn:ident, $from:ident| $delete:expr) => {{
+        let mut $from = 0_i64;
+        loop {
+            let swept = locked!($state, $report, $held, |$conn| $delete);
+            $report.$field += swept.deleted;
+            match swept.next {
+                Some(next) => $from = next,
+                None => break,
+            }
+        }
     }};
 }
 
@@ -145,11 +161,13 @@ pub async fn run_once(state: &AppState) -> Result<Option<Report>, sqlx::Error> {
     drain!(state, report.rate_limits, held, |conn| {
         store::cleanup::delete_expired_rate_limits(conn, now, BATCH)
     });
-    drain!(state, report.sessions, held, |conn| {
-        store::cleanup::delete_ended_sessions(conn, ended, BATCH)
+    // Expired tokens first, those of ended sessions among them: a session's
+    // delete then cascades to the few tokens left (its unexpired ones).
+    sweep!(state, report.refresh_tokens, held, |conn, from| {
+        store::cleanup::sweep_expired_refresh_tokens(conn, ended, from, SWEEP_PAGES)
     });
-    drain!(state, report.refresh_tokens, held, |conn| {
-        store::cleanup::delete_expired_refresh_tokens(conn, ended, BATCH)
+    sweep!(state, report.sessions, held, |conn, from| {
+        store::cleanup::sweep_ended_sessions(conn, ended, from, SWEEP_PAGES)
     });
     // The statistics' hourly rollups: drop those retention left without
     // events, then count the hours that became final (a day per transaction).

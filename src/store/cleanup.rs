@@ -153,39 +153,85 @@ pub async fn delete_expired_rate_limits(
     Ok(done.rows_affected())
 }
 
-/// Deletes up to `batch` sessions (with their tokens) that expired or were
-/// ended before `cutoff`.
-pub async fn delete_ended_sessions(
-    conn: &mut PgConnection,
-    cutoff: OffsetDateTime,
-    batch: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query!(
-        r#"
-        DELETE FROM sessions WHERE id IN (
-            SELECT id FROM sessions WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2
-        )
-        "#,
-        cutoff,
-        batch,
-    )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+/// One step of a sweep over a table in its physical order ([`sweep_ended_sessions`],
+/// [`sweep_expired_refresh_tokens`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Rows the step deleted.
+    pub deleted: u64,
+    /// The page the next step starts at; `None` once the step reached the
+    /// table's last page.
+    pub next: Option<i64>,
 }
 
-/// Deletes up to `batch` refresh tokens of live sessions that expired before `cutoff`.
-pub async fn delete_expired_refresh_tokens(
+impl Swept {
+    fn after(deleted: i64, from: i64, pages: i64, table_pages: i64) -> Self {
+        let next = from + pages;
+        Self {
+            deleted: u64::try_from(deleted).unwrap_or(0),
+            next: (next < table_pages).then_some(next),
+        }
+    }
+}
+
+/// Deletes the sessions (with their tokens) that expired or were ended before
+/// `cutoff` among those stored on pages `[from, from + pages)`.
+///
+/// A sweep reads each page of the table once, by ranges of row addresses (a
+/// TID range scan), where a batch of "up to N matching rows" has no index to
+/// find them by (`revoked_at` has none) and would read again, each time, every
+/// page the batches before it already cleared.
+pub async fn sweep_ended_sessions(
     conn: &mut PgConnection,
     cutoff: OffsetDateTime,
-    batch: i64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query!(
-        "DELETE FROM refresh_tokens WHERE id IN (SELECT id FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+    from: i64,
+    pages: i64,
+) -> Result<Swept, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"
+        WITH gone AS (
+            DELETE FROM sessions
+            WHERE ctid >= format('(%s,0)', $2::bigint)::tid AND ctid < format('(%s,0)', $2::bigint + $3)::tid
+              AND (expires_at < $1 OR revoked_at < $1)
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM gone) AS "deleted!",
+               pg_relation_size('sessions') / current_setting('block_size')::bigint AS "pages!"
+        "#,
         cutoff,
-        batch,
+        from,
+        pages,
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(done.rows_affected())
+    Ok(Swept::after(row.deleted, from, pages, row.pages))
+}
+
+/// Deletes the refresh tokens that expired before `cutoff` among those stored
+/// on pages `[from, from + pages)` (a sweep, as [`sweep_ended_sessions`]: there
+/// is no index on `expires_at`, which would cost every rotation an entry).
+pub async fn sweep_expired_refresh_tokens(
+    conn: &mut PgConnection,
+    cutoff: OffsetDateTime,
+    from: i64,
+    pages: i64,
+) -> Result<Swept, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"
+        WITH gone AS (
+            DELETE FROM refresh_tokens
+            WHERE ctid >= format('(%s,0)', $2::bigint)::tid AND ctid < format('(%s,0)', $2::bigint + $3)::tid
+              AND expires_at < $1
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM gone) AS "deleted!",
+               pg_relation_size('refresh_tokens') / current_setting('block_size')::bigint AS "pages!"
+        "#,
+        cutoff,
+        from,
+        pages,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Swept::after(row.deleted, from, pages, row.pages))
 }

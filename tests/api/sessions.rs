@@ -144,3 +144,75 @@ async fn cleanup_deletes_long_ended_sessions_and_nothing_live(opts: PgPoolOption
     assert_eq!(left, 2, "the live one and the one ended minutes ago stay");
     assert_eq!(app.refresh(rt(&live)).await.status, 200);
 }
+
+/// Sessions and tokens are found by sweeping their tables a range of pages at a
+/// time (128 pages a step): tables of several ranges, ended and live rows on
+/// every page, lose every ended row and keep every live one.
+#[sqlx::test]
+async fn cleanup_sweeps_every_page_of_sessions_and_tokens(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    // 30 000 sessions, in turn live, expired two days ago, ended two days ago
+    // (unexpired); a live session has an expired (rotated) token and its live
+    // child, an ended one a token that expired or that its end revoked.
+    sqlx::raw_sql(
+        r"
+        INSERT INTO users (id, email) VALUES ('00000000-0000-4000-8000-000000000001', 'sweep@example.com');
+        INSERT INTO sessions (id, user_id, created_at, expires_at, revoked_at, revoke_reason)
+        SELECT md5('s' || n)::uuid, '00000000-0000-4000-8000-000000000001', now() - interval '10 days',
+               CASE n % 3 WHEN 1 THEN now() - interval '2 days' ELSE now() + interval '1 day' END,
+               CASE n % 3 WHEN 2 THEN now() - interval '2 days' END,
+               CASE n % 3 WHEN 2 THEN 'logout' END
+        FROM generate_series(1, 30000) n;
+        INSERT INTO refresh_tokens (id, token_hash, session_id, issued_at, rotated_at, expires_at)
+        SELECT md5('t' || n || k)::uuid, sha256(convert_to(n || '/' || k, 'UTF8')), md5('s' || n)::uuid,
+               now() - interval '10 days',
+               CASE WHEN k = 0 AND n % 3 = 0 THEN now() - interval '3 days' END,
+               CASE WHEN k = 1 OR n % 3 = 2 THEN now() + interval '1 day' ELSE now() - interval '2 days' END
+        FROM generate_series(1, 30000) n, generate_series(0, 1) k
+        WHERE k = 0 OR n % 3 = 0;
+        ANALYZE sessions, refresh_tokens;
+        ",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (session_pages, token_pages): (i64, i64) =
+        sqlx::query_as("SELECT pg_relation_size('sessions') / 8192, pg_relation_size('refresh_tokens') / 8192")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        session_pages > 2 * 128,
+        "sessions span several sweep steps: {session_pages} pages"
+    );
+    assert!(
+        token_pages > 2 * 128,
+        "tokens span several sweep steps: {token_pages} pages"
+    );
+
+    let state = sesame::app::AppState::new(test_config(db), sesame::clock::Clock::system()).unwrap();
+    let report = sesame::cleanup::run_once(&state).await.unwrap().unwrap();
+    assert_eq!(report.sessions, 20_000, "the expired and the ended sessions");
+    assert_eq!(
+        report.refresh_tokens, 20_000,
+        "the rotated tokens of live sessions and the tokens of expired ones (an ended session's unexpired token goes with it)"
+    );
+    let (sessions, live_sessions, tokens, live_tokens): (i64, i64, i64, i64) = sqlx::query_as(
+        r"
+        SELECT (SELECT count(*) FROM sessions),
+               (SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > now()),
+               (SELECT count(*) FROM refresh_tokens),
+               (SELECT count(*) FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                WHERE t.expires_at > now() AND t.rotated_at IS NULL AND s.revoked_at IS NULL)
+        ",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((sessions, live_sessions), (10_000, 10_000), "every live session stays");
+    assert_eq!(
+        (tokens, live_tokens),
+        (10_000, 10_000),
+        "every live session's live token stays"
+    );
+}

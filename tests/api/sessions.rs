@@ -145,6 +145,50 @@ async fn cleanup_deletes_long_ended_sessions_and_nothing_live(opts: PgPoolOption
     assert_eq!(app.refresh(rt(&live)).await.status, 200);
 }
 
+/// A refresh updates its session (`last_used_at`, `expires_at`) and retires its
+/// token (`rotated_at`, `revoked_at`, `rotation_salt`) without touching an
+/// indexed column, so on a page with room both updates are heap-only (HOT): no
+/// index gets a new entry. An index on one of those columns breaks this.
+#[sqlx::test]
+async fn refreshes_update_sessions_and_tokens_heap_only(opts: PgPoolOptions, db: PgConnectOptions) {
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    let (app, sink) = spawn_with_smtp(db).await;
+    let mut pair = app.sign_in(&sink, "ada@example.com").await;
+    for _ in 0..5 {
+        let resp = app.refresh(rt(&pair)).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        pair = resp.json;
+    }
+    // The server's connections report their statistics when they go idle:
+    // wait until the five updates of each table have arrived.
+    let counts = || async {
+        sqlx::query_as::<_, (String, i64, i64)>(
+            "SELECT relname::text, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+             WHERE relname IN ('refresh_tokens', 'sessions') ORDER BY relname",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&pool)
+            .await
+            .unwrap();
+        seen = counts().await;
+        if seen.len() == 2 && seen.iter().all(|(_, updated, _)| *updated >= 5) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen,
+        vec![("refresh_tokens".to_owned(), 5, 5), ("sessions".to_owned(), 5, 5)],
+        "(table, updates, heap-only updates)"
+    );
+}
+
 /// Sessions and tokens are found by sweeping their tables a range of pages at a
 /// time (128 pages a step): tables of several ranges, ended and live rows on
 /// every page, lose every ended row and keep every live one.

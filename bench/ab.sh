@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Two builds of sesame, back to back: A and B each serve from a fresh database of their own
+# (each applies its own migrations), side by side, and the load generator sends one scenario
+# at concurrency 16 to A, then to B, for the given number of rounds, so both see the same
+# machine within a minute of each other. Prints ops/s and p99 per round and the ratio of the
+# medians B / A; raw JSON goes to bench/results/<UTC date-time>-ab-<scenario>/. Loopback
+# only; every step is bounded in time.
+#
+#   bench/ab.sh SESAME_A SESAME_B [scenario (refresh)] [seconds per run (15)] [rounds (3)]
+#   CONFIG=default bench/ab.sh …   RUST_LOG=info and the JSON Lines file on (default: tuned,
+#                                  RUST_LOG=warn and METRICS_FORMAT=none); rate limits off
+#   LOADGEN_BIN=…                  a prebuilt load generator
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { sed -n '9,12p' "$0" >&2; exit 2; }
+bin_a=$1 bin_b=$2
+scenario=${3:-refresh}
+seconds=${4:-15}
+rounds=${5:-3}
+PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
+PG_BASE=${PG_BASE%/}
+target=${CARGO_TARGET_DIR:-target}
+if [ -z "${LOADGEN_BIN:-}" ]; then
+  LOADGEN_BIN=$target/release/examples/loadgen
+  cargo build --release --locked --quiet --example loadgen
+fi
+case ${CONFIG:-tuned} in
+  tuned) config=(RUST_LOG=warn METRICS_FORMAT=none LOG_FORMAT=json) ;;
+  default) config=(RUST_LOG=info METRICS_FORMAT=both) ;;
+  *) echo "CONFIG: tuned or default" >&2; exit 2 ;;
+esac
+out=bench/results/$(date -u +%Y-%m-%dT%H%M%SZ)-ab-$scenario
+mkdir -p "$out"
+work=$(mktemp -d)
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+# (lib.sh's exit trap drops $db: one of the two databases; the other is dropped here.)
+trap 'bench_cleanup; psql_ -c "DROP DATABASE IF EXISTS sesame_bench_ab_a WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+
+declare -A port smtp
+for who in a b; do
+  db=sesame_bench_ab_$who
+  psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+  bin=$bin_a; [ "$who" = a ] || bin=$bin_b
+  port[$who]=$(free_port); smtp[$who]=$(free_port)
+  env DATABASE_URL="$PG_BASE/$db" PORT="${port[$who]}" ADMIN_PORT=0 RATE_LIMIT_ENABLED=false \
+    EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:${smtp[$who]}?tls=none" \
+    METRICS_FILE_PATH="$work/$who-audit.jsonl" "${config[@]}" "$bin" serve >"$work/$who-server.log" 2>&1 &
+  PIDS+=("$!")
+  started=$(date +%s)
+  until curl -fsS "http://127.0.0.1:${port[$who]}/health" >/dev/null 2>&1; do
+    [ $(($(date +%s) - started)) -lt 60 ] || { echo "sesame $who did not start" >&2; cat "$work/$who-server.log" >&2; exit 1; }
+    sleep 0.05
+  done
+done
+{
+  echo "A: $bin_a"; echo "B: $bin_b"; echo "scenario: $scenario, ${CONFIG:-tuned} configuration, $seconds s per run, $rounds rounds"
+  echo "load average before: $(cut -d ' ' -f 1-3 /proc/loadavg)"
+} >"$out/facts.txt"
+for round in $(seq "$rounds"); do
+  for who in a b; do
+    timeout $((seconds + 60)) "$LOADGEN_BIN" --url "http://127.0.0.1:${port[$who]}" --smtp-port "${smtp[$who]}" \
+      --scenario "$scenario" --concurrency 16 --duration "$seconds" --json "$out/$who-$round.json" >/dev/null
+  done
+done
+
+python3 - "$out" "$rounds" <<'PY' | tee "$out/table.md"
+import json, sys, pathlib, statistics
+out, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+print((out / "facts.txt").read_text())
+print("| round | A ops/s | B ops/s | A p99 ms | B p99 ms |")
+print("|---|---|---|---|---|")
+runs = {w: [json.loads((out / f"{w}-{r}.json").read_text()) for r in range(1, rounds + 1)] for w in "ab"}
+for r in range(rounds):
+    a, b = runs["a"][r], runs["b"][r]
+    print(f'| {r + 1} | {a["operationsPerSecond"]:.0f} | {b["operationsPerSecond"]:.0f} | '
+          f'{a["latencyMs"]["p99"]:.2f} | {b["latencyMs"]["p99"]:.2f} |')
+med = {w: statistics.median(j["operationsPerSecond"] for j in runs[w]) for w in "ab"}
+p99 = {w: statistics.median(j["latencyMs"]["p99"] for j in runs[w]) for w in "ab"}
+errors = sum(j["errors"] for w in "ab" for j in runs[w])
+print(f'\nmedian ops/s B / A = {med["b"] / med["a"]:.2f}; median p99 B / A = {p99["b"] / p99["a"]:.2f}; errors: {errors}')
+PY
+echo "results in $out" >&2

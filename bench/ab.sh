@@ -3,7 +3,8 @@
 # (each applies its own migrations), side by side, and the load generator sends one scenario
 # at concurrency 16 to A, then to B, for the given number of rounds, so both see the same
 # machine within a minute of each other. Prints ops/s and p99 per round and the ratio of the
-# medians B / A; raw JSON goes to bench/results/<UTC date-time>-ab-<scenario>/. Loopback
+# medians B / A, then what the runs left in each database (rows, heap-only updates, table and
+# index sizes of sessions and refresh_tokens); raw JSON goes to bench/results/<UTC date-time>-ab-<scenario>/. Loopback
 # only; every step is bounded in time.
 #
 #   bench/ab.sh SESAME_A SESAME_B [scenario (refresh)] [seconds per run (15)] [rounds (3)]
@@ -64,6 +65,14 @@ for round in $(seq "$rounds"); do
   done
 done
 
+# What the runs left in each database: rows, heap-only updates, table and index sizes.
+sleep 2 # (the servers' connections report their statistics when idle)
+for who in a b; do
+  psql -X -q -At -F ' | ' -v ON_ERROR_STOP=1 -d "$PG_BASE/sesame_bench_ab_$who" -c "
+    SELECT '$who', relname, n_live_tup, n_tup_upd, n_tup_hot_upd,
+           round(pg_table_size(relid) / 1048576.0, 1), round(pg_indexes_size(relid) / 1048576.0, 1)
+    FROM pg_stat_user_tables WHERE relname IN ('sessions', 'refresh_tokens') ORDER BY relname"
+done >"$out/tables.txt"
 python3 - "$out" "$rounds" <<'PY' | tee "$out/table.md"
 import json, sys, pathlib, statistics
 out, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
@@ -78,6 +87,10 @@ for r in range(rounds):
 med = {w: statistics.median(j["operationsPerSecond"] for j in runs[w]) for w in "ab"}
 p99 = {w: statistics.median(j["latencyMs"]["p99"] for j in runs[w]) for w in "ab"}
 errors = sum(j["errors"] for w in "ab" for j in runs[w])
+print("\n| build | table | live rows | updates | heap-only updates | table MB | indexes MB |")
+print("|---|---|---|---|---|---|---|")
+for line in (out / "tables.txt").read_text().splitlines():
+    print("| " + line.upper()[:1] + line[1:] + " |")
 print(f'\nmedian ops/s B / A = {med["b"] / med["a"]:.2f}; median p99 B / A = {p99["b"] / p99["a"]:.2f}; errors: {errors}')
 PY
 echo "results in $out" >&2

@@ -1,9 +1,8 @@
 //! The cleanup job: every `CLEANUP_INTERVAL`, one instance at a time (a
 //! transaction-scoped PostgreSQL advisory lock, taken per batch) deletes
 //! expired codes, links and rate-limit windows, sessions and refresh tokens expired or ended more than a day ago,
-//! in batches so no statement holds locks for long (the tokens and sessions by
-//! sweeping their tables a range of pages at a time: there is no index to find
-//! them by). It also keeps the month
+//! in batches so no statement holds locks for long (the sessions by sweeping
+//! their table a range of pages at a time: there is no index to find them by). It also keeps the month
 //! partitions of `audit_events`: it creates them ahead ([`PARTITIONS_AHEAD`])
 //! and, with `AUDIT_RETENTION`, drops each month once all of it is older than
 //! the retention (with the webhook deliveries and file-outbox rows of its
@@ -19,8 +18,8 @@ use crate::{state::AppState, store};
 
 /// Rows deleted per statement.
 const BATCH: i64 = 5_000;
-/// Pages (8 KiB) of a table one step of a sweep reads: about 6 000 refresh
-/// tokens or 9 000 sessions at most, as many as a batch.
+/// Pages (8 KiB) of `sessions` one step of a sweep reads: about 9 000
+/// sessions at most, about as many as a batch.
 const SWEEP_PAGES: i64 = 128;
 /// Ended sessions and expired tokens are kept this long (for support and forensics).
 const ENDED_GRACE: time::Duration = time::Duration::days(1);
@@ -163,8 +162,8 @@ pub async fn run_once(state: &AppState) -> Result<Option<Report>, sqlx::Error> {
     });
     // Expired tokens first, those of ended sessions among them: a session's
     // delete then cascades to the few tokens left (its unexpired ones).
-    sweep!(state, report.refresh_tokens, held, |conn, from| {
-        store::cleanup::sweep_expired_refresh_tokens(conn, ended, from, SWEEP_PAGES)
+    drain!(state, report.refresh_tokens, held, |conn| {
+        store::cleanup::delete_expired_refresh_tokens(conn, ended, BATCH)
     });
     sweep!(state, report.sessions, held, |conn, from| {
         store::cleanup::sweep_ended_sessions(conn, ended, from, SWEEP_PAGES)

@@ -153,8 +153,7 @@ pub async fn delete_expired_rate_limits(
     Ok(done.rows_affected())
 }
 
-/// One step of a sweep over a table in its physical order ([`sweep_ended_sessions`],
-/// [`sweep_expired_refresh_tokens`]).
+/// One step of a sweep over a table in its physical order ([`sweep_ended_sessions`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
     /// Rows the step deleted.
@@ -179,8 +178,9 @@ impl Swept {
 ///
 /// A sweep reads each page of the table once, by ranges of row addresses (a
 /// TID range scan), where a batch of "up to N matching rows" has no index to
-/// find them by (`revoked_at` has none) and would read again, each time, every
-/// page the batches before it already cleared.
+/// find them by (an index on `expires_at` or `revoked_at` would cost every
+/// refresh its heap-only update) and would read again, each time, every page
+/// the batches before it already cleared.
 pub async fn sweep_ended_sessions(
     conn: &mut PgConnection,
     cutoff: OffsetDateTime,
@@ -207,31 +207,25 @@ pub async fn sweep_ended_sessions(
     Ok(Swept::after(row.deleted, from, pages, row.pages))
 }
 
-/// Deletes the refresh tokens that expired before `cutoff` among those stored
-/// on pages `[from, from + pages)` (a sweep, as [`sweep_ended_sessions`]: there
-/// is no index on `expires_at`, which would cost every rotation an entry).
-pub async fn sweep_expired_refresh_tokens(
+/// Deletes up to `batch` refresh tokens that expired before `cutoff`, the
+/// oldest first, found by their expiry's index (a rotation's new token goes at
+/// its right end; the cleanup takes from its left end, so a run with nothing to
+/// delete reads a page of it).
+pub async fn delete_expired_refresh_tokens(
     conn: &mut PgConnection,
     cutoff: OffsetDateTime,
-    from: i64,
-    pages: i64,
-) -> Result<Swept, sqlx::Error> {
-    let row = sqlx::query!(
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
         r#"
-        WITH gone AS (
-            DELETE FROM refresh_tokens
-            WHERE ctid >= format('(%s,0)', $2::bigint)::tid AND ctid < format('(%s,0)', $2::bigint + $3)::tid
-              AND expires_at < $1
-            RETURNING 1
+        DELETE FROM refresh_tokens WHERE id IN (
+            SELECT id FROM refresh_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2
         )
-        SELECT (SELECT count(*) FROM gone) AS "deleted!",
-               pg_relation_size('refresh_tokens') / current_setting('block_size')::bigint AS "pages!"
         "#,
         cutoff,
-        from,
-        pages,
+        batch,
     )
-    .fetch_one(conn)
+    .execute(conn)
     .await?;
-    Ok(Swept::after(row.deleted, from, pages, row.pages))
+    Ok(done.rows_affected())
 }

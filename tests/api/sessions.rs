@@ -189,11 +189,12 @@ async fn refreshes_update_sessions_and_tokens_heap_only(opts: PgPoolOptions, db:
     );
 }
 
-/// Sessions and tokens are found by sweeping their tables a range of pages at a
-/// time (128 pages a step): tables of several ranges, ended and live rows on
-/// every page, lose every ended row and keep every live one.
+/// Sessions are found by sweeping their table a range of pages at a time (128
+/// pages a step), expired tokens by their expiry's index in batches of 5 000:
+/// tables of several ranges and batches, ended and live rows on every page,
+/// lose every ended row and keep every live one.
 #[sqlx::test]
-async fn cleanup_sweeps_every_page_of_sessions_and_tokens(opts: PgPoolOptions, db: PgConnectOptions) {
+async fn cleanup_sweeps_every_page_of_sessions_and_drains_expired_tokens(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
     // 30 000 sessions, in turn live, expired two days ago, ended two days ago
     // (unexpired); a live session has an expired (rotated) token and its live

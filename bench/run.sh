@@ -101,8 +101,9 @@ hot_plans() {
 run_config() {
   local name=$1; shift
   local db=sesame_bench_$name port smtp started server
-  psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
-  if [ "$name" = seeded ]; then
+  if [ "$name" != seeded ]; then
+    psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+  else
     # A year of data first (bench/seed), so start-up finds the migrations applied.
     seed_db "$db" "$SEED_SCALE" "$SESAME_BIN" >"$out/seed.txt"
     # A deployment's cleanup job has kept up all year: delete the seed's expired and ended

@@ -37,19 +37,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/sesame-bench-two.XXXXXX")
 # One JWT_SECRET for the instances of a run, as a deployment shares it (it also peppers the codes).
 secret=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" "$@"; }
-pg_setting() { psql_ -c "SHOW $1"; }
-
-SERVERS=()
-cleanup() {
-  local p
-  for p in "${SERVERS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${SERVERS[@]}"; do wait "$p" 2>/dev/null || true; done
-  psql_ -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# free_port, psql_, pg_setting, and the exit cleanup of PIDS, $db and $work.
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 python3 - "$out/machine.json" "$seconds" "$clients" \
   "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$measured" \
@@ -74,7 +64,7 @@ start_instances() {
     env DATABASE_URL="$PG_BASE/$db" JWT_SECRET="$secret" PORT="$port" ADMIN_PORT=0 EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:$SMTP?tls=none" \
       RATE_LIMIT_ENABLED=false RUST_LOG=warn METRICS_FORMAT=none LOG_FORMAT=json \
       "$SESAME_BIN" serve >"$out/instance-$i-server.log" 2>&1 &
-    SERVERS+=("$!")
+    PIDS+=("$!")
     ports+=("$port")
   done
   started=$(date +%s)
@@ -95,7 +85,7 @@ start_instances() {
     echo "    proxy_set_header Connection \"\"; } } }"
   } >"$work/nginx/nginx.conf"
   nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' 2>>"$work/nginx/stderr" &
-  SERVERS+=("$!")
+  PIDS+=("$!")
   for _ in $(seq 50); do
     curl -fsS "http://127.0.0.1:$LB/health" >/dev/null 2>&1 && return 0
     sleep 0.1
@@ -106,9 +96,9 @@ start_instances() {
 
 stop_instances() {
   local p
-  for p in "${SERVERS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${SERVERS[@]}"; do wait "$p" 2>/dev/null || true; done
-  SERVERS=()
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
 }
 
 # load NAME SCENARIO: the load generator through nginx.

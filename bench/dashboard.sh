@@ -10,7 +10,7 @@
 #     requests), one after the other (the browser overlaps them, so this is an upper bound);
 # twice: first from the raw events (as before the cleanup job's first run), then after
 # `sesame cleanup` rolled the seeded hours up (the statistics read whole past hours from
-# `audit_stats_hourly`); and keeps EXPLAIN (ANALYZE, BUFFERS) of the 30-day query, as the
+# `audit_counts_hourly`); and keeps EXPLAIN (ANALYZE, BUFFERS) of the 30-day query, as the
 # endpoint runs it (its SQL is read from src/store/audit_stats.rs), in both states. Raw
 # timings, the plans and a Markdown table go to bench/results/<UTC date-time>-dashboard/.
 # Loopback only.
@@ -123,13 +123,13 @@ timings() {
 }
 # The server's cleanup job ran once, 30 s after start (then not for 24 h): forget its
 # rollups, so the first column is measured on raw events only.
-psql_ -d "$PG_BASE/$db" -c "TRUNCATE audit_stats_hourly, audit_stats_progress"
+psql_ -d "$PG_BASE/$db" -c "TRUNCATE audit_counts_hourly, audit_stats_progress"
 explain_30d | psql_ -d "$PG_BASE/$db" >"$out/explain-30d-raw.txt"
 mapfile -t raw < <(timings raw)
 rollup_started=$(date +%s%N)
 env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$SESAME_BIN" cleanup >"$out/cleanup.txt"
 rollup_ms=$(( ($(date +%s%N) - rollup_started) / 1000000 ))
-hours=$(psql_ -d "$PG_BASE/$db" -c "SELECT count(DISTINCT hour) || ' hours, ' || count(*) || ' rows' FROM audit_stats_hourly")
+hours=$(psql_ -d "$PG_BASE/$db" -c "SELECT count(DISTINCT hour) || ' hours, ' || count(*) || ' rows' FROM audit_counts_hourly")
 explain_30d | psql_ -d "$PG_BASE/$db" >"$out/explain-30d.txt"
 mapfile -t rolled < <(timings rollups)
 {

@@ -1,15 +1,17 @@
-//! The statistics of `GET /admin/stats`: counts of audit events by kind in time
-//! buckets, from the view `audit_stats_events` and its hourly rollups
-//! (`audit_stats_hourly`).
+//! The hourly counts of the audit trail (`audit_counts_hourly`), and the
+//! statistics of `GET /admin/stats` read through them: counts of audit events
+//! by kind in time buckets. `sesame audit summary` reads them through the SQL
+//! function `audit_counts` (docs/audit-queries.sql), on the same rules.
 //!
 //! # Rollups, and why they never disagree with the table
 //!
-//! [`roll_up`] (run by the cleanup job) counts whole hours into
-//! `audit_stats_hourly` and moves `audit_stats_progress.rolled_until` past them.
-//! It only rolls up hours that ended more than [`SEAL`] ago: an event is stamped
-//! when its transaction writes it and becomes visible when it commits, so an
-//! hour is final once no transaction that started in it can still commit.
-//! sesame's transactions last seconds (each ends within its request's
+//! [`roll_up`] (run by the cleanup job) counts whole hours of the view
+//! `audit_counts_events` (every event by name, outcome and breakdown) into
+//! `audit_counts_hourly` and moves `audit_stats_progress.rolled_until` past
+//! them. It only rolls up hours that ended more than [`SEAL`] ago: an event is
+//! stamped when its transaction writes it and becomes visible when it commits,
+//! so an hour is final once no transaction that started in it can still
+//! commit. sesame's transactions last seconds (each ends within its request's
 //! timeouts), far less than an hour.
 //!
 //! [`stats`] reads, in one statement, the rollups for the whole hours of the
@@ -19,6 +21,9 @@
 //! only for hours after the one holding the oldest event left in the table:
 //! retention deletes from the old end, and an hour it cut into, or emptied, is
 //! counted from the table (which is what is left) rather than from its rollup.
+//! The SQL functions `audit_stats_kind` and `audit_stats_detail` say what an
+//! event counts for, for the raw events (the view `audit_stats_events`) and the
+//! rollups alike.
 
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -86,9 +91,9 @@ pub async fn stats(
             FROM audit_stats_events e, parts
             WHERE e.created_at >= $1 AND e.created_at <= $2 AND e.created_at < parts.a
             UNION ALL
-            SELECT h.hour, h.kind, nullif(h.detail, ''), h.count
-            FROM audit_stats_hourly h, parts
-            WHERE h.hour >= parts.a AND h.hour < parts.z
+            SELECT h.hour, audit_stats_kind(h.event, h.success), audit_stats_detail(h.event, nullif(h.detail, '')), h.count
+            FROM audit_counts_hourly h, parts
+            WHERE h.hour >= parts.a AND h.hour < parts.z AND audit_stats_kind(h.event, h.success) IS NOT NULL
             UNION ALL
             SELECT e.created_at, e.kind, e.detail, 1::bigint
             FROM audit_stats_events e, parts
@@ -120,12 +125,12 @@ pub async fn roll_up(conn: &mut PgConnection, now: OffsetDateTime) -> Result<boo
             FROM (SELECT coalesce((SELECT rolled_until FROM audit_stats_progress),
                                   (SELECT date_bin('1 hour', min(created_at), timestamptz 'epoch') FROM audit_events)) AS start) s
         ), counted AS (
-            INSERT INTO audit_stats_hourly (hour, kind, detail, count)
-            SELECT date_bin('1 hour', e.created_at, timestamptz 'epoch'), e.kind, coalesce(e.detail, ''), count(*)
-            FROM audit_stats_events e, span
+            INSERT INTO audit_counts_hourly (hour, event, success, detail, count)
+            SELECT date_bin('1 hour', e.created_at, timestamptz 'epoch'), e.event, e.success, coalesce(e.detail, ''), count(*)
+            FROM audit_counts_events e, span
             WHERE e.created_at >= span.start AND e.created_at < span.stop
-            GROUP BY 1, 2, 3
-            ON CONFLICT (hour, kind, detail) DO UPDATE SET count = EXCLUDED.count
+            GROUP BY 1, 2, 3, 4
+            ON CONFLICT (hour, event, success, detail) DO UPDATE SET count = EXCLUDED.count
         )
         INSERT INTO audit_stats_progress (only_row, rolled_until)
         SELECT true, stop FROM span WHERE stop > start
@@ -146,7 +151,7 @@ pub async fn roll_up(conn: &mut PgConnection, now: OffsetDateTime) -> Result<boo
 pub async fn prune(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         r#"
-        DELETE FROM audit_stats_hourly
+        DELETE FROM audit_counts_hourly
         WHERE hour < coalesce((SELECT date_bin('1 hour', min(created_at), timestamptz 'epoch') FROM audit_events),
                               'infinity')
         "#

@@ -346,7 +346,7 @@ async fn hours_rolled_up_by_the_cleanup_job_give_the_answers_of_the_raw_events(
     }
 
     sesame::cleanup::run_once(&app.state).await.unwrap().unwrap();
-    let hours: i64 = sqlx::query_scalar("SELECT count(DISTINCT hour) FROM audit_stats_hourly")
+    let hours: i64 = sqlx::query_scalar("SELECT count(DISTINCT hour) FROM audit_counts_hourly")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -366,14 +366,14 @@ async fn hours_rolled_up_by_the_cleanup_job_give_the_answers_of_the_raw_events(
     assert_eq!(counts(stats(&app, queries[0]).await), before[0]);
 
     // The hourly windows read the rollups (the per-minute one does not).
-    sqlx::query("UPDATE audit_stats_hourly SET count = count + 1000 WHERE kind = 'logins'")
+    sqlx::query("UPDATE audit_counts_hourly SET count = count + 1000 WHERE event = 'auth.login'")
         .execute(&pool)
         .await
         .unwrap();
     let logins = |totals: &Value| totals["logins"].as_i64().unwrap();
     assert!(logins(&stats(&app, queries[0]).await["totals"]) >= logins(&before[0].0) + 1000);
     assert_eq!(counts(stats(&app, queries[2]).await), before[2]);
-    sqlx::query("UPDATE audit_stats_hourly SET count = count - 1000 WHERE kind = 'logins'")
+    sqlx::query("UPDATE audit_counts_hourly SET count = count - 1000 WHERE event = 'auth.login'")
         .execute(&pool)
         .await
         .unwrap();
@@ -391,7 +391,7 @@ async fn hours_rolled_up_by_the_cleanup_job_give_the_answers_of_the_raw_events(
         .unwrap();
     sesame::cleanup::run_once(&app.state).await.unwrap().unwrap();
     let stale: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_stats_hourly WHERE hour < date_bin('1 hour', (SELECT min(created_at) FROM audit_events), 'epoch')",
+        "SELECT count(*) FROM audit_counts_hourly WHERE hour < date_bin('1 hour', (SELECT min(created_at) FROM audit_events), 'epoch')",
     )
     .fetch_one(&pool)
     .await

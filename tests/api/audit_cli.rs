@@ -78,6 +78,88 @@ async fn every_documented_audit_query_answers_correctly(opts: PgPoolOptions, db:
     );
 }
 
+#[sqlx::test]
+async fn the_summaries_answer_the_same_from_the_hourly_rollups_over_a_day_a_week_and_a_month(
+    opts: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    use sesame::{
+        audit::report::{self, Cell},
+        store::audit_stats::roll_up,
+    };
+    let pool = opts.connect_with(db).await.unwrap();
+    // 600 events over the last 12 days, one every 29 minutes, of every counted
+    // event and breakdown; no window below has an event within 9 minutes of its start.
+    sqlx::query(
+        r#"
+        INSERT INTO audit_events (event, success, error, metadata, created_at)
+        SELECT v.event, v.success, v.error, v.metadata::jsonb, now() - i * interval '29 minutes' - interval '10 seconds'
+        FROM generate_series(1, 600) i
+        JOIN (VALUES (0, 'auth.login', true, NULL, '{"method": "otp"}'),
+                     (1, 'auth.login', true, NULL, '{"method": "magic-link"}'),
+                     (2, 'otp.verification', false, 'Invalid code', '{}'),
+                     (3, 'otp.verification', true, NULL, '{}'),
+                     (4, 'otp.verification.detail', false, 'OTP expired', '{}'),
+                     (5, 'token.refresh', true, NULL, '{}'),
+                     (6, 'token.refresh', false, 'Session ended', '{}'),
+                     (7, 'rate_limit.exceeded', false, 'rate limited', '{"limit": "verify_per_address"}'),
+                     (8, 'token.reuse_detected', false, 'Refresh token reused', '{"sessionId": "s8"}'),
+                     (9, 'magic_link.verification', false, 'Link expired', '{}'),
+                     (10, 'otp.sent', true, NULL, '{}')) v(k, event, success, error, metadata)
+          ON v.k = i % 11
+        "#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let windows = [1, 7, 30].map(|days| Duration::from_secs(days * 24 * 3600));
+    let answers = async |conn: &mut sqlx::PgConnection| {
+        let mut all = Vec::new();
+        for q in report::queries() {
+            for w in windows {
+                all.push((q.name.clone(), w, report::run(conn, &q, w).await.unwrap()));
+            }
+        }
+        all
+    };
+    let before = answers(&mut conn).await;
+    // Before any rollup the answers are the table's: a week's successful refreshes.
+    let refreshes = |all: &[(String, Duration, report::Table)]| match &all
+        .iter()
+        .find(|(name, w, _)| name == "refresh_rate" && *w == windows[1])
+        .unwrap()
+        .2
+        .rows[0][0]
+    {
+        Cell::Int(n) => *n,
+        other => panic!("{other:?}"),
+    };
+    let in_table: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE event = 'token.refresh' AND success AND created_at >= now() - interval '7 days'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(in_table > 20, "{in_table}");
+    assert_eq!(refreshes(&before), in_table);
+
+    while roll_up(&mut conn, time::OffsetDateTime::now_utc()).await.unwrap() {}
+    let hours: i64 = sqlx::query_scalar("SELECT count(DISTINCT hour) FROM audit_counts_hourly")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(hours > 250, "12 days of hours with events are rolled up: {hours}");
+    assert_eq!(answers(&mut conn).await, before, "the same answers from the rollups");
+
+    // The week's answer reads the rollups: a change to them shows.
+    sqlx::query("UPDATE audit_counts_hourly SET count = count + 1000 WHERE event = 'token.refresh' AND success")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert!(refreshes(&answers(&mut conn).await) >= in_table + 1000);
+}
+
 /// `sesame audit …` against `db`, as an operator runs it.
 fn sesame_audit(db: &PgConnectOptions, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sesame"))

@@ -9,9 +9,15 @@
 #   UPDATE a token found by its SHA-256 hash setting revoked_at where it is
 #   neither revoked nor expired, INSERT the child, INSERT one audit row; on
 #   sesame's tables, over ROTATION_TOKENS (1 000 000) live tokens;
+# - rotation3_tps: the minimal rotation writing the three audit rows a refresh
+#   records (token.refresh and the two token.generated) in its one INSERT;
+# - contract_tps: that, plus the session's slide sesame's contract requires
+#   (UPDATE the session, live, setting last_used_at and expires_at, first, so
+#   the session is locked before the token as sesame locks it): what separates
+#   the minimal rotation from sesame's statement, counted step by step;
 # - select_tps: pgbench's built-in select-only load (-S), the ceiling for /auth/me.
 # Every load runs with -M prepared. Prints "refresh_tps N", "rotation_tps N",
-# "select_tps N". Drops its databases at the end.
+# "rotation3_tps N", "contract_tps N", "select_tps N". Drops its databases at the end.
 #
 #   bench/pg-limit.sh [concurrency] [seconds]      (PG_BASE, SESAME_BIN, ROTATION_TOKENS from the environment)
 set -euo pipefail
@@ -39,7 +45,8 @@ processed() { awk -F': *' '/^number of transactions actually processed/ { split(
 psql_ -d "$PG_BASE/postgres" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 DATABASE_URL=$PG_BASE/$db RUST_LOG=warn "$SESAME_BIN" migrate >/dev/null 2>&1
 # Client n's session (its id derived from n) and first token, for both loads:
-# 'r<n>:<k>' is the k-th token of the replay's chain, 'm<n>:<k>' the minimal one's.
+# 'r<n>:<k>' is the k-th token of the replay's chain, 'm<n>:<k>' the minimal one's,
+# 'a<n>:<k>' and 'b<n>:<k>' those of the minimal one with three audit rows and with the slide.
 sessions=$((clients * 4))
 psql_ -d "$PG_BASE/$db" >/dev/null <<SQL
 INSERT INTO users (id, email) SELECT md5('u' || n)::uuid, 'pgbench' || n || '@bench.test' FROM generate_series(1, $sessions) n;
@@ -48,7 +55,7 @@ INSERT INTO sessions (id, user_id, expires_at)
 INSERT INTO refresh_tokens (id, token_hash, session_id, expires_at, rotation_salt)
   SELECT gen_random_uuid(), sha256(convert_to(c || n || ':0', 'UTF8')), md5('s' || n)::uuid, now() + interval '30 days',
          sha256(convert_to(random()::text, 'UTF8'))
-  FROM generate_series(1, $sessions) n CROSS JOIN (VALUES ('r'), ('m')) v(c);
+  FROM generate_series(1, $sessions) n CROSS JOIN (VALUES ('r'), ('m'), ('a'), ('b')) v(c);
 SQL
 
 # The replay of store::sessions::rotate_live, as sesame sends it.
@@ -105,13 +112,13 @@ SELECT session_id, user_id, email, user_created_at, ARRAY(SELECT id FROM inserte
 \set k :k + 1
 SQL
 refresh=$(pgbench_ -D k=0 -f "$script" "$db")
-# check_chain OUTPUT RETIRED-SQL: the load really rotated, one retired token per
-# transaction (a broken chain would time transactions that change nothing).
+# check_chain OUTPUT RETIRED-SQL [RETIRED-BEFORE]: the load really rotated, one retired
+# token per transaction (a broken chain would time transactions that change nothing).
 check_chain() {
   echo "$1" | grep -q "number of failed transactions: 0" || { echo "$1" >&2; exit 1; }
   local done retired
   done=$(echo "$1" | processed)
-  retired=$(psql_ -At -d "$PG_BASE/$db" -c "SELECT count(*) FROM refresh_tokens WHERE $2")
+  retired=$(psql_ -At -d "$PG_BASE/$db" -c "SELECT count(*) - ${3:-0} FROM refresh_tokens WHERE $2")
   if [ "${done:-0}" -eq 0 ] || [ "$retired" != "$done" ]; then
     echo "sesame: pgbench processed ${done:-no} transactions but retired $retired tokens ($2)" >&2
     exit 1
@@ -143,6 +150,39 @@ SQL
 rotation=$(pgbench_ -D k=0 -f "$script" "$db")
 check_chain "$rotation" "revoked_at IS NOT NULL AND rotated_at IS NULL"
 echo "rotation_tps $(echo "$rotation" | tps)"
+
+# The minimal rotation with the writes sesame's contract adds, one step at a time: the
+# audit rows a refresh records (three, in one INSERT), then the session's slide.
+audit3="INSERT INTO audit_events (event, success, user_id, email, metadata, ip, request_id, created_at) VALUES
+  ('token.refresh', true, md5('u' || :n)::uuid, 'pgbench' || :n || '@bench.test', '{\"sessionId\":\"x\"}', '127.0.0.1', gen_random_uuid()::text, now()),
+  ('token.generated', true, md5('u' || :n)::uuid, 'pgbench' || :n || '@bench.test', '{\"tokenType\":\"access\",\"source\":\"refresh\",\"expiresIn\":\"1h\",\"sessionId\":\"x\"}', '127.0.0.1', gen_random_uuid()::text, now()),
+  ('token.generated', true, md5('u' || :n)::uuid, 'pgbench' || :n || '@bench.test', '{\"tokenType\":\"refresh\",\"source\":\"refresh\",\"expiresIn\":\"30d\",\"sessionId\":\"x\"}', '127.0.0.1', gen_random_uuid()::text, now());"
+# rotation_with CHAIN-LETTER [SLIDE]: the minimal rotation's script with three audit rows.
+rotation_with() {
+  echo '\set n :client_id + 1'
+  echo '\set c :k + 1'
+  echo 'BEGIN;'
+  [ -z "${2:-}" ] || echo "UPDATE sessions SET last_used_at = now(), expires_at = now() + interval '30 days'
+  WHERE id = md5('s' || :n)::uuid AND revoked_at IS NULL;"
+  echo "UPDATE refresh_tokens SET revoked_at = now()
+  WHERE token_hash = sha256(convert_to('$1' || :n || ':' || :k, 'UTF8')) AND revoked_at IS NULL AND expires_at > now();
+INSERT INTO refresh_tokens (id, token_hash, session_id, issued_at, expires_at)
+  VALUES (gen_random_uuid(), sha256(convert_to('$1' || :n || ':' || :c, 'UTF8')), md5('s' || :n)::uuid, now(), now() + interval '30 days');"
+  echo "$audit3"
+  echo 'COMMIT;'
+  echo '\set k :k + 1'
+}
+retired_sql="revoked_at IS NOT NULL AND rotated_at IS NULL"
+for step in rotation3 contract; do
+  before=$(psql_ -At -d "$PG_BASE/$db" -c "SELECT count(*) FROM refresh_tokens WHERE $retired_sql")
+  case $step in
+    rotation3) rotation_with a >"$script" ;;
+    contract) rotation_with b slide >"$script" ;;
+  esac
+  result=$(pgbench_ -D k=0 -f "$script" "$db")
+  check_chain "$result" "$retired_sql" "$before"
+  echo "${step}_tps $(echo "$result" | tps)"
+done
 
 sdb=sesame_pgbench_select
 psql_ -d "$PG_BASE/postgres" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $sdb WITH (FORCE)" -c "CREATE DATABASE $sdb" >/dev/null

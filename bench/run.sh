@@ -179,6 +179,7 @@ m = json.loads((out / "machine.json").read_text())
 limits = dict(line.split() for line in (out / "pg-limit.txt").read_text().splitlines() if line.strip())
 refresh_tps, rotation_tps = float(limits["refresh_tps"]), float(limits["rotation_tps"])
 select_tps = float(limits["select_tps"])
+rotation3_tps, contract_tps = float(limits["rotation3_tps"]), float(limits["contract_tps"])
 scenarios = ("refresh", "me", "login-code", "login-link", "mixed")
 load = lambda name: json.loads((out / f"{name}.json").read_text())
 floor = {s: load(f"floor-{s}") for s in ("refresh", "me")}
@@ -194,7 +195,8 @@ print(f'Floor of the stack (bench/floor.rs, same database, concurrency {m["concu
       f'refresh {floor["refresh"]["operationsPerSecond"]:.0f}/s, me {floor["me"]["operationsPerSecond"]:.0f}/s; '
       f'with one client: refresh p50 {floor_c1["refresh"]["latencyMs"]["p50"]} ms, p99 {floor_c1["refresh"]["latencyMs"]["p99"]} ms; '
       f'me p50 {floor_c1["me"]["latencyMs"]["p50"]} ms, p99 {floor_c1["me"]["latencyMs"]["p99"]} ms. '
-      f'pgbench: sesame\'s refresh statement {refresh_tps:.0f} tps, minimal rotation {rotation_tps:.0f} tps, -S {select_tps:.0f} tps.')
+      f'pgbench: sesame\'s refresh statement {refresh_tps:.0f} tps, minimal rotation {rotation_tps:.0f} tps, '
+      f'with three audit rows {rotation3_tps:.0f} tps, and the session\'s slide {contract_tps:.0f} tps, -S {select_tps:.0f} tps.')
 for name in ("default", "tuned"):
     print()
     print(f"### {name}")
@@ -217,6 +219,8 @@ for name in ("default", "tuned"):
     print(f'| refresh / floor ({floor["refresh"]["operationsPerSecond"]:.0f}/s) | {ops["refresh"] / floor["refresh"]["operationsPerSecond"]:.2f} |')
     print(f'| me / floor ({floor["me"]["operationsPerSecond"]:.0f}/s) | {ops["me"] / floor["me"]["operationsPerSecond"]:.2f} |')
     print(f'| refresh / pgbench minimal rotation ({rotation_tps:.0f} tps) | {ops["refresh"] / rotation_tps:.2f} |')
+    print(f'| refresh / pgbench minimal rotation with three audit rows ({rotation3_tps:.0f} tps) | {ops["refresh"] / rotation3_tps:.2f} |')
+    print(f'| refresh / pgbench minimal rotation with three audit rows and the slide ({contract_tps:.0f} tps) | {ops["refresh"] / contract_tps:.2f} |')
     print(f'| refresh / pgbench replay of its statement ({refresh_tps:.0f} tps) | {ops["refresh"] / refresh_tps:.2f} |')
     print(f'| me / pgbench -S ({select_tps:.0f} tps) | {ops["me"] / select_tps:.2f} |')
     print(f'| login-code / refresh | {ops["login-code"] / ops["refresh"]:.2f} |')

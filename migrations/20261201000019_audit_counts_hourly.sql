@@ -25,7 +25,9 @@ CREATE TABLE audit_counts_hourly (
     -- '' when the event has no breakdown (a primary key column cannot be NULL).
     detail  text        NOT NULL DEFAULT '',
     count   bigint      NOT NULL CHECK (count > 0),
-    PRIMARY KEY (hour, event, success, detail)
+    -- With the count in the index, a window's rows are read from the index alone once the table
+    -- is vacuumed (a year: 190 ms from the table, 90 ms from the index, on 30 M events).
+    PRIMARY KEY (hour, event, success, detail) INCLUDE (count)
 );
 COMMENT ON TABLE audit_counts_hourly IS 'Hourly counts of audit_counts_events, complete before audit_stats_progress.rolled_until.';
 
@@ -70,9 +72,13 @@ DELETE FROM audit_stats_progress;
 -- by name, outcome and breakdown: the rolled-up whole hours from audit_counts_hourly, the rest
 -- (the window's first partial hour, the hours not rolled up yet, the hour holding the oldest event
 -- left after retention, which it may have cut into) from audit_events.
+-- Without JIT compilation: the planner cannot know the time bounds of the three parts before it
+-- runs, its estimates on a year of events passed jit_above_cost, and compiling took 1.8 s of a
+-- query that runs in 20 ms.
 CREATE FUNCTION audit_counts(since interval)
 RETURNS TABLE (event text, success boolean, detail text, events bigint)
 LANGUAGE sql STABLE
+SET jit = off
 BEGIN ATOMIC
     WITH window_start AS (
         SELECT now() - since AS start

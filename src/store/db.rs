@@ -16,7 +16,9 @@
 //! - no statement is cached, and every transaction begins with
 //!   `DEALLOCATE ALL` (in the `BEGIN`'s round trip), which clears what earlier
 //!   transactions on that server left prepared, ours or another instance's,
-//!   so a statement name is never taken;
+//!   so a statement name is never taken; it also sets `jit = off` for the
+//!   transaction, as `store::pool` does for a direct connection's session
+//!   (a session-wide setting would stay with whichever server ran it);
 //! - what runs outside a transaction (the health ping, the primary check of
 //!   `store::pool::in_recovery`) uses the simple query protocol, which
 //!   prepares nothing.
@@ -30,7 +32,7 @@ use std::ops::{Deref, DerefMut};
 use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction, pool::PoolConnection};
 
 /// What a transaction begins with behind a transaction-mode pooler.
-const BEGIN_POOLED: &str = "BEGIN; DEALLOCATE ALL";
+const BEGIN_POOLED: &str = "BEGIN; DEALLOCATE ALL; SET LOCAL jit = off";
 
 /// The connection pool and how to use it; cheap to clone.
 #[derive(Clone, Debug)]

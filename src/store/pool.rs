@@ -48,7 +48,9 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> Result<PgPool, ConfigError> 
         // (503 for that request) and is discarded.
         .test_before_acquire(false);
     if hosts.len() == 1 {
-        return Ok(options.connect_lazy_with(hosts.remove(0)));
+        return Ok(options
+            .after_connect(|conn, _| Box::pin(without_jit(conn)))
+            .connect_lazy_with(hosts.remove(0)));
     }
     let switched = Arc::new(LastSwitch::default());
     let seen = switched.clone();
@@ -60,7 +62,7 @@ pub fn connect_lazy(settings: &DatabaseSettings) -> Result<PgPool, ConfigError> 
                         "the server is a standby (in recovery); waiting for the primary".to_owned(),
                     ));
                 }
-                Ok(())
+                without_jit(conn).await
             })
         })
         .before_acquire(move |_, meta| {
@@ -89,6 +91,21 @@ pub async fn connect_primary(hosts: &[PgConnectOptions], timeout: Duration) -> R
         }
     }
     Err(last.unwrap_or(sqlx::Error::PoolClosed))
+}
+
+/// Turns PostgreSQL's JIT compilation off for the connection's session.
+///
+/// sesame's statements are short, and JIT never pays for itself on them; but
+/// on a year of audit rows the planner's estimates for the statistics and the
+/// hourly counts (whose time bounds are known only at run time) passed
+/// `jit_above_cost`, and compiling took 1 s of statements that run in 25 to
+/// 90 ms (docs/BENCHMARKS.md). In the simple query protocol, as
+/// [`in_recovery`]. Behind a transaction-mode pooler this lands on whichever
+/// server connection ran it, so there every transaction also sets it for
+/// itself (`store::db`).
+async fn without_jit(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Executor as _;
+    conn.execute("SET jit = off").await.map(drop)
 }
 
 /// Whether the server is in recovery, i.e. a standby that refuses writes.

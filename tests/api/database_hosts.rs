@@ -35,3 +35,21 @@ async fn a_first_host_that_is_down_is_skipped_for_the_next_one(_: PgPoolOptions,
     assert_eq!(refreshed.status, 200, "{}", refreshed.text);
     app.stop().await;
 }
+
+#[sqlx::test]
+async fn the_servers_connections_run_without_jit_with_one_host_or_several(_: PgPoolOptions, db: PgConnectOptions) {
+    let sink = SmtpSink::start().await;
+    let one = TestApp::spawn_with(smtp_config(db.clone(), &sink)).await;
+    let mut config = smtp_config(db.clone(), &sink);
+    config.database.other_hosts = vec![db];
+    let two = TestApp::spawn_with(config).await;
+    for app in [&one, &two] {
+        let jit: String = sqlx::query_scalar("SHOW jit")
+            .fetch_one(app.state.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(jit, "off");
+    }
+    one.stop().await;
+    two.stop().await;
+}

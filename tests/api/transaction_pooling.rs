@@ -21,15 +21,20 @@ async fn prepared(conn: &mut sqlx::PgConnection) -> i64 {
         .unwrap()
 }
 
-#[sqlx::test]
-async fn a_transaction_begins_with_nothing_left_prepared(_opts: PgPoolOptions, db: PgConnectOptions) {
-    // One connection, so the second transaction gets the first one's session,
-    // as a pooler hands one server connection to client after client.
-    let pool = PgPoolOptions::new()
+/// A pool of one connection without a statement cache: as a pooler hands one
+/// server connection to client after client.
+async fn one_connection(db: PgConnectOptions) -> sqlx::PgPool {
+    PgPoolOptions::new()
         .max_connections(1)
         .connect_with(db.statement_cache_capacity(0))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_transaction_begins_with_nothing_left_prepared(_opts: PgPoolOptions, db: PgConnectOptions) {
+    // One connection, so the second transaction gets the first one's session.
+    let pool = one_connection(db).await;
     let db = Db::new(pool, true);
 
     let before = db
@@ -53,6 +58,21 @@ async fn a_transaction_begins_with_nothing_left_prepared(_opts: PgPoolOptions, d
     assert_eq!(prepared(&mut tx).await, 1);
     tx.commit().await.unwrap();
     assert_eq!(db.run(async |conn| Ok(prepared(conn).await)).await.unwrap(), 1);
+}
+
+#[sqlx::test]
+async fn a_transaction_runs_without_jit_whatever_the_session_says(_opts: PgPoolOptions, db: PgConnectOptions) {
+    // A plain pool (not the server's, which also turns JIT off per connection):
+    // the server connection a pooler hands out may come with JIT on.
+    let pool = one_connection(db).await;
+    let show = async |conn: &mut sqlx::PgConnection| sqlx::query_scalar::<_, String>("SHOW jit").fetch_one(conn).await;
+    let mut plain = pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET jit = on").execute(&mut *plain).await.unwrap();
+    drop(plain);
+    let db = Db::new(pool, true);
+    assert_eq!(db.run(async |conn| show(conn).await).await.unwrap(), "off");
+    // SET LOCAL: the session (the one connection) is left as it was.
+    assert_eq!(show(&mut *db.pool().acquire().await.unwrap()).await.unwrap(), "on");
 }
 
 #[sqlx::test]

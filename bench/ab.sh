@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Two builds of sesame, back to back: A and B each serve from a fresh database of their own
-# (each applies its own migrations), side by side, and the load generator sends one scenario
+# (each applies its own migrations), side by side, and the load generator sends each scenario
 # at concurrency 16 to A, then to B, for the given number of rounds, so both see the same
 # machine within a minute of each other. Prints ops/s and p99 per round and the ratio of the
 # medians B / A, then what the runs left in each database (rows, heap-only updates, table and
-# index sizes of sessions and refresh_tokens); raw JSON goes to bench/results/<UTC date-time>-ab-<scenario>/. Loopback
-# only; every step is bounded in time.
+# index sizes of sessions and refresh_tokens); raw JSON goes to
+# bench/results/<UTC date-time>-ab-<scenarios>/. Loopback only; every step is bounded in time.
 #
-#   bench/ab.sh SESAME_A SESAME_B [scenario (refresh)] [seconds per run (15)] [rounds (3)]
+#   bench/ab.sh SESAME_A SESAME_B [scenarios, comma-separated (refresh)] [seconds per run (15)] [rounds (3)]
 #   CONFIG=default bench/ab.sh …   RUST_LOG=info and the JSON Lines file on (default: tuned,
 #                                  RUST_LOG=warn and METRICS_FORMAT=none); rate limits off
+#   B_SEED_FROM=DATABASE …         B serves from a copy of a database bench/seed filled (see
+#                                  bench/lib.sh's seed_db), cleaned by `sesame cleanup`, vacuumed
+#                                  and checkpointed first, as bench/run.sh's seeded run: with the
+#                                  same build as A and B, seeded against empty, interleaved
 #   LOADGEN_BIN=…                  a prebuilt load generator
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n '9,12p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '9,16p' "$0" >&2; exit 2; }
 bin_a=$1 bin_b=$2
-scenario=${3:-refresh}
+IFS=, read -r -a scenarios <<<"${3:-refresh}"
 seconds=${4:-15}
 rounds=${5:-3}
 PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
@@ -30,7 +34,7 @@ case ${CONFIG:-tuned} in
   default) config=(RUST_LOG=info METRICS_FORMAT=both) ;;
   *) echo "CONFIG: tuned or default" >&2; exit 2 ;;
 esac
-out=bench/results/$(date -u +%Y-%m-%dT%H%M%SZ)-ab-$scenario
+out=bench/results/$(date -u +%Y-%m-%dT%H%M%SZ)-ab-$(IFS=-; echo "${scenarios[*]}")
 mkdir -p "$out"
 work=$(mktemp -d)
 # shellcheck source=bench/lib.sh
@@ -41,8 +45,14 @@ trap 'bench_cleanup; psql_ -c "DROP DATABASE IF EXISTS sesame_bench_ab_a WITH (F
 declare -A port smtp
 for who in a b; do
   db=sesame_bench_ab_$who
-  psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
   bin=$bin_a; [ "$who" = a ] || bin=$bin_b
+  if [ "$who" = b ] && [ -n "${B_SEED_FROM:-}" ]; then
+    SEED_FROM=$B_SEED_FROM seed_db "$db" 0 "$bin" >"$out/seed.txt"
+    env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$bin" cleanup >>"$out/seed.txt"
+    psql -X -q -d "$PG_BASE/$db" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+  else
+    psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+  fi
   port[$who]=$(free_port); smtp[$who]=$(free_port)
   env DATABASE_URL="$PG_BASE/$db" PORT="${port[$who]}" ADMIN_PORT=0 RATE_LIMIT_ENABLED=false \
     EMAIL_PROVIDER=smtp SMTP_URL="smtp://127.0.0.1:${smtp[$who]}?tls=none" \
@@ -55,13 +65,16 @@ for who in a b; do
   done
 done
 {
-  echo "A: $bin_a"; echo "B: $bin_b"; echo "scenario: $scenario, ${CONFIG:-tuned} configuration, $seconds s per run, $rounds rounds"
+  echo "A: $bin_a"; echo "B: $bin_b${B_SEED_FROM:+, on a copy of $B_SEED_FROM}"
+  echo "scenarios: ${scenarios[*]}, ${CONFIG:-tuned} configuration, $seconds s per run, $rounds rounds"
   echo "load average before: $(cut -d ' ' -f 1-3 /proc/loadavg)"
 } >"$out/facts.txt"
 for round in $(seq "$rounds"); do
-  for who in a b; do
-    timeout $((seconds + 60)) "$LOADGEN_BIN" --url "http://127.0.0.1:${port[$who]}" --smtp-port "${smtp[$who]}" \
-      --scenario "$scenario" --concurrency 16 --duration "$seconds" --json "$out/$who-$round.json" >/dev/null
+  for scenario in "${scenarios[@]}"; do
+    for who in a b; do
+      timeout $((seconds + 60)) "$LOADGEN_BIN" --url "http://127.0.0.1:${port[$who]}" --smtp-port "${smtp[$who]}" \
+        --scenario "$scenario" --concurrency 16 --duration "$seconds" --json "$out/$who-$scenario-$round.json" >/dev/null
+    done
   done
 done
 
@@ -73,24 +86,32 @@ for who in a b; do
            round(pg_table_size(relid) / 1048576.0, 1), round(pg_indexes_size(relid) / 1048576.0, 1)
     FROM pg_stat_user_tables WHERE relname IN ('sessions', 'refresh_tokens') ORDER BY relname"
 done >"$out/tables.txt"
-python3 - "$out" "$rounds" <<'PY' | tee "$out/table.md"
+python3 - "$out" "$rounds" "${scenarios[@]}" <<'PY' | tee "$out/table.md"
 import json, sys, pathlib, statistics
-out, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+out, rounds, scenarios = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 print((out / "facts.txt").read_text())
-print("| round | A ops/s | B ops/s | A p99 ms | B p99 ms |")
-print("|---|---|---|---|---|")
-runs = {w: [json.loads((out / f"{w}-{r}.json").read_text()) for r in range(1, rounds + 1)] for w in "ab"}
-for r in range(rounds):
-    a, b = runs["a"][r], runs["b"][r]
-    print(f'| {r + 1} | {a["operationsPerSecond"]:.0f} | {b["operationsPerSecond"]:.0f} | '
-          f'{a["latencyMs"]["p99"]:.2f} | {b["latencyMs"]["p99"]:.2f} |')
-med = {w: statistics.median(j["operationsPerSecond"] for j in runs[w]) for w in "ab"}
-p99 = {w: statistics.median(j["latencyMs"]["p99"] for j in runs[w]) for w in "ab"}
-errors = sum(j["errors"] for w in "ab" for j in runs[w])
+print("| scenario | round | A ops/s | B ops/s | A p99 ms | B p99 ms |")
+print("|---|---|---|---|---|---|")
+summary, errors = [], 0
+for s in scenarios:
+    runs = {w: [json.loads((out / f"{w}-{s}-{r}.json").read_text()) for r in range(1, rounds + 1)] for w in "ab"}
+    for r in range(rounds):
+        a, b = runs["a"][r], runs["b"][r]
+        print(f'| {s} | {r + 1} | {a["operationsPerSecond"]:.0f} | {b["operationsPerSecond"]:.0f} | '
+              f'{a["latencyMs"]["p99"]:.2f} | {b["latencyMs"]["p99"]:.2f} |')
+    med = {w: statistics.median(j["operationsPerSecond"] for j in runs[w]) for w in "ab"}
+    p99 = {w: statistics.median(j["latencyMs"]["p99"] for j in runs[w]) for w in "ab"}
+    errors += sum(j["errors"] for w in "ab" for j in runs[w])
+    summary.append(f'| {s} | {med["a"]:.0f} | {med["b"]:.0f} | {med["b"] / med["a"]:.2f} | '
+                   f'{p99["a"]:.2f} | {p99["b"]:.2f} | {p99["b"] / p99["a"]:.2f} |')
 print("\n| build | table | live rows | updates | heap-only updates | table MB | indexes MB |")
 print("|---|---|---|---|---|---|---|")
 for line in (out / "tables.txt").read_text().splitlines():
     print("| " + line.upper()[:1] + line[1:] + " |")
-print(f'\nmedian ops/s B / A = {med["b"] / med["a"]:.2f}; median p99 B / A = {p99["b"] / p99["a"]:.2f}; errors: {errors}')
+print("\nMedians over the rounds:\n")
+print("| scenario | A ops/s | B ops/s | B / A | A p99 ms | B p99 ms | B / A |")
+print("|---|---|---|---|---|---|---|")
+print("\n".join(summary))
+print(f'\nerrors: {errors}')
 PY
 echo "results in $out" >&2

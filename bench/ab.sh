@@ -24,11 +24,9 @@ seconds=${4:-15}
 rounds=${5:-3}
 PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
 PG_BASE=${PG_BASE%/}
-target=${CARGO_TARGET_DIR:-target}
-if [ -z "${LOADGEN_BIN:-}" ]; then
-  LOADGEN_BIN=$target/release/examples/loadgen
-  cargo build --release --locked --quiet --example loadgen
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+release_bins loadgen
 case ${CONFIG:-tuned} in
   tuned) config=(RUST_LOG=warn METRICS_FORMAT=none LOG_FORMAT=json) ;;
   default) config=(RUST_LOG=info METRICS_FORMAT=both) ;;
@@ -37,8 +35,6 @@ esac
 out=bench/results/$(date -u +%Y-%m-%dT%H%M%SZ)-ab-$(IFS=-; echo "${scenarios[*]}")
 mkdir -p "$out"
 work=$(mktemp -d)
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 # (lib.sh's exit trap drops $db: one of the two databases; the other is dropped here.)
 trap 'bench_cleanup; psql_ -c "DROP DATABASE IF EXISTS sesame_bench_ab_a WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 

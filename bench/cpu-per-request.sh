@@ -18,24 +18,12 @@ seconds=${2:-10}
 rounds=${3:-2}
 PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
 PG_BASE=${PG_BASE%/}
-target=${CARGO_TARGET_DIR:-target}
-if [ -z "${SESAME_BIN:-}" ]; then
-  SESAME_BIN=$target/release/sesame
-  cargo build --release --locked --quiet --bin sesame
-fi
-if [ -z "${FLOOR_BIN:-}" ]; then
-  FLOOR_BIN=$target/release/examples/floor
-  cargo build --release --locked --quiet --example floor
-fi
-if [ -z "${LOADGEN_BIN:-}" ]; then
-  LOADGEN_BIN=$target/release/examples/loadgen
-  cargo build --release --locked --quiet --example loadgen
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+release_bins sesame floor loadgen
 out=bench/results/$(date -u +%Y-%m-%dT%H%M%SZ)-cpu-$scenario
 mkdir -p "$out"
 db=sesame_bench_cpu
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 
 common=(DATABASE_URL="$PG_BASE/$db" ADMIN_PORT=0 RATE_LIMIT_ENABLED=false RUST_LOG=warn METRICS_FORMAT=none LOG_FORMAT=json)

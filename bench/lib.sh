@@ -1,5 +1,6 @@
 # Shared by the bench scripts that source it (after `cd` to the repository's root and
-# setting PG_BASE): ports, psql, and the processes and database to clean up on exit.
+# setting PG_BASE): the binaries to measure, ports, psql, and the processes and database to
+# clean up on exit.
 #   PIDS+=("$!")        a background process to stop on exit
 #   db=NAME             a database to drop on exit (when set)
 #   work=DIR            a temporary folder to delete on exit (when set)
@@ -10,6 +11,30 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 psql_() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$PG_BASE/postgres" "$@"; }
 # pg_setting NAME: the server's value of a setting.
 pg_setting() { psql_ -c "SHOW $1"; }
+
+# release_bins NAME...: for each of sesame, loadgen and floor named, the binary in SESAME_BIN,
+# LOADGEN_BIN or FLOOR_BIN when set, else this checkout's release build of it (built now, and
+# the variable set). Also sets `measured`: which sesame runs, a binary or the commit.
+release_bins() {
+  local target=${CARGO_TARGET_DIR:-target} name
+  for name in "$@"; do
+    case $name in
+      sesame)
+        if [ -n "${SESAME_BIN:-}" ]; then
+          measured="binary $SESAME_BIN"
+        else
+          SESAME_BIN=$target/release/sesame
+          measured="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
+          cargo build --release --locked --quiet --bin sesame
+        fi ;;
+      loadgen)
+        [ -n "${LOADGEN_BIN:-}" ] || { LOADGEN_BIN=$target/release/examples/loadgen; cargo build --release --locked --quiet --example loadgen; } ;;
+      floor)
+        [ -n "${FLOOR_BIN:-}" ] || { FLOOR_BIN=$target/release/examples/floor; cargo build --release --locked --quiet --example floor; } ;;
+      *) echo "release_bins: sesame, loadgen or floor, not $name" >&2; return 2 ;;
+    esac
+  done
+}
 
 PIDS=()
 bench_cleanup() {

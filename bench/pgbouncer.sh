@@ -19,25 +19,13 @@ scenarios=${3:-refresh me}
 command -v pgbouncer >/dev/null || { echo "pgbouncer is not installed (Debian: apt-get install pgbouncer)" >&2; exit 1; }
 PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
 PG_BASE=${PG_BASE%/}
-target=${CARGO_TARGET_DIR:-target}
-if [ -n "${SESAME_BIN:-}" ]; then
-  measured="binary $SESAME_BIN"
-else
-  SESAME_BIN=$target/release/sesame
-  measured="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
-  cargo build --release --locked --quiet --bin sesame
-fi
-if [ -z "${LOADGEN_BIN:-}" ]; then
-  LOADGEN_BIN=$target/release/examples/loadgen
-  cargo build --release --locked --quiet --example loadgen
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+release_bins sesame loadgen
 out=bench/results/$(date -u +%Y-%m-%dT%H%MZ)-pgbouncer
 mkdir -p "$out"
 db=sesame_bench_pgb
 work=$(mktemp -d "${TMPDIR:-/tmp}/sesame-bench-pgb.XXXXXX")
-
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 # PgBouncer in front of PG_BASE: trust on loopback, logging in to PostgreSQL as PG_BASE's user.
 who=${PG_BASE#*://}

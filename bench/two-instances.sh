@@ -18,28 +18,15 @@ clients=${2:-16}
 scenarios=${3:-refresh me mixed}
 command -v nginx >/dev/null || { echo "nginx is not installed (Debian: apt-get install nginx)" >&2; exit 1; }
 PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
-target=${CARGO_TARGET_DIR:-target}
-if [ -n "${SESAME_BIN:-}" ]; then
-  measured="binary $SESAME_BIN"
-else
-  SESAME_BIN=$target/release/sesame
-  measured="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
-  cargo build --release --locked --quiet --bin sesame
-fi
-if [ -z "${LOADGEN_BIN:-}" ]; then
-  LOADGEN_BIN=$target/release/examples/loadgen
-  cargo build --release --locked --quiet --example loadgen
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+release_bins sesame loadgen
 out=bench/results/$(date -u +%Y-%m-%dT%H%MZ)-two-instances
 mkdir -p "$out"
 db=sesame_bench_two
 work=$(mktemp -d "${TMPDIR:-/tmp}/sesame-bench-two.XXXXXX")
 # One JWT_SECRET for the instances of a run, as a deployment shares it (it also peppers the codes).
 secret=$(head -c 48 /dev/urandom | base64 | tr -d '\n')
-
-# free_port, psql_, pg_setting, and the exit cleanup of PIDS, $db and $work.
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 python3 - "$out/machine.json" "$seconds" "$clients" \
   "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$measured" \

@@ -18,21 +18,11 @@ cd "$(dirname "$0")/.."
 seconds=${1:-15}
 clients=${2:-16}
 PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
-target=${CARGO_TARGET_DIR:-target}
-if [ -n "${SESAME_BIN:-}" ]; then
-  measured="binary $SESAME_BIN"
-  cargo build --release --locked --quiet --example loadgen
-else
-  SESAME_BIN=$target/release/sesame
-  measured="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
-  cargo build --release --locked --quiet --bin sesame --example loadgen
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+release_bins sesame loadgen
 out=bench/results/$(date -u +%Y-%m-%dT%H%MZ)-signup-closed
 mkdir -p "$out"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-pg_setting() { psql_ -d "$PG_BASE/postgres" -c "SHOW $1"; }
 
 python3 - "$out/machine.json" "$seconds" "$clients" \
   "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$measured" \
@@ -65,7 +55,7 @@ run_config() {
   psql_ -d "$PG_BASE/$db" -c \
     "INSERT INTO users (id, email) SELECT gen_random_uuid(), 'known' || n || '@bench.test' FROM generate_series(0, $clients - 1) n" >/dev/null
   for c in 1 "$clients"; do
-    timeout $(( seconds + 60 )) "$target/release/examples/loadgen" --url "http://127.0.0.1:$port" --smtp-port "$smtp" \
+    timeout $(( seconds + 60 )) "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --smtp-port "$smtp" \
       --scenario signup-closed --concurrency "$c" --duration "$seconds" --json "$out/$name-c$c.json" >/dev/null
   done
   kill "$server"; wait "$server" 2>/dev/null || true

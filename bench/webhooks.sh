@@ -22,20 +22,15 @@ seconds=${1:-15}
 clients=${2:-16}
 PG_BASE=${PG_BASE:-$(scripts/pg.sh start)}
 target=${CARGO_TARGET_DIR:-target}
-if [ -n "${SESAME_BIN:-}" ]; then
-  measured="binary $SESAME_BIN"
-  [ -n "${NO_BUILD:-}" ] || cargo build --release --locked --quiet --example loadgen
-else
-  SESAME_BIN=$target/release/sesame
-  measured="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')"
-  [ -n "${NO_BUILD:-}" ] || cargo build --release --locked --quiet --bin sesame --example loadgen
+if [ -n "${NO_BUILD:-}" ]; then
+  : "${SESAME_BIN:=$target/release/sesame}" "${LOADGEN_BIN:=$target/release/examples/loadgen}"
 fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+release_bins sesame loadgen
 out=bench/results/$(date -u +%Y-%m-%dT%H%MZ)-webhooks
 mkdir -p "$out"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-pg_setting() { psql_ -d "$PG_BASE/postgres" -c "SHOW $1"; }
 now_ns() { date +%s%N; }
 
 python3 - "$out/machine.json" "$seconds" "$clients" \
@@ -84,7 +79,7 @@ run_mode() {
   for scenario in $scenarios; do
     local from to
     from=$(now_ns)
-    "$target/release/examples/loadgen" --url "http://127.0.0.1:$port" --smtp-port "$smtp" --scenario "$scenario" \
+    "$LOADGEN_BIN" --url "http://127.0.0.1:$port" --smtp-port "$smtp" --scenario "$scenario" \
       --concurrency "$clients" --duration "$seconds" --json "$out/$name-$scenario.json" >/dev/null
     to=$(now_ns)
     local pending=0 drained

@@ -44,8 +44,7 @@ for who in a b; do
   bin=$bin_a; [ "$who" = a ] || bin=$bin_b
   if [ "$who" = b ] && [ -n "${B_SEED_FROM:-}" ]; then
     SEED_FROM=$B_SEED_FROM seed_db "$db" 0 "$bin" >"$out/seed.txt"
-    env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$bin" cleanup >>"$out/seed.txt"
-    psql -X -q -d "$PG_BASE/$db" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+    settle_seeded "$db" "$bin" >>"$out/seed.txt"
   else
     psql_ -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
   fi

@@ -70,3 +70,13 @@ seed_db() {
     bench/seed --scale "$scale" "$url"
   fi
 }
+
+# settle_seeded DB SESAME_BIN: what a deployment that has run all year would have done to a seeded
+# database: its cleanup job has deleted the expired and ended rows and counted the hours (else
+# the job's first run does it during the measurements); then vacuum and checkpoint, so the runs
+# start from a settled database. Prints the cleanup's report.
+settle_seeded() {
+  env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$1" RUST_LOG=warn "$2" cleanup
+  psql -X -q -d "$PG_BASE/$1" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
+  sync
+}

@@ -106,12 +106,7 @@ run_config() {
   else
     # A year of data first (bench/seed), so start-up finds the migrations applied.
     seed_db "$db" "$SEED_SCALE" "$SESAME_BIN" >"$out/seed.txt"
-    # A deployment's cleanup job has kept up all year: delete the seed's expired and ended
-    # rows first (else the job's first run does it during the measurements), then vacuum
-    # and checkpoint, so the runs start from a settled database.
-    env -i PATH="$PATH" HOME="$HOME" DATABASE_URL="$PG_BASE/$db" RUST_LOG=warn "$SESAME_BIN" cleanup >"$out/seed-cleanup.txt"
-    psql -X -q -d "$PG_BASE/$db" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
-    sync
+    settle_seeded "$db" "$SESAME_BIN" >"$out/seed-cleanup.txt"
   fi
   port=$(free_port); smtp=$(free_port)
   started=$(date +%s%N)

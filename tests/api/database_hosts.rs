@@ -37,7 +37,14 @@ async fn a_first_host_that_is_down_is_skipped_for_the_next_one(_: PgPoolOptions,
 }
 
 #[sqlx::test]
-async fn the_servers_connections_run_without_jit_with_one_host_or_several(_: PgPoolOptions, db: PgConnectOptions) {
+async fn the_servers_connections_run_without_jit_with_one_host_or_several(opts: PgPoolOptions, db: PgConnectOptions) {
+    // New sessions of this database start with JIT on, whatever the server's default.
+    let name = db.get_database().expect("a test database").to_owned();
+    let pool = opts.connect_with(db.clone()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{name}\" SET jit = on")))
+        .execute(&pool)
+        .await
+        .unwrap();
     let sink = SmtpSink::start().await;
     let one = TestApp::spawn_with(smtp_config(db.clone(), &sink)).await;
     let mut config = smtp_config(db.clone(), &sink);

@@ -145,6 +145,19 @@ async fn cleanup_deletes_long_ended_sessions_and_nothing_live(opts: PgPoolOption
     assert_eq!(app.refresh(rt(&live)).await.status, 200);
 }
 
+/// A server with one person signed in whose tokens were then refreshed `times`
+/// times, each with the token the last refresh gave.
+async fn signed_in_and_refreshed(db: PgConnectOptions, times: usize) -> crate::helpers::TestApp {
+    let (app, sink) = spawn_with_smtp(db).await;
+    let mut pair = app.sign_in(&sink, "ada@example.com").await;
+    for _ in 0..times {
+        let resp = app.refresh(rt(&pair)).await;
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        pair = resp.json;
+    }
+    app
+}
+
 /// A token's id is time-ordered (UUIDv7): every new token's entries in the
 /// primary key and in the parent's index go at the right end of those indexes
 /// (docs/BENCHMARKS.md: with random ids, the refreshes on a year's tokens ran
@@ -152,13 +165,7 @@ async fn cleanup_deletes_long_ended_sessions_and_nothing_live(opts: PgPoolOption
 #[sqlx::test]
 async fn token_ids_are_time_ordered_each_after_its_parent(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
-    let (app, sink) = spawn_with_smtp(db).await;
-    let mut pair = app.sign_in(&sink, "ada@example.com").await;
-    for _ in 0..3 {
-        let resp = app.refresh(rt(&pair)).await;
-        assert_eq!(resp.status, 200, "{}", resp.text);
-        pair = resp.json;
-    }
+    let _app = signed_in_and_refreshed(db, 3).await;
     let (tokens, v7, after_parent): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE substr(t.id::text, 15, 1) = '7'),
                 count(*) FILTER (WHERE t.id > p.id)
@@ -177,13 +184,7 @@ async fn token_ids_are_time_ordered_each_after_its_parent(opts: PgPoolOptions, d
 #[sqlx::test]
 async fn refreshes_update_sessions_and_tokens_heap_only(opts: PgPoolOptions, db: PgConnectOptions) {
     let pool = opts.connect_with(db.clone()).await.unwrap();
-    let (app, sink) = spawn_with_smtp(db).await;
-    let mut pair = app.sign_in(&sink, "ada@example.com").await;
-    for _ in 0..5 {
-        let resp = app.refresh(rt(&pair)).await;
-        assert_eq!(resp.status, 200, "{}", resp.text);
-        pair = resp.json;
-    }
+    let _app = signed_in_and_refreshed(db, 5).await;
     // The server's connections report their statistics when they go idle:
     // wait until the five updates of each table have arrived.
     let counts = || async {
